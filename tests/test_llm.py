@@ -112,6 +112,11 @@ def test_ensure_chat_tokens_adds_what_is_missing_and_resizes_the_model(tiny_tok)
     tok.add_tokens(["<late>"], special_tokens=True)
     with pytest.raises(ConfigError, match="before subject tokens"):
         ensure_chat_tokens(tok, m)
+    with pytest.raises(ConfigError, match="call ensure_chat_tokens"):
+        L.add_subject_tokens(m, tok, ["Anna"])
+    assert "<Anna>" not in tok.get_vocab()  # nothing half-done
+    with pytest.raises(InputError, match="invalid subject names"):
+        L.add_subject_tokens(m, tok, ["two words"])
 
 
 # ----------------------------------------------------------------- build / load
@@ -137,6 +142,41 @@ def test_load_llm_from_a_local_directory(tmp_path, tiny_tok):
         L.load_llm(tmp_path / "nope")
 
 
+def test_lora_state_of_a_local_model_leaves_the_tables_out(tmp_path):
+    tok = build_tiny_tokenizer()
+    torch.manual_seed(0)
+    L.build_llm("mistral", vocab_size=len(tok), **TINY).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    base, tok = L.load_llm(tmp_path)
+    L.add_subject_tokens(base, tok, ["sks"])
+    m = L.apply_lora(base, dropout=0.0)
+    with pytest.warns(UserWarning, match="resized"):  # PEFT's default: the whole table
+        assert any("embed_tokens" in k for k in get_peft_model_state_dict(m))
+    state = L.lora_state(m)
+    assert len(state) == 28 and all("lora_" in k for k in state)
+    _adamw_step(m, tok)
+    trained = L.lora_state(m)
+    assert any(not torch.equal(trained[k], state[k]) for k in state)
+    L.load_lora_state(m, state)
+    assert all(torch.equal(v, L.lora_state(m)[k]) for k, v in state.items())
+    L.load_lora_state(m, trained)
+    with pytest.raises(InputError, match="missing"):
+        L.load_lora_state(m, dict(list(trained.items())[:3]))
+
+
+def test_bf16_model_keeps_float32_rows_with_gradients():
+    tok = build_tiny_tokenizer()
+    torch.manual_seed(0)
+    m = L.build_llm("mistral", vocab_size=len(tok), **TINY).to(torch.bfloat16)
+    ids = L.add_subject_tokens(m, tok, ["sks"])
+    x = torch.tensor([tok("Is <sks> here? Yes, <sks> is.")["input_ids"]])
+    out = m(input_ids=x, labels=x)
+    assert out.logits.dtype == torch.bfloat16 and out.logits.shape[-1] == len(tok)
+    out.loss.backward()
+    rows = L._row_params(m, ids).values()
+    assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32 for p in rows)
+
+
 def test_apply_lora_uses_the_paper_defaults():
     torch.manual_seed(0)
     m = L.apply_lora(L.build_llm("mistral", vocab_size=100, **TINY))
@@ -153,7 +193,7 @@ def test_apply_lora_uses_the_paper_defaults():
 
 # --------------------------------------------------------------- subject tokens
 @pytest.mark.parametrize("model_type, tied", [("mistral", False), ("qwen2", True), ("llama", True)])
-def test_one_adamw_step_trains_new_rows_and_lora_only(tiny_tok, model_type, tied):
+def test_one_adamw_step_trains_new_rows_and_lora_only(model_type, tied):
     tok = build_tiny_tokenizer()
     m, ids = _model(tok, model_type, tied)
     emb, head = L.subject_modules(m)
@@ -176,7 +216,7 @@ def test_one_adamw_step_trains_new_rows_and_lora_only(tiny_tok, model_type, tied
     assert not any("lora" not in n and ".params." not in n for n in changed)
 
 
-def test_second_subject_later_leaves_the_first_untouched(tiny_tok):
+def test_second_subject_later_leaves_the_first_untouched():
     tok = build_tiny_tokenizer()
     m, ids = _model(tok)
     _adamw_step(m, tok)
@@ -198,7 +238,7 @@ def test_second_subject_later_leaves_the_first_untouched(tiny_tok):
     assert all(not torch.equal(anna_before[k], anna_after[k]) for k in anna_before)
 
 
-def test_generate_with_inputs_embeds_emits_and_reads_new_tokens(tiny_tok):
+def test_generate_with_inputs_embeds_emits_and_reads_new_tokens():
     tok = build_tiny_tokenizer()
     m, ids = _model(tok)
     m.eval()
@@ -269,7 +309,7 @@ def test_whole_model_safetensors_round_trip(tmp_path, model_type, tied):
     assert torch.equal(m(input_ids=x).logits, fresh(input_ids=x).logits)
 
 
-def test_padded_vocabulary_gets_override_rows(tiny_tok):
+def test_padded_vocabulary_gets_override_rows():
     """A model vocabulary larger than the tokenizer (paper preset, Qwen2): new ids fall inside the
     original table; they get their own trainable rows and the base rows stay untouched."""
     tok = build_tiny_tokenizer()
@@ -288,7 +328,7 @@ def test_padded_vocabulary_gets_override_rows(tiny_tok):
     torch.testing.assert_close(emb(torch.tensor([ids["sks"]]))[0], emb.new.params[emb.new.slot(ids["sks"])])
 
 
-def test_trainable_groups_and_rows_survive_lora_wrapping(tiny_tok):
+def test_trainable_groups_and_rows_survive_lora_wrapping():
     tok = build_tiny_tokenizer()
     m, ids = _model(tok)
     groups = L.trainable_parameter_groups(m)

@@ -48,7 +48,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from tokenizers import AddedToken
 from torch import nn
 from transformers import (
@@ -314,7 +314,15 @@ def add_subject_tokens(model: nn.Module, tokenizer: PreTrainedTokenizerBase, nam
     Returns:
         name → token id, for the given names.
     """
+    bad = [n for n in names if not isinstance(n, str) or not n.strip("<>") or any(c.isspace() for c in n)]
+    if bad:
+        raise InputError(f"invalid subject names {bad}: use non-empty names without spaces, e.g. 'sks'")
     emb, head = subject_modules(model, install=True)
+    if len(tokenizer) > emb.num_embeddings:  # checked before the tokenizer is touched
+        raise ConfigError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model {emb.num_embeddings} rows: "
+            "call ensure_chat_tokens(tokenizer, model) before add_subject_tokens"
+        )
     wanted = [(t, True) for t in PERSON_DELIMITERS] + [(token_for(n), False) for n in names]
     vocab = tokenizer.get_vocab()
     existed = {t: t in vocab for t, _ in wanted}
@@ -440,6 +448,26 @@ def apply_lora(
     for p in trainable_rows:
         p.requires_grad_(True)
     return peft_model
+
+
+def lora_state(model: PeftModel) -> dict[str, torch.Tensor]:
+    """The LoRA weights only, float32 on CPU.
+
+    PEFT's own ``get_peft_model_state_dict`` (and ``PeftModel.save_pretrained``) compare
+    ``config.vocab_size`` with the base checkpoint's; once subject tokens extend the vocabulary they
+    would save the whole embedding and head tables (≈ 0.5 GB for Mistral-7B). Subject rows are
+    saved separately (:func:`subject_token_state`), so embedding saving is turned off here.
+    """
+    state = get_peft_model_state_dict(model, save_embedding_layers=False)
+    return {k: v.detach().float().cpu().clone() for k, v in state.items()}
+
+
+def load_lora_state(model: PeftModel, state: Mapping[str, torch.Tensor]) -> None:
+    """Load :func:`lora_state` output; every LoRA weight of the model must be present."""
+    result = set_peft_model_state_dict(model, dict(state))
+    missing = sorted(k for k in result.missing_keys if "lora_" in k)
+    if missing or result.unexpected_keys:
+        raise InputError(f"LoRA state does not match the model (missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
 
 
 def trainable_parameter_groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
