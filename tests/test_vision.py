@@ -95,6 +95,8 @@ def test_from_pretrained_takes_the_vision_part_of_a_full_clip(tmp_path):
 def test_errors_name_the_valid_choices(tmp_path):
     with pytest.raises(ConfigError, match="clip, siglip"):
         VisionTower.from_config("vit-huge", **SIZES)
+    with pytest.raises(ConfigError, match="num_hidden_layer"):
+        VisionTower.from_config("clip", num_hidden_layer=2)
     with pytest.raises(ConfigError, match="feature_layer 5"):
         _tower(feature_layer=5)
     with pytest.raises(ConfigError, match="feature_layer 0"):

@@ -40,7 +40,6 @@ vocabulary) gets an *override* row: the base row stays bit-identical but is no l
 
 from __future__ import annotations
 
-import inspect
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -63,6 +62,7 @@ from transformers import (
 )
 
 from pvchat.errors import ConfigError, InputError, unknown_choice
+from pvchat.model.vision import validated_config
 
 LLM_CONFIGS: dict[str, type[PretrainedConfig]] = {
     "mistral": MistralConfig,
@@ -86,13 +86,7 @@ def build_llm(model_type: str = "mistral", **config_kwargs) -> PreTrainedModel:
     """
     if model_type not in LLM_CONFIGS:
         raise unknown_choice("llm model_type", model_type, LLM_CONFIGS)
-    config_cls = LLM_CONFIGS[model_type]
-    config = config_cls(**config_kwargs)
-    known = (set(inspect.signature(config_cls.__init__).parameters) | set(config_cls().to_dict())) - {"self", "kwargs"}
-    # a key the config neither declares nor consumes (legacy names such as rope_theta are consumed)
-    bad = sorted(k for k in set(config_kwargs) - known if k in config.to_dict())
-    if bad:
-        raise ConfigError(f"unknown {model_type} config keys {bad}; valid: {', '.join(sorted(known))}")
+    config = validated_config(LLM_CONFIGS[model_type], config_kwargs, model_type)
     return AutoModelForCausalLM.from_config(config)
 
 

@@ -22,6 +22,7 @@ parent, as the official ``freeze_module`` does (§2.2), but through an explicit 
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
@@ -57,6 +58,17 @@ _PRETRAINED_TYPES: dict[str, type[PreTrainedModel]] = {
 
 def list_vision_models() -> list[str]:
     return sorted(VISION_MODELS)
+
+
+def validated_config(config_cls: type[PretrainedConfig], kwargs: dict, what: str) -> PretrainedConfig:
+    """``config_cls(**kwargs)``, refusing keys the config neither declares nor consumes: HF configs
+    would keep a misspelled key (``num_hidden_layer=2``) as an attribute and silently use the default."""
+    config = config_cls(**kwargs)
+    known = (set(inspect.signature(config_cls.__init__).parameters) | set(config_cls().to_dict())) - {"self", "kwargs"}
+    bad = sorted(k for k in set(kwargs) - known if k in config.to_dict())  # legacy keys (rope_theta) are consumed
+    if bad:
+        raise ConfigError(f"unknown {what} config keys {bad}; valid: {', '.join(sorted(known))}")
+    return config
 
 
 def _encoder_blocks(model: nn.Module) -> nn.ModuleList:
@@ -100,7 +112,7 @@ class VisionTower(nn.Module):
         if model_type not in VISION_MODELS:
             raise unknown_choice("vision model_type", model_type, VISION_MODELS)
         config_cls, model_cls = VISION_MODELS[model_type]
-        return cls(model_cls(config_cls(**config_kwargs)), feature_layer=feature_layer)
+        return cls(model_cls(validated_config(config_cls, config_kwargs, model_type)), feature_layer=feature_layer)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, feature_layer: int = -2, **kwargs) -> "VisionTower":
