@@ -1,7 +1,7 @@
 """``pvchat`` command line: one subcommand per pipeline stage, each a plain typed function.
 
-A subcommand is registered in :data:`COMMANDS` as ``"module:function"`` and imported only
-when it runs. Its arguments come from the function's signature (parameters without a default
+A subcommand is registered in :data:`COMMANDS` as ``"module:function"``. Its arguments come
+from the function's signature (parameters without a default
 are positional, the others ``--options``) and its help from the docstring: the first paragraph
 is the one-line summary, the ``Args:`` section documents each option.
 """
@@ -21,6 +21,7 @@ from pvchat.errors import PVChatError
 
 # name -> "module:function". Keep sorted by pipeline order.
 COMMANDS: dict[str, str] = {
+    "info": "pvchat.model.commands:info",
 }
 
 

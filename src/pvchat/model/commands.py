@@ -1,0 +1,31 @@
+"""CLI commands about the model itself."""
+
+from __future__ import annotations
+
+import torch
+
+from pvchat.model.presets import get_preset
+
+
+def info(preset: str = "tiny", subjects: int = 1) -> int:
+    """Print a preset's parts and parameter counts (the paper preset is built on the meta device).
+
+    Args:
+        preset: model preset name (tiny or paper).
+        subjects: number of subjects (persons) to add.
+    """
+    from pvchat.model.pvchat import PVChat, count_parameters
+
+    cfg = get_preset(preset)
+    cfg.subjects = [f"person{i}" for i in range(subjects)]
+    device = "meta" if preset != "tiny" else "cpu"
+    with torch.device(device):
+        model = PVChat.from_config(cfg)
+    counts = count_parameters(model)
+    print(f"preset {preset!r} ({device}), {subjects} subject(s), routing {cfg.qformer.routing}")
+    print(f"{'part':<12} {'parameters':>16} {'trainable':>14}")
+    for part in ("vision", "qformer", "projector", "llm", "frame_position"):
+        if part in counts:
+            print(f"{part:<12} {counts[part]:>16,} {counts[part + '.trainable']:>14,}")
+    print(f"{'total':<12} {counts['total']:>16,} {counts['trainable']:>14,}")
+    return 0

@@ -1,0 +1,77 @@
+"""Model presets: a small registry of named :class:`PVChatConfig` builders.
+
+* ``tiny``  random init, CPU-sized: one forward+backward in well under a second. Tests, demo.
+* ``paper`` the paper's sizes (§4.1, pvchat-official.md §2): InternVideo2-1B-sized ViT (1408 wide,
+  39 blocks used of 40, 16 heads, patch 14, 224 px), BERT-base Q-former (ReMoH in layers 6–11,
+  8 shared + 4 routed heads, target 2, 96 general + 16 per subject), Mistral-7B-Instruct-v0.3 with
+  LoRA r16/α32. Point ``vision.path`` / ``llm.path`` at local checkpoints to load real weights;
+  without them it builds on the meta device for parameter counts.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from pvchat.errors import unknown_choice
+from pvchat.model.config import LLMConfig, PVChatConfig, QFormerConfig, VisionConfig
+
+
+def tiny() -> PVChatConfig:
+    return PVChatConfig(
+        vision=VisionConfig(
+            model_type="clip",
+            config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        image_size=32, patch_size=8),
+            feature_layer=-1,
+        ),
+        qformer=QFormerConfig(
+            hidden_size=32, num_layers=4, num_heads=4, intermediate_size=64, dropout=0.0, attention_dropout=0.0,
+            routing="remoh", routed_layers=[2, 3], num_shared_heads=2, top_k=1,
+            num_general_queries=8, num_subject_queries=4,
+        ),
+        llm=LLMConfig(
+            model_type="mistral",
+            config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False),
+            lora_r=8, lora_alpha=16, lora_dropout=0.0,
+        ),
+        num_frames=4,
+        preset="tiny",
+    )
+
+
+def paper() -> PVChatConfig:
+    return PVChatConfig(
+        vision=VisionConfig(
+            model_type="clip",
+            # InternVideo2-1B sizes; 40 blocks of which the penultimate output is used (x_vis_return_idx=-2)
+            config=dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=40, num_attention_heads=16,
+                        image_size=224, patch_size=14),
+            feature_layer=-2,
+            train_last_k=0,
+        ),
+        qformer=QFormerConfig(num_general_queries=96),  # BERT-base, official ReMoH defaults
+        llm=LLMConfig(
+            model_type="mistral",
+            config=dict(vocab_size=32768, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=32768,
+                        rope_theta=1_000_000.0, tie_word_embeddings=False),
+            lora_r=16, lora_alpha=32, lora_dropout=0.1,
+        ),
+        num_frames=8,
+        preset="paper",
+    )
+
+
+PRESETS: dict[str, Callable[[], PVChatConfig]] = {"tiny": tiny, "paper": paper}
+
+
+def list_presets() -> list[str]:
+    return sorted(PRESETS)
+
+
+def get_preset(name: str) -> PVChatConfig:
+    """A fresh config for preset ``name``; an unknown name lists the valid ones."""
+    if name not in PRESETS:
+        raise unknown_choice("preset", name, PRESETS)
+    return PRESETS[name]()

@@ -1,0 +1,156 @@
+"""The chat template: where the video and the subjects go, and which tokens are supervised.
+
+Layout, as the official trainer builds it (pvchat-official.md §2.6), one subject::
+
+    [INST] <video>×Q [/INST][INST] [<sks>] Is <sks> in the video? [/INST] Yes, <sks> is ...</s>
+
+several subjects in play::
+
+    [INST] <video>×Q [/INST][INST] [PERSON] <A> [/PERSON] [PERSON] <B> [/PERSON] Where is <A> ... [/INST] ...
+
+Q = G general queries + N per subject in play. The subjects "in play" are the ones the
+conversation names; they decide both the prefix and which query blocks the Q-former runs
+(supp. S4). Earlier turns follow the first ``[/INST]`` as ``[INST] q [/INST] a</s>`` pairs; only the
+answer tokens of the last turn (and its ``</s>``) carry labels, everything else is −100.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from pvchat.errors import InputError
+
+IGNORE_INDEX = -100
+RESERVED = ("[INST]", "[/INST]", "<video>", "[PERSON]", "[/PERSON]", "<s>", "</s>")
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,31}$")
+
+
+def subject_token(name: str) -> str:
+    """``"sks"`` → ``"<sks>"``: the LLM token of a subject."""
+    return f"<{name}>"
+
+
+def validate_name(name: str) -> str:
+    """A subject name: 1–32 characters, a letter then letters, digits, ``_`` or ``-``."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or subject_token(name) in RESERVED:
+        raise InputError(
+            f"invalid subject name {name!r}: use 1-32 letters, digits, '_' or '-', starting with a letter"
+        )
+    return name
+
+
+@dataclass
+class EncodedPrompt:
+    input_ids: list[int]
+    labels: list[int]
+    subjects: list[str]  # in play, in order of first mention
+
+
+class ChatTemplate:
+    """Turns (question, answer, history) into token ids and labels for a given set of subjects.
+
+    Args:
+        tokenizer: a tokenizer that has ``[INST]``, ``[/INST]``, ``<video>``, ``[PERSON]``,
+            ``[/PERSON]`` and every subject token as single special tokens.
+        num_general_queries: G.
+        num_subject_queries: N.
+    """
+
+    def __init__(self, tokenizer, num_general_queries: int, num_subject_queries: int):
+        self.tokenizer = tokenizer
+        self.G, self.N = num_general_queries, num_subject_queries
+        self.video_id = self._single_id("<video>")
+        self.eos_id = tokenizer.eos_token_id
+
+    def _single_id(self, token: str) -> int:
+        ids = self.tokenizer.convert_tokens_to_ids(token)
+        if ids is None or ids == self.tokenizer.unk_token_id:
+            raise InputError(f"tokenizer has no {token!r} token")
+        return ids
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def subjects_in(self, texts: list[str], known: list[str]) -> list[str]:
+        """Subjects named as ``<name>`` in ``texts``, in order of first mention; unknown names raise."""
+        found: list[tuple[int, str]] = []
+        joined = "\n".join(texts)
+        for m in re.finditer(r"<([A-Za-z][A-Za-z0-9_\-]*)>", joined):
+            name = m.group(1)
+            if subject_token(name) in RESERVED:
+                continue
+            if name not in known:
+                raise InputError(
+                    f"unknown person <{name}>; known: {', '.join('<' + k + '>' for k in known) or 'none (load a concept pack)'}"
+                )
+            if name not in [n for _, n in found]:
+                found.append((m.start(), name))
+        return [n for _, n in found]
+
+    @staticmethod
+    def check_user_text(text: str) -> None:
+        """Users cannot inject control tokens or video placeholders."""
+        for tok in RESERVED:
+            if tok in text:
+                raise InputError(f"{tok!r} is reserved and cannot appear in a question")
+
+    def num_visual_tokens(self, num_subjects: int) -> int:
+        return self.G + self.N * num_subjects
+
+    def encode(
+        self,
+        question: str,
+        known_subjects: list[str],
+        answer: str | None = None,
+        history: list[tuple[str, str]] | None = None,
+    ) -> EncodedPrompt:
+        """Token ids (and labels when ``answer`` is given) for one sample.
+
+        Args:
+            question: the current question, naming subjects as ``<name>``.
+            known_subjects: names the model has tokens and query blocks for.
+            answer: the target answer (training) or None (generation: the prompt ends after ``[/INST]``).
+            history: earlier ``(question, answer)`` turns of the conversation, oldest first.
+        """
+        history = history or []
+        texts = [question] + [t for qa in history for t in qa]
+        for t in texts:
+            self.check_user_text(t)
+        subjects = self.subjects_in([q for q, _ in history] + [question], known_subjects)
+
+        if len(subjects) == 1:
+            prefix = f"[{subject_token(subjects[0])}] "
+        else:
+            prefix = "".join(f"[PERSON] {subject_token(s)} [/PERSON] " for s in subjects)
+
+        ids: list[int] = self._encode("[INST] ")
+        ids += [self.video_id] * self.num_visual_tokens(len(subjects))
+        ids += self._encode(" [/INST]")
+        for i, (q, a) in enumerate(history):
+            ids += self._encode(f"[INST] {prefix if i == 0 else ''}{q} [/INST] ") + self._encode(a) + [self.eos_id]
+        ids += self._encode(f"[INST] {prefix if not history else ''}{question} [/INST] ")
+        labels = [IGNORE_INDEX] * len(ids)
+        if answer is not None:
+            target = self._encode(answer) + [self.eos_id]
+            ids += target
+            labels += target
+        return EncodedPrompt(ids, labels, subjects)
+
+
+def pad_batch(samples: list[EncodedPrompt], pad_id: int, left: bool = False) -> dict[str, torch.Tensor]:
+    """Stack encoded prompts: ``input_ids``, ``attention_mask``, ``labels`` (right padding by default;
+    left padding for generation)."""
+    width = max(len(s.input_ids) for s in samples)
+    ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(samples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(samples), width), dtype=torch.long)
+    for b, s in enumerate(samples):
+        n = len(s.input_ids)
+        sl = slice(width - n, width) if left else slice(0, n)
+        ids[b, sl] = torch.tensor(s.input_ids)
+        labels[b, sl] = torch.tensor(s.labels)
+        mask[b, sl] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}

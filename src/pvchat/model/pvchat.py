@@ -1,0 +1,268 @@
+"""PVChat: frames → vision tower → ReMoH Q-former → projector → LLM (paper §3.3, Fig. 4).
+
+::
+
+    pixel_values (B, T, 3, H, W)
+        │ 1. vision tower (per frame)                      (B, T, N_v, C_v)
+        │ 2. + frame position, LayerNorm, flatten time     (B, T·N_v, C_v)
+        ▼
+    Q-former: general + in-play subject queries            (B, Q, D_q)   + routing stats
+        │ 3. linear projector                              (B, Q, D_llm)
+        ▼
+    LLM input embeddings with the visual tokens spliced in at the <video> placeholders
+        │ 4. causal LM (LoRA) → logits; CE on answer tokens only
+        ▼
+    loss = L_LM + L_SPR + L_HAE  (Eq. 11)   [+ MoH load balance for routing="moh"]
+
+A sample's subjects "in play" are the subject tokens its prompt contains; they select the
+Q-former's subject query blocks (supp. S4) and the number of <video> placeholders.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from pvchat.errors import ConfigError, InputError
+from pvchat.io import atomic_dir, read_json
+from pvchat.model import llm as llm_lib
+from pvchat.model.config import PVChatConfig
+from pvchat.model.losses import SparsityController, routed_modules
+from pvchat.model.prompt import ChatTemplate, EncodedPrompt, pad_batch, validate_name
+from pvchat.model.qformer import QFormer
+from pvchat.model.tokenizer import build_tiny_tokenizer, ensure_chat_tokens
+from pvchat.model.vision import VisionTower
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "pvchat_config.json"
+
+
+@dataclass
+class PVChatOutput:
+    loss: torch.Tensor | None
+    lm_loss: torch.Tensor | None
+    spr: torch.Tensor
+    hae: torch.Tensor
+    moh_balance: torch.Tensor
+    logits: torch.Tensor
+    routing: list  # RoutingStats per routed module
+
+
+class PVChat(nn.Module):
+    """The composed model. Build with :meth:`from_config`; parts are injected, not inherited.
+
+    Args:
+        config: the model config (sizes, routing, losses, subjects).
+        vision: the vision tower.
+        llm: the causal LM, already wrapped with LoRA.
+        tokenizer: its tokenizer, with the chat tokens.
+    """
+
+    def __init__(self, config: PVChatConfig, vision: VisionTower, llm: nn.Module, tokenizer):
+        super().__init__()
+        self.config = config
+        self.vision = vision
+        Cv = vision.hidden_size
+        self.frame_position = nn.Parameter(torch.zeros(config.max_frames, Cv))  # temporal order of frames
+        self.vision_norm = nn.LayerNorm(Cv, eps=1e-12)  # as InternVideo2-Chat's vision_layernorm
+        self.qformer = QFormer(config.qformer, Cv)
+        self.projector = nn.Linear(config.qformer.hidden_size, llm.get_input_embeddings().embedding_dim)
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.template = ChatTemplate(tokenizer, config.qformer.num_general_queries, config.qformer.num_subject_queries)
+        mods = routed_modules(self.qformer)
+        self.sparsity = SparsityController(len(mods), [m.target_sparsity for m in mods], config.loss)
+        self.subject_ids: dict[str, int] = {}
+        subjects, config.subjects = list(config.subjects), []
+        for name in subjects:
+            self.add_subject(name)
+
+    # ------------------------------------------------------------ building
+    @classmethod
+    def from_config(cls, config: PVChatConfig) -> "PVChat":
+        """Build every part from ``config``: random init, or local weights where a ``path`` is set."""
+        v = config.vision
+        vision = VisionTower.from_pretrained(v.path, feature_layer=v.feature_layer) if v.path else \
+            VisionTower.from_config(v.model_type, feature_layer=v.feature_layer, **v.config)
+        vision.set_trainable(v.train_last_k)
+        lc = config.llm
+        if lc.path:
+            llm, tokenizer = llm_lib.load_llm(lc.path)
+            if lc.tokenizer == "tiny":
+                raise ConfigError("llm.tokenizer 'tiny' cannot be used with a pretrained llm.path; use 'pretrained'")
+        else:
+            if lc.tokenizer != "tiny":
+                raise ConfigError(f"llm.tokenizer {lc.tokenizer!r} needs llm.path (a local model directory)")
+            tokenizer = build_tiny_tokenizer()
+            kwargs = dict(lc.config)
+            kwargs.setdefault("vocab_size", len(tokenizer))
+            if kwargs["vocab_size"] < len(tokenizer):
+                raise ConfigError(f"llm vocab_size {kwargs['vocab_size']} < tokenizer size {len(tokenizer)}")
+            llm = llm_lib.build_llm(lc.model_type, **kwargs)
+        ensure_chat_tokens(tokenizer, llm)
+        llm_lib.add_subject_tokens(llm, tokenizer, [])  # [PERSON]/[/PERSON]
+        llm = llm_lib.apply_lora(llm, r=lc.lora_r, alpha=lc.lora_alpha, dropout=lc.lora_dropout,
+                                 target_modules=tuple(lc.lora_targets))
+        return cls(config, vision, llm, tokenizer)
+
+    def add_subject(self, name: str) -> int:
+        """Add a person: one ``<name>`` token row and one N-query block; nothing else changes."""
+        validate_name(name)
+        if name in self.subject_ids:
+            raise InputError(f"subject {name!r} already exists")
+        ids = llm_lib.add_subject_tokens(self.llm, self.tokenizer, [name])
+        self.qformer.add_subject()
+        self.subject_ids[name] = ids[name]
+        self.config.subjects.append(name)
+        return ids[name]
+
+    @property
+    def subjects(self) -> list[str]:
+        return list(self.config.subjects)
+
+    # ------------------------------------------------------------- encoding
+    def encode_video(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, H, W) → per-frame vision features (B, T, N_v, C_v). Cacheable while the tower is frozen."""
+        return self.vision(pixel_values)
+
+    def visual_tokens(self, vision_features: torch.Tensor, subject_mask: torch.Tensor):
+        """Steps 2–3: vision features → Q-former → projector. Returns (tokens, keep, stats)."""
+        B, T, Nv, Cv = vision_features.shape
+        if T > self.config.max_frames:
+            raise ConfigError(f"{T} frames > max_frames {self.config.max_frames}")
+        # 2. add the frame's position, normalise, flatten time into the token axis   (B, T·N_v, C_v)
+        x = vision_features + self.frame_position[:T, None, :].to(vision_features.dtype)
+        x = self.vision_norm(x).reshape(B, T * Nv, Cv)
+        # Q-former over the general queries and the subject blocks in play              (B, Q, D_q)
+        q, keep, stats = self.qformer(x, subject_mask)
+        # 3. project into the LLM's embedding space                                      (B, Q, D_llm)
+        return self.projector(q), keep, stats
+
+    def subject_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, S) bool: subject s is in play in sample b iff its token occurs in the prompt."""
+        ids = torch.tensor([self.subject_ids[n] for n in self.config.subjects], device=input_ids.device, dtype=torch.long)
+        if not len(ids):
+            return torch.zeros(input_ids.shape[0], 0, dtype=torch.bool, device=input_ids.device)
+        return (input_ids[:, :, None] == ids[None, None, :]).any(1)
+
+    def embed_inputs(self, input_ids, vision_features) -> tuple[torch.Tensor, list]:
+        """Token embeddings with the visual tokens written into the ``<video>`` placeholders."""
+        embeds = self.llm.get_input_embeddings()(input_ids)  # (B, L, D_llm)
+        visual, keep, stats = self.visual_tokens(vision_features, self.subject_mask(input_ids))
+        slots = input_ids == self.template.video_id  # (B, L)
+        if not torch.equal(slots.sum(1), keep.sum(1)):
+            raise ConfigError(
+                f"prompt has {slots.sum(1).tolist()} <video> placeholders but the Q-former gives "
+                f"{keep.sum(1).tolist()} visual tokens; build prompts with model.template"
+            )
+        embeds = embeds.masked_scatter(slots.unsqueeze(-1), visual[keep].to(embeds.dtype))
+        return embeds, stats
+
+    # -------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
+    ) -> PVChatOutput:
+        """Fig. 4 end to end. Give ``pixel_values`` (B, T, 3, H, W) or cached ``vision_features``."""
+        # 1. frames → per-frame features (skipped when cached)                            (B, T, N_v, C_v)
+        if vision_features is None:
+            if pixel_values is None:
+                raise ConfigError("forward needs pixel_values or vision_features")
+            vision_features = self.encode_video(pixel_values)
+        # 2–3. Q-former + projector, spliced into the LLM's input embeddings             (B, L, D_llm)
+        embeds, stats = self.embed_inputs(input_ids, vision_features)
+        # 4. the LLM; CE on the answer tokens (labels are −100 elsewhere)
+        out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+        reg = self.sparsity(stats)  # SPR (Eq. 7), HAE (Eq. 10), MoH balance
+        loss = None
+        if labels is not None:
+            loss = out.loss + reg["spr"] + reg["hae"] + reg["moh_balance"]  # Eq. 11
+        return PVChatOutput(loss, out.loss if labels is not None else None, reg["spr"], reg["hae"],
+                            reg["moh_balance"], out.logits, stats)
+
+    def prepare(self, question: str, answer: str | None = None, history=None) -> EncodedPrompt:
+        """Encode one turn with the chat template (validates names and reserved tokens)."""
+        return self.template.encode(question, self.subjects, answer=answer, history=history)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        questions: list[str],
+        pixel_values: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
+        histories: list[list[tuple[str, str]]] | None = None,
+        max_new_tokens: int = 64,
+        **gen_kwargs,
+    ) -> list[str]:
+        """Answer one question per video (greedy unless ``do_sample`` is passed)."""
+        if vision_features is None:
+            vision_features = self.encode_video(pixel_values)
+        histories = histories or [None] * len(questions)
+        enc = [self.prepare(q, history=h) for q, h in zip(questions, histories)]
+        batch = pad_batch(enc, self.tokenizer.pad_token_id, left=True)
+        device = vision_features.device
+        embeds, _ = self.embed_inputs(batch["input_ids"].to(device), vision_features)
+        gen_kwargs.setdefault("do_sample", False)
+        out = self.llm.generate(
+            inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(device), max_new_tokens=max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id, **gen_kwargs,
+        )
+        return [self.tokenizer.decode(o, skip_special_tokens=False).split(self.tokenizer.eos_token)[0]
+                .replace(self.tokenizer.pad_token or "", "").strip() for o in out]
+
+    @torch.no_grad()
+    def sparsity_step(self) -> None:
+        """Eq. 9's β update; call once per optimizer step."""
+        self.sparsity.step()
+
+    # ----------------------------------------------------------- save/load
+    def save_pretrained(self, directory: str | Path, overwrite: bool = True) -> None:
+        """config JSON + tokenizer (JSON) + all weights (safetensors), written atomically."""
+        with atomic_dir(directory, overwrite=overwrite) as tmp:
+            cfg = self.config.to_dict()
+            (tmp / CONFIG_NAME).write_text(json.dumps({"config": cfg, "subject_ids": self.subject_ids}, indent=2))
+            self.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+            save_model(self, str(tmp / WEIGHTS_NAME))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "PVChat":
+        """Rebuild from :meth:`save_pretrained` output (only JSON and safetensors are read)."""
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
+            raise InputError(f"{directory}: not a saved PVChat model (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+        meta = read_json(directory / CONFIG_NAME)
+        config = PVChatConfig.from_dict(meta["config"])
+        subjects, config.subjects = list(config.subjects), []
+        model = cls.from_config(config)
+        for name in subjects:
+            model.add_subject(name)
+        if model.subject_ids != meta["subject_ids"]:
+            raise InputError(f"{directory}: subject token ids differ from the saved ones")
+        try:
+            missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False)
+        except Exception as e:  # safetensors raises several types for truncated files
+            raise InputError(f"{directory / WEIGHTS_NAME}: unreadable weights ({e.__class__.__name__}: {e})") from None
+        if missing or unexpected:
+            raise InputError(f"{directory}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return model
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Total / trainable parameter counts per top-level part (works on the meta device)."""
+    out: dict[str, int] = {}
+    for name, child in model.named_children():
+        out[name] = sum(p.numel() for p in child.parameters())
+        out[name + ".trainable"] = sum(p.numel() for p in child.parameters() if p.requires_grad)
+    out["total"] = sum(p.numel() for p in model.parameters())
+    out["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return out
+
