@@ -1,0 +1,1 @@
+"""Training-data synthesis: positive clips (generator backends), hard negatives, quality filter."""
