@@ -34,6 +34,8 @@ def tiny() -> PVChatConfig:
             config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                         num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False),
             lora_r=8, lora_alpha=16, lora_dropout=0.0,
+            # a random LM head gives near-flat logits; LoRA on it lets the tiny model become confident
+            lora_targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head"],
         ),
         num_frames=4,
         preset="tiny",

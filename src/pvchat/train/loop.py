@@ -1,0 +1,262 @@
+"""The training loop: one loop, two stages as recipes (paper §3.4, §4.1).
+
+::
+
+    for epoch:                                   # order fixed by (seed, epoch): resumable
+      for batch of (clip, question, answer):
+        features  = cache[clip] or vision(frames)    # frozen tower: computed once per clip
+        loss      = L_LM + L_SPR + L_HAE              # Eq. 11 (model.forward)
+        backward; clip grad; AdamW step (lr by group)
+        β ← β·e^{k(T_s − R_s)}                       # Eq. 9, once per optimizer step
+        log JSONL; checkpoint every N steps (atomic)
+
+Runs on CPU here and on one or many GPUs with ``accelerate launch`` / ``torchrun`` (batches are
+sharded by process; gradients averaged by Accelerate's DDP wrapper).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from pvchat.data import QADataset
+from pvchat.errors import PVChatError
+from pvchat.io import write_json
+from pvchat.model.prompt import pad_batch
+from pvchat.model.pvchat import PVChat
+from pvchat.train.checkpoint import load_checkpoint, save_checkpoint
+from pvchat.train.recipe import StageRecipe
+
+
+class TrainingError(PVChatError):
+    """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    seconds: float
+    log: Path
+    plot: Path | None
+
+
+def parameter_groups(model: PVChat, recipe: StageRecipe, subjects: list[str]) -> list[dict[str, Any]]:
+    """Freeze everything, then unfreeze what this stage trains, grouped by learning rate.
+
+    * subject: the rows of the trained subjects' tokens and their query blocks (lr 1e-4)
+    * qformer: the Q-former (ReMoH routers included), projector, frame positions, vision norm (1e-5)
+    * lora: the LLM's LoRA weights (1e-5)
+    * vision: the last K vision blocks, stage 2 only (1e-5)
+    Subjects not being trained (earlier concept packs) stay frozen.
+    """
+    from pvchat.model import llm as llm_lib
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    groups: dict[str, list[torch.nn.Parameter]] = {"subject": [], "qformer": [], "lora": [], "vision": []}
+    ids = {n: model.subject_ids[n] for n in subjects}
+    llm_lib.set_subject_trainable(model.llm, ids, True)
+    groups["subject"] += [p for p in llm_lib.new_token_parameters(model.llm) if p.requires_grad]
+    for name in subjects:
+        groups["subject"].append(model.qformer.subject_queries[model.subjects.index(name)])
+    subject_block_ids = {id(p) for p in model.qformer.subject_queries}
+    groups["qformer"] += [p for p in model.qformer.parameters() if id(p) not in subject_block_ids]
+    groups["qformer"] += [*model.projector.parameters(), *model.vision_norm.parameters(), model.frame_position]
+    groups["lora"] += [p for n, p in model.llm.named_parameters() if "lora_" in n]
+    if recipe.stage == 2 and recipe.train_last_k > 0:
+        model.vision.set_trainable(recipe.train_last_k)
+        groups["vision"] += [p for p in model.vision.parameters() if p.requires_grad]
+    else:
+        model.vision.set_trainable(0)
+    lrs = {"subject": recipe.lr_subject, "qformer": recipe.lr_qformer, "lora": recipe.lr_lora, "vision": recipe.lr_vision}
+    out = []
+    for name, params in groups.items():
+        for p in params:
+            p.requires_grad_(True)
+        if params:
+            out.append({"name": name, "params": params, "lr": lrs[name]})
+    return out
+
+
+def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+
+
+def train(
+    model: PVChat,
+    dataset: QADataset,
+    recipe: StageRecipe,
+    out_dir: str | Path,
+    subjects: list[str] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``dataset`` with ``recipe``; logs, plot and checkpoints go to ``out_dir``.
+
+    Args:
+        model: the PVChat model (its subjects must include ``subjects``).
+        dataset: the stage's samples.
+        recipe: stage settings (epochs, learning rates, ...).
+        out_dir: where ``log.jsonl``, ``checkpoint/`` and ``training.png`` are written.
+        subjects: the people being learned (their tokens and queries train); default all.
+        resume: continue from ``out_dir/checkpoint`` (bit-exact on CPU).
+        progress: show a progress bar.
+        stop_after_steps: stop (with a checkpoint) after this many steps in this call; for tests.
+    """
+    from accelerate import Accelerator
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subjects = list(model.subjects if subjects is None else subjects)
+    torch.manual_seed(recipe.seed)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              mixed_precision=recipe.mixed_precision if torch.cuda.is_available() else "no")
+    groups = parameter_groups(model, recipe, subjects)
+    optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
+    log_path, ckpt = out_dir / "log.jsonl", out_dir / "checkpoint"
+
+    epochs = recipe.num_epochs(len(subjects))
+    batches_per_epoch = math.ceil(len(dataset) / recipe.batch_size)
+    total = epochs * batches_per_epoch
+    if recipe.max_steps is not None:
+        total = min(total, recipe.max_steps)
+    step, log_lines = 0, 0
+    if resume and (ckpt / "state.json").is_file():
+        meta = load_checkpoint(ckpt, model, optimizer)
+        step, log_lines = meta["step"], meta["log_lines"]
+        if meta["recipe"] != recipe.to_dict():
+            raise TrainingError(f"{ckpt}: the checkpoint was made with another recipe; start without --resume")
+        lines = log_path.read_text().splitlines()[:log_lines] if log_path.exists() else []
+        log_path.write_text("".join(line + "\n" for line in lines))
+    elif log_path.exists():
+        log_path.unlink()
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    core: PVChat = accelerator.unwrap_model(model)
+    core.train()
+    cache: dict[Path, torch.Tensor] = {}
+    frozen_vision = not any(p.requires_grad for p in core.vision.parameters())
+
+    def features(clips: list[Path]) -> torch.Tensor:
+        out = []
+        for clip in clips:
+            if clip not in cache:
+                pixels = dataset.frames(clip).unsqueeze(0).to(accelerator.device)
+                if frozen_vision and recipe.cache_features:
+                    with torch.no_grad():
+                        cache[clip] = core.encode_video(pixels).cpu()
+                else:
+                    out.append(core.encode_video(pixels))
+                    continue
+            out.append(cache[clip].to(accelerator.device))
+        return torch.cat(out)
+
+    def checkpoint() -> None:
+        if accelerator.is_main_process:
+            save_checkpoint(ckpt, core, optimizer, {"step": step, "log_lines": log_lines, "recipe": recipe.to_dict()})
+
+    t0, last_loss, done_here = time.perf_counter(), float("nan"), 0
+    bar = tqdm(total=total, initial=step, desc=f"stage {recipe.stage}", disable=not progress or not accelerator.is_main_process)
+    with open(log_path, "a") as log:
+        while step < total:
+            epoch, in_epoch = divmod(step, batches_per_epoch)
+            batch_ids = _batches(len(dataset), recipe.batch_size, recipe.seed, epoch)[in_epoch]
+            batch_ids = batch_ids[accelerator.process_index :: accelerator.num_processes] or batch_ids[:1]
+            samples = [dataset[i] for i in batch_ids]
+            enc = [core.prepare(s.question, answer=s.answer) for s in samples]
+            batch = {k: v.to(accelerator.device) for k, v in pad_batch(enc, core.tokenizer.pad_token_id).items()}
+            with accelerator.autocast():
+                out = model(**batch, vision_features=features([s.clip for s in samples]))
+            if not torch.isfinite(out.loss):
+                raise TrainingError(f"non-finite loss at step {step}; the last good checkpoint is kept in {ckpt}")
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(out.loss)
+            if recipe.grad_clip:
+                accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], recipe.grad_clip)
+            optimizer.step()
+            core.sparsity_step()  # Eq. 9, once per optimizer step
+            step, done_here, last_loss = step + 1, done_here + 1, float(out.loss.detach())
+            record = {
+                "step": step, "epoch": epoch, "loss": last_loss, "lm": float(out.lm_loss.detach()),
+                "spr": float(out.spr.detach()), "hae": float(out.hae.detach()),
+                "moh_balance": float(out.moh_balance.detach()),
+                "sparsity": [float(s.sparsity) for s in out.routing],
+                "target": core.sparsity.target.tolist(),
+                "beta": core.sparsity.beta.tolist(),
+                "head_active": [[round(float(a), 4) for a in s.active_rate] for s in out.routing],
+            }
+            if accelerator.is_main_process:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            log_lines += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.3f}")
+            stopping = stop_after_steps is not None and done_here >= stop_after_steps
+            if step % recipe.checkpoint_every == 0 or step == total or stopping:
+                checkpoint()
+            if stopping:
+                break
+    bar.close()
+    plot = plot_log(log_path, out_dir / "training.png") if step == total and accelerator.is_main_process else None
+    if accelerator.is_main_process:
+        write_json(out_dir / "summary.json", {"steps": step, "final_loss": last_loss, "recipe": recipe.to_dict(),
+                                              "subjects": subjects, "samples": len(dataset)})
+    return TrainResult(step, last_loss, time.perf_counter() - t0, log_path, plot)
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_log(log_path: Path, png: Path) -> Path | None:
+    """Loss parts, sparsity against its target, β, and per-head activation over steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_log(log_path)
+    if not rows:
+        return None
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(1, 4, figsize=(18, 3.6))
+    for key in ("loss", "lm", "spr", "hae"):
+        ax[0].plot(steps, [r[key] for r in rows], label=key)
+    ax[0].set_title("loss (Eq. 11)")
+    ax[0].set_yscale("symlog", linthresh=1e-4)
+    ax[0].legend()
+    if rows[0]["sparsity"]:
+        import numpy as np
+
+        sp = np.array([r["sparsity"] for r in rows])
+        ax[1].plot(steps, sp.mean(1), label="R_s (mean over modules)")
+        ax[1].axhline(float(np.mean(rows[0]["target"])), ls="--", c="k", label="T_s")
+        ax[1].set_ylim(-0.05, 1.05)
+        ax[1].legend()
+        ax[2].plot(steps, np.array([r["beta"] for r in rows]))
+        ax[2].set_yscale("log")
+        act = np.array([sum(r["head_active"], []) for r in rows])
+        ax[3].imshow(act.T, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        ax[3].set_ylabel("routed head (module-major)")
+    ax[1].set_title("sparsity R_s vs target")
+    ax[2].set_title("SPR coefficient β (Eq. 9)")
+    ax[3].set_title("routed head activation rate")
+    for a in ax:
+        a.set_xlabel("step")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = png.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    tmp.replace(png)
+    return png

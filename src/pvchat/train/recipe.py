@@ -1,0 +1,91 @@
+"""Stage recipes: the two stages of paper §3.4 are two settings of the same loop.
+
+A recipe is a dataclass; YAML files in ``recipes/`` override its fields (unknown keys are an
+error that lists the valid ones).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pvchat.errors import ConfigError, InputError
+
+# paper supp.: 8 epochs in all for one person, 16 for two, 24 for three; stage 1 is one of them
+STAGE2_EPOCHS = {1: 7, 2: 15, 3: 23}
+
+
+@dataclass
+class StageRecipe:
+    """One training stage.
+
+    Learning rates as paper §4.1: subject tokens and subject queries 1e-4, Q-former / ReMoH 1e-5
+    (here also the projector and frame positions), LoRA 1e-5; AdamW, batch 2.
+    """
+
+    stage: int = 2
+    epochs: int | None = None  # None: STAGE2_EPOCHS by number of people for stage 2, 1 for stage 1
+    batch_size: int = 2
+    num_frames: int = 8  # stage 2; stage 1 reads the first frame only
+    lr_subject: float = 1e-4
+    lr_qformer: float = 1e-5
+    lr_lora: float = 1e-5
+    lr_vision: float = 1e-5
+    weight_decay: float = 0.01
+    train_last_k: int = 0  # stage 2 unfreezes the last K vision blocks
+    grad_clip: float = 1.0
+    max_steps: int | None = None
+    seed: int = 0
+    checkpoint_every: int = 50
+    cache_features: bool = True  # frozen vision features computed once per clip
+    mixed_precision: str = "no"  # "bf16" on GPU (fp32 master weights; autocast)
+
+    def __post_init__(self):
+        if self.stage not in (1, 2):
+            raise ConfigError(f"stage must be 1 or 2, got {self.stage}")
+        if self.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ConfigError(f"mixed_precision must be one of: no, bf16, fp16; got {self.mixed_precision!r}")
+        if self.batch_size < 1:
+            raise ConfigError("batch_size must be ≥ 1")
+
+    def num_epochs(self, num_people: int) -> int:
+        if self.epochs is not None:
+            return self.epochs
+        return 1 if self.stage == 1 else STAGE2_EPOCHS.get(num_people, 8 * num_people - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def stage1(**overrides: Any) -> StageRecipe:
+    """Stage 1: first frames, existence + appearance, vision frozen, one epoch."""
+    return StageRecipe(**{"stage": 1, "epochs": 1, **overrides})
+
+
+def stage2(**overrides: Any) -> StageRecipe:
+    """Stage 2: 8 frames, all four types, last K vision blocks trainable."""
+    return StageRecipe(**{"stage": 2, **overrides})
+
+
+def load_recipes(path: str | Path) -> dict[str, Any]:
+    """A YAML recipe file: ``stage1:``/``stage2:`` sections of StageRecipe fields, plus free keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such recipe")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+    fields = {f.name for f in dataclasses.fields(StageRecipe)}
+    out = dict(data)
+    for key, builder in (("stage1", stage1), ("stage2", stage2)):
+        if key in data:
+            bad = set(data[key]) - fields
+            if bad:
+                raise ConfigError(f"{path}: unknown {key} keys {sorted(bad)}; valid: {sorted(fields)}")
+            out[key] = builder(**data[key])
+    return out

@@ -1,0 +1,103 @@
+"""The training loop on a tiny manifest: it learns, logs, plots, and resumes bit-exactly."""
+
+import numpy as np
+import pytest
+import torch
+
+from pvchat.data import ClipRecord, QADataset, QARecord, read_manifest, write_manifest
+from pvchat.errors import InputError
+from pvchat.model.presets import get_preset
+from pvchat.model.pvchat import PVChat
+from pvchat.train.loop import parameter_groups, read_log, train
+from pvchat.train.recipe import StageRecipe, stage2
+from pvchat.video import write_video
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    records = []
+    for i, (colour, present) in enumerate([((220, 40, 40), True), ((40, 40, 220), False)] * 2):
+        frames = np.zeros((6, 48, 48, 3), np.uint8) + np.array(colour, np.uint8)
+        frames += rng.integers(0, 20, frames.shape, dtype=np.uint8)
+        write_video(root / f"c{i}.mp4", frames, fps=8)
+        yes = QARecord("existence", "Is <sks> in the video?", "Yes." if present else "No.", present)
+        look = QARecord("appearance", "What is <sks> wearing?", "A red coat.")
+        records.append(ClipRecord(f"c{i}.mp4", ["sks"] if present else [], [yes, look] if present else [yes],
+                                  kind="positive" if present else "negative"))
+    write_manifest(root / "manifest.jsonl", records)
+    return root / "manifest.jsonl"
+
+
+def _model():
+    torch.manual_seed(0)
+    cfg = get_preset("tiny")
+    cfg.subjects = ["sks"]
+    return PVChat.from_config(cfg)
+
+
+def _recipe(**kw):
+    # the tiny preset is random-init: it needs larger rates than the paper's (which tune a pretrained model)
+    return stage2(num_frames=4, lr_subject=1e-2, lr_qformer=1e-2, lr_lora=1e-2, checkpoint_every=100,
+                  epochs=kw.pop("epochs", 10), **kw)
+
+
+def test_manifest_round_trip_and_errors(manifest, tmp_path):
+    recs = read_manifest(manifest)
+    assert len(recs) == 4 and recs[0].qa[0].label is True
+    assert len(QADataset(manifest, stage=1, image_size=32)) == 6  # existence + appearance
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    with pytest.raises(InputError, match="not JSON"):
+        read_manifest(tmp_path / "bad.jsonl")
+    with pytest.raises(InputError, match="QA type"):
+        QARecord("smell", "q", "a")
+
+
+def test_parameter_groups_follow_the_paper():
+    m = _model()
+    groups = {g["name"]: g for g in parameter_groups(m, StageRecipe(stage=2), ["sks"])}
+    assert groups["subject"]["lr"] == 1e-4 and groups["qformer"]["lr"] == 1e-5 and groups["lora"]["lr"] == 1e-5
+    assert "vision" not in groups and not any(p.requires_grad for p in m.vision.parameters())
+    groups = {g["name"]: g for g in parameter_groups(m, StageRecipe(stage=2, train_last_k=1), ["sks"])}
+    assert len(groups["vision"]["params"]) > 0
+    m.add_subject("Anna")
+    groups = {g["name"]: g for g in parameter_groups(m, StageRecipe(stage=2), ["Anna"])}
+    assert not m.qformer.subject_queries[0].requires_grad  # the earlier person stays frozen
+    assert m.qformer.subject_queries[1].requires_grad
+
+
+def test_training_learns_logs_and_plots(manifest, tmp_path):
+    m = _model()
+    ds = QADataset(manifest, stage=2, num_frames=4, image_size=32, types=("existence",))
+    assert len(ds) == 4
+    result = train(m, ds, _recipe(), tmp_path / "run", progress=False)
+    rows = read_log(result.log)
+    assert result.steps == len(rows) == 10 * 2
+    assert np.mean([r["lm"] for r in rows[-3:]]) < 0.5 * np.mean([r["lm"] for r in rows[:3]])
+    assert rows[-1]["beta"] != rows[0]["beta"] and len(rows[0]["head_active"]) == 3
+    assert rows[-1]["lm"] < 1.5
+    assert result.plot is not None and result.plot.stat().st_size > 10_000
+    m.eval()
+    red = ds.frames(ds.clips[0]).unsqueeze(0)
+    blue = ds.frames(ds.clips[1]).unsqueeze(0)
+    assert m.generate(["Is <sks> in the video?"], pixel_values=red, max_new_tokens=4)[0].startswith("Yes")
+    assert m.generate(["Is <sks> in the video?"], pixel_values=blue, max_new_tokens=4)[0].startswith("No")
+
+
+def test_resume_is_bit_exact(manifest, tmp_path):
+    ds = QADataset(manifest, stage=2, num_frames=4, image_size=32)
+    recipe = _recipe(epochs=2)
+    full = _model()
+    train(full, ds, recipe, tmp_path / "full", progress=False)
+
+    part = _model()
+    r = train(part, ds, recipe, tmp_path / "part", progress=False, stop_after_steps=4)
+    assert r.steps == 4
+    resumed = _model()  # a new process would rebuild the base the same way
+    r = train(resumed, ds, recipe, tmp_path / "part", progress=False, resume=True)
+    assert r.steps == 6
+    for (n, a), (_, b) in zip(full.named_parameters(), resumed.named_parameters()):
+        assert torch.equal(a, b), n
+    assert torch.equal(full.sparsity.beta, resumed.sparsity.beta)
+    assert len(read_log(tmp_path / "part" / "log.jsonl")) == 6
