@@ -194,6 +194,15 @@ def test_deterministic_from_seed_and_roundtrip():
     assert clip_from_dict(json.loads(json.dumps(clip_to_dict(clip)))) == clip
 
 
+def test_pairs_fit_the_training_manifest():
+    from pvchat.data import ClipRecord
+
+    pairs = make_qa(_clip(), ["Anna", "Ben"], rng=0, recipe="tiny")
+    rec = ClipRecord.from_dict({"clip": "c1.mp4", "people": ["Anna"], "qa": [p.to_manifest() for p in pairs]})
+    assert [(q.type, q.question, q.answer, q.label) for q in rec.qa] == \
+        [(p.type, p.question, p.answer, p.label) for p in pairs]
+
+
 def test_paper_scale_recipe():
     paper = get_recipe("paper")
     assert paper.total(positives=16, negatives=65) == 1455  # paper §4.1 / pvchat-official.md §5.4
@@ -264,6 +273,14 @@ def test_rules_rewrite_leaves_unrelated_text():
         "They talk to each other while <Anna> smiles."
     with pytest.raises(InputError):
         r.rewrite("She waves.", "Anna")
+
+
+def test_rules_rewrite_uses_the_subject_position():
+    text = "The person on the left is wearing a red coat, while the man on the right wears a blue shirt."
+    assert RulesRewriter().rewrite(text, "<Anna>", position="left") == \
+        "<Anna> is wearing a red coat, while the man on the right wears a blue shirt."
+    assert RulesRewriter().rewrite(text, "<Ben>", position="right") == \
+        "The person on the left is wearing a red coat, while <Ben> wears a blue shirt."
 
 
 def test_llm_rewrite_prompt_bounds_and_fallback():

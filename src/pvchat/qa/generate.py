@@ -51,7 +51,12 @@ class QAPair:
         """The official data's flag for existence (yes/no) pairs."""
         return self.type == "existence"
 
+    def to_manifest(self) -> dict[str, Any]:
+        """The fields of a manifest QA record (:class:`pvchat.data.QARecord`)."""
+        return {"type": self.type, "question": self.question, "answer": self.answer, "label": self.label}
+
     def to_dict(self) -> dict[str, Any]:
+        """Everything, provenance included (for inspection and :func:`qa_from_record`)."""
         d = asdict(self)
         d["subjects"], d["presence"] = list(self.subjects), list(self.presence)
         d["is_special"] = self.is_special
@@ -238,7 +243,8 @@ def make_qa(
                     person=i, referent=referent, tokens=tokens, first_frame=stage == 1,
                 )
                 caption = cap.caption(request, gen)
-                pairs.append(QAPair(qa_type, fill(row.question, [tokens[s]]), rew.rewrite(caption, tokens[s]),
+                answer = rew.rewrite(caption, tokens[s], position=facts.people[i].position)
+                pairs.append(QAPair(qa_type, fill(row.question, [tokens[s]]), answer,
                                     None, (s,), (), f"table6:row{row.index}"))
     return pairs
 

@@ -27,9 +27,13 @@ PERSON_SLOT = "<person>"
 
 
 class Rewriter(Protocol):
-    """Anything with ``rewrite(text, token) -> str``."""
+    """Anything with ``rewrite(text, token, position=None) -> str``.
 
-    def rewrite(self, text: str, token: str) -> str: ...
+    ``position`` (``left``/``centre``/``right``) says where the subject is, so that "the man on the
+    right" is not taken for a subject on the left.
+    """
+
+    def rewrite(self, text: str, token: str, position: str | None = None) -> str: ...
 
 
 _NOUNS = ("woman|man|person|human|individual|girl|boy|lady|gentleman|guy|protagonist|subject|character|"
@@ -42,7 +46,8 @@ _E_NP = r"(?![>\w])"
 _APOS = "['’]"
 _DEF_NP = re.compile(
     rf"{_W}(?:the|this|that)\s+(?:(?:{_ADJS})[\s,]+){{0,3}}(?:{_NOUNS}){_E_NP}(?P<poss>{_APOS}s\b)?"
-    rf"(?P<where>\s+(?:in|from|on)\s+(?:the|this)\s+(?:video|clip|footage|recording|frame|scene|image|sequence|picture)\b)?",
+    rf"(?P<where>\s+(?:in|from|on)\s+(?:the|this)\s+(?:video|clip|footage|recording|frame|scene|image|sequence|picture)\b)?"
+    r"(?P<side>\s+(?:on\s+the\s+(?:far\s+)?(?P<lr>left|right)|in\s+the\s+(?:centre|center|middle))\b)?",
     re.IGNORECASE,
 )
 _INDEF_START = re.compile(rf"^(\s*)(?:a|an)\s+(?:(?:{_ADJS})[\s,]+){{0,3}}(?:{_NOUNS}){_E_NP}", re.IGNORECASE)
@@ -94,16 +99,20 @@ class RulesRewriter:
     def __init__(self, pronouns: bool = True, leading_indefinite: bool = True):
         self.pronouns, self.leading_indefinite = pronouns, leading_indefinite
 
-    def rewrite(self, text: str, token: str) -> str:
+    def rewrite(self, text: str, token: str, position: str | None = None) -> str:
         check_token(token)
         out = []
         for k, sentence in enumerate(_SENTENCES.split(text.strip())):
-            out.append(self._sentence(sentence, token, first=k == 0))
+            out.append(self._sentence(sentence, token, first=k == 0, position=position))
         return " ".join(out)
 
-    def _sentence(self, s: str, tok: str, first: bool) -> str:
+    def _sentence(self, s: str, tok: str, first: bool, position: str | None = None) -> str:
         def noun_phrase(m: re.Match) -> str:
-            return tok + ("'s" if m.group("poss") else "")
+            if m.group("side") and position is not None:
+                side = (m.group("lr") or "centre").lower()
+                if side != position:  # "the man on the right" is someone else
+                    return m.group(0)
+            return tok + ("'s" if m.group("poss") else "") + (m.group("side") or "" if position is None else "")
 
         if first and self.leading_indefinite:
             s = _INDEF_START.sub(lambda m: m.group(1) + tok, s, count=1)
@@ -185,7 +194,7 @@ class LLMRewriter:
         reply = reply.strip()
         return bool(reply) and PERSON_SLOT in reply.lower() and len(reply) <= self.max_growth * len(text) + 40
 
-    def rewrite(self, text: str, token: str) -> str:
+    def rewrite(self, text: str, token: str, position: str | None = None) -> str:
         check_token(token)
         problem = "no <person> in the reply"
         for _ in range(self.attempts):
@@ -200,7 +209,7 @@ class LLMRewriter:
         self.fallbacks += 1
         if self.fallback == "raise":
             raise InputError(f"the rewrite model gave no usable answer in {self.attempts} attempts: {problem}")
-        return RulesRewriter().rewrite(text, token) if self.fallback == "rules" else text
+        return RulesRewriter().rewrite(text, token, position) if self.fallback == "rules" else text
 
 
 def _llm(chat: Callable[[list[dict]], str] | None = None, base_url: str | None = None, model: str | None = None,
