@@ -15,7 +15,7 @@ import pytest
 from pvchat.errors import ConfigError, InputError
 from pvchat.qa import (
     ClipFacts, PersonFacts, PersonMeasurements, QARecipe, clip_from_dict, clip_to_dict, get_recipe, make_captioner,
-    make_qa, make_rewriter, qa_from_record,
+    make_qa, make_rewriter, qa_for_clips, qa_from_record,
 )
 from pvchat.qa.captioners import CaptionRequest, OpenAICaptioner, VLMCaptioner, build_prompt, parse_answer
 from pvchat.qa.endpoint import ChatEndpoint
@@ -203,6 +203,18 @@ def test_pairs_fit_the_training_manifest():
         [(p.type, p.question, p.answer, p.label) for p in pairs]
 
 
+def test_qa_for_clips_paper_scale_counts_and_order_independence():
+    pos = [ClipFacts(people=(PersonFacts("Anna", gender="female", position="centre", action="walking",
+                                         clothing=f"a coat number {k}"),), clip_id=f"pos{k}") for k in range(16)]
+    neg = [ClipFacts(people=(PersonFacts(None, gender="male", clothing="a suit", action="sitting"),),
+                     clip_id=f"neg{k}") for k in range(65)]
+    sets = qa_for_clips(pos + neg, ["Anna"], stage=2, seed=4)
+    assert sum(map(len, sets)) == 1455 and len(sets) == 81  # the paper's per-subject scale
+    assert all(p.label is False for s in sets[16:] for p in s)
+    again = qa_for_clips(list(reversed(pos + neg)), ["Anna"], stage=2, seed=4)
+    assert again[::-1] == sets
+
+
 def test_paper_scale_recipe():
     paper = get_recipe("paper")
     assert paper.total(positives=16, negatives=65) == 1455  # paper §4.1 / pvchat-official.md §5.4
@@ -317,7 +329,8 @@ def test_llm_rewrite_prompt_bounds_and_fallback():
 def test_colour_names():
     cases = {(200, 30, 30): "red", (20, 40, 200): "blue", (30, 160, 60): "green", (250, 250, 250): "white",
              (10, 10, 10): "black", (128, 128, 128): "grey", (240, 220, 40): "yellow", (120, 70, 30): "brown",
-             (240, 150, 20): "orange", (130, 40, 170): "purple", (245, 160, 190): "pink"}
+             (240, 150, 20): "orange", (130, 40, 170): "purple", (245, 160, 190): "pink",
+             (25, 35, 90): "navy", (30, 140, 140): "teal", (215, 195, 155): "beige"}
     for rgb, name in cases.items():
         assert colour_name(rgb) == name, rgb
 

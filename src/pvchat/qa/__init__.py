@@ -9,11 +9,11 @@
 
 from pvchat.qa.captioners import CAPTIONERS, CaptionRequest, make_captioner
 from pvchat.qa.facts import ClipFacts, PersonFacts, PersonMeasurements, Relation, clip_from_dict, clip_to_dict
-from pvchat.qa.generate import RECIPES, QAPair, QARecipe, get_recipe, make_qa, qa_from_record, qa_to_records
+from pvchat.qa.generate import RECIPES, QAPair, QARecipe, get_recipe, make_qa, qa_for_clips, qa_from_record, qa_to_records
 from pvchat.qa.rewrite import REWRITERS, make_rewriter
 
 __all__ = [
     "CAPTIONERS", "CaptionRequest", "ClipFacts", "PersonFacts", "PersonMeasurements", "QAPair", "QARecipe",
     "RECIPES", "REWRITERS", "Relation", "clip_from_dict", "clip_to_dict", "get_recipe", "make_captioner",
-    "make_qa", "make_rewriter", "qa_from_record", "qa_to_records",
+    "make_qa", "make_rewriter", "qa_for_clips", "qa_from_record", "qa_to_records",
 ]

@@ -249,6 +249,27 @@ def make_qa(
     return pairs
 
 
+def qa_for_clips(
+    clips: Sequence[ClipFacts],
+    subjects: Sequence[str],
+    stage: int = 2,
+    seed: int = 0,
+    recipe: str | QARecipe = "paper",
+    captioner: str | Captioner = "facts",
+    rewriter: str | Rewriter = "rules",
+    **counts: int,
+) -> list[list[QAPair]]:
+    """:func:`make_qa` for each clip, each with its own generator seeded from ``seed`` and the
+    clip's id (or index), so a clip's pairs do not depend on which other clips are in the set."""
+    cap = make_captioner(captioner) if isinstance(captioner, str) else captioner
+    rew = make_rewriter(rewriter) if isinstance(rewriter, str) else rewriter
+    return [
+        make_qa(c, subjects, stage, random.Random(f"{seed}:{c.clip_id if c.clip_id is not None else k}"), recipe,
+                cap, rew, **counts)
+        for k, c in enumerate(clips)
+    ]
+
+
 def qa_to_records(pairs: Sequence[QAPair]) -> list[dict[str, Any]]:
     """Plain dicts (JSONL-ready)."""
     return [p.to_dict() for p in pairs]

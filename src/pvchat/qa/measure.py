@@ -26,7 +26,7 @@ NOD_FRACTION = 0.08  # up-down / side-to-side range (fraction of face height) th
 
 def colour_name(rgb: Sequence[float]) -> str:
     """Mean RGB (0–255) → one of black, white, grey, beige, brown, red, orange, yellow, green, teal,
-    blue, purple, pink."""
+    blue, navy, purple, pink (the offline world's clothing colours, :mod:`pvchat.world.people`)."""
     r, g, b = (min(max(float(v), 0.0), 255.0) / 255.0 for v in rgb)
     h, s, v = colorsys.rgb_to_hsv(r, g, b)
     deg = h * 360.0
@@ -49,7 +49,7 @@ def colour_name(rgb: Sequence[float]) -> str:
     if deg < 195:
         return "teal"
     if deg < 255:
-        return "blue"
+        return "navy" if v < 0.45 else "blue"
     if deg < 290:
         return "purple"
     return "pink"
