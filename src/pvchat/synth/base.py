@@ -95,7 +95,9 @@ class Generator(Protocol):
 
 
 # name -> "module:Class"; each backend's constructor takes keyword options only.
-GENERATORS: dict[str, str] = {}
+GENERATORS: dict[str, str] = {
+    "classic": "pvchat.synth.classic:ClassicGenerator",
+}
 
 
 def list_generators() -> list[str]:
