@@ -22,6 +22,7 @@ from pvchat.errors import PVChatError
 # name -> "module:function". Keep sorted by pipeline order.
 COMMANDS: dict[str, str] = {
     "info": "pvchat.model.commands:info",
+    "analyze": "pvchat.faces.analyze:analyze",
 }
 
 
