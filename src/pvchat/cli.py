@@ -23,6 +23,7 @@ from pvchat.errors import PVChatError
 COMMANDS: dict[str, str] = {
     "info": "pvchat.model.commands:info",
     "analyze": "pvchat.faces.analyze:analyze",
+    "synthesize": "pvchat.synth.pipeline:synthesize",
 }
 
 
