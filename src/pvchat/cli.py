@@ -22,8 +22,10 @@ from pvchat.errors import PVChatError
 # name -> "module:function". Keep sorted by pipeline order.
 COMMANDS: dict[str, str] = {
     "info": "pvchat.model.commands:info",
+    "world": "pvchat.world.api:world",
     "analyze": "pvchat.faces.analyze:analyze",
     "synthesize": "pvchat.synth.pipeline:synthesize",
+    "train": "pvchat.train.stages:train_command",
 }
 
 

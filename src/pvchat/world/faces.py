@@ -1,0 +1,197 @@
+"""The real faces the offline world is made of, aligned to one canonical face frame.
+
+Sources that ship with the installed packages (nothing is downloaded):
+
+- ``lfw-NNN``: the first 100 images of scikit-image's LFW subset (25×25 grey, tightly cropped).
+  Not all of them are distinct people (George W. Bush appears three times) and dlib finds no
+  face in a few, so :func:`survey` runs dlib once over all of them and keeps a *pool*: faces
+  dlib detects whose embedding is at least :data:`DISTINCT_MIN` from every face kept before
+  them. The survey ships as ``faces_survey.json`` next to this module (regenerate with
+  ``python -m pvchat.world.faces``); loading a face then needs no dlib call.
+- ``astronaut`` (Eileen Collins, scikit-image) and ``grace_hopper`` (matplotlib), colour photos.
+
+Every face is warped by a similarity transform that maps its 68 dlib landmarks onto
+:data:`TEMPLATE`, the mean LFW landmark layout placed in a :data:`CANON`-pixel square, so the
+renderer can treat all faces alike: one texture, one soft face mask, one set of landmarks.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pvchat.errors import ConfigError
+
+CANON = 128  # px, side of the canonical face canvas
+FACE_FRACTION = 0.62  # the 25 px LFW crop spans this fraction of the canonical canvas
+DISTINCT_MIN = 0.5  # dlib euclidean distance below which two LFW faces count as one person
+LFW_UPSCALE = 5  # LFW crops are upscaled this much (125 px) for dlib during the survey
+LFW_PAD = 62  # px of replicated border around the upscaled crop (dlib needs some context)
+PHOTOS = ("astronaut", "grace_hopper")
+SURVEY_PATH = Path(__file__).with_name("faces_survey.json")
+
+# What is known about the people in the colour photos (LFW gives nothing).
+PHOTO_FACTS = {
+    "astronaut": {"gender": "female", "age": "middle-aged"},
+    "grace_hopper": {"gender": "female", "age": "elderly"},
+}
+
+
+@dataclass(frozen=True)
+class FaceSource:
+    """One real face in the canonical frame.
+
+    ``texture`` is (CANON, CANON, 3) uint8 RGB (grey faces are grey in all three channels),
+    ``mask`` (CANON, CANON) float32 in [0, 1] is where the face itself is (soft edge),
+    ``landmarks`` (68, 2) float32 are dlib's points in canonical pixels.
+    """
+
+    key: str
+    texture: np.ndarray
+    mask: np.ndarray
+    landmarks: np.ndarray
+    colour: bool
+    gender: str | None
+    age: str | None
+
+
+def _lfw_images() -> np.ndarray:
+    from skimage import data
+
+    return (data.lfw_subset()[:100] * 255).round().astype(np.uint8)
+
+
+def _photo(key: str) -> np.ndarray:
+    if key == "astronaut":
+        from skimage import data
+
+        return np.ascontiguousarray(data.astronaut())
+    import matplotlib.cbook as cbook
+    from PIL import Image
+
+    with cbook.get_sample_data("grace_hopper.jpg") as f:
+        return np.asarray(Image.open(f).convert("RGB")).copy()
+
+
+def _lfw_for_dlib(grey25: np.ndarray) -> np.ndarray:
+    big = cv2.resize(grey25, (25 * LFW_UPSCALE,) * 2, interpolation=cv2.INTER_CUBIC)
+    big = cv2.copyMakeBorder(big, LFW_PAD, LFW_PAD, LFW_PAD, LFW_PAD, cv2.BORDER_REPLICATE)
+    return cv2.cvtColor(big, cv2.COLOR_GRAY2RGB)
+
+
+def survey() -> dict:
+    """Run dlib over every source face: landmarks, and which LFW faces form the distinct pool.
+
+    Returns the dict stored in ``faces_survey.json``. Takes a few seconds.
+    """
+    from pvchat.faces import FaceEngine
+
+    engine = FaceEngine(detect_max_side=1024, upsample=1)
+    lfw: list[dict] = []
+    embeddings: dict[int, np.ndarray] = {}
+    for i, g in enumerate(_lfw_images()):
+        faces = engine.detect(_lfw_for_dlib(g), embed=True)
+        if not faces:
+            lfw.append({"index": i, "detected": False})
+            continue
+        f = faces[0]
+        lm = (f.landmarks - LFW_PAD) / LFW_UPSCALE  # back to the 25 px crop
+        lfw.append({"index": i, "detected": True, "landmarks": np.round(lm, 3).tolist()})
+        embeddings[i] = f.embedding
+    pool: list[int] = []
+    for rec in lfw:
+        if not rec["detected"]:
+            continue
+        i = rec["index"]
+        dists = [float(np.linalg.norm(embeddings[i] - embeddings[j])) for j in pool]
+        rec["nearest_in_pool"] = round(min(dists), 4) if dists else None
+        if not dists or min(dists) >= DISTINCT_MIN:
+            pool.append(i)
+    photos = {key: {"landmarks": np.round(engine.detect(_photo(key), embed=False)[0].landmarks, 2).tolist()}
+              for key in PHOTOS}
+    return {"distinct_min": DISTINCT_MIN, "lfw_upscale": LFW_UPSCALE, "lfw": lfw, "pool": pool, "photos": photos}
+
+
+@functools.lru_cache(maxsize=1)
+def _survey() -> dict:
+    return json.loads(SURVEY_PATH.read_text(encoding="utf-8"))
+
+
+def available_faces() -> list[str]:
+    """Keys of every usable face: the two colour photos first, then the LFW pool."""
+    return list(PHOTOS) + [f"lfw-{i:03d}" for i in _survey()["pool"]]
+
+
+@functools.lru_cache(maxsize=1)
+def template() -> np.ndarray:
+    """(68, 2) canonical landmark layout: mean LFW landmarks, centred in the CANON canvas."""
+    lms = np.array([r["landmarks"] for r in _survey()["lfw"] if r["detected"]], dtype=np.float64)
+    mean = lms.mean(axis=0)
+    return ((mean - 12.5) * (FACE_FRACTION * CANON / 25.0) + CANON / 2.0).astype(np.float32)
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2×3 least-squares similarity (rotation, uniform scale, shift) taking src points to dst."""
+    m, _ = cv2.estimateAffinePartial2D(src.astype(np.float32), dst.astype(np.float32), method=cv2.LMEDS)
+    return m
+
+
+def _face_mask(lm: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Soft mask over jaw line and forehead (eyebrows lifted by a third of the face height)."""
+    jaw = lm[0:17]
+    brows = lm[17:27]
+    face_h = float(lm[8, 1] - lm[17:27, 1].mean())
+    forehead = brows[::-1] - np.array([0.0, 0.28 * face_h])
+    poly = np.concatenate([jaw, forehead]).astype(np.float32)
+    hull = cv2.convexHull(poly).astype(np.int32)
+    mask = np.zeros((CANON, CANON), np.float32)
+    cv2.fillConvexPoly(mask, hull, 1.0, lineType=cv2.LINE_AA)
+    mask = cv2.erode(mask, np.ones((3, 3), np.uint8)) * valid
+    return cv2.GaussianBlur(mask, (0, 0), CANON / 40.0)
+
+
+@functools.lru_cache(maxsize=128)
+def load_face(key: str) -> FaceSource:
+    """The face ``key`` (see :func:`available_faces`) aligned to the canonical frame."""
+    survey_ = _survey()
+    if key in PHOTOS:
+        image = _photo(key)
+        lm = np.asarray(survey_["photos"][key]["landmarks"], np.float32)
+        colour = True
+        facts = PHOTO_FACTS[key]
+    elif key.startswith("lfw-") and key[4:].isdigit() and int(key[4:]) in survey_["pool"]:
+        grey = _lfw_images()[int(key[4:])]
+        image = np.repeat(grey[:, :, None], 3, axis=2)
+        lm = np.asarray(survey_["lfw"][int(key[4:])]["landmarks"], np.float32)
+        colour = False
+        facts = {"gender": None, "age": None}
+    else:
+        raise ConfigError(f"unknown face {key!r}; available: astronaut, grace_hopper, lfw-NNN for NNN in the pool "
+                          f"({len(survey_['pool'])} faces)")
+    m = _similarity(lm, template())
+    texture = cv2.warpAffine(image, m, (CANON, CANON), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    ones = np.ones(image.shape[:2], np.float32)
+    valid = cv2.warpAffine(ones, m, (CANON, CANON), flags=cv2.INTER_LINEAR, borderValue=0.0)
+    valid = cv2.erode((valid > 0.99).astype(np.float32), np.ones((5, 5), np.uint8))
+    lm_c = (np.c_[lm, np.ones(68)] @ m.T).astype(np.float32)
+    return FaceSource(key=key, texture=texture, mask=_face_mask(lm_c, valid), landmarks=lm_c, colour=colour,
+                      gender=facts["gender"], age=facts["age"])
+
+
+def main() -> int:
+    """Regenerate faces_survey.json (``python -m pvchat.world.faces``)."""
+    data = survey()
+    SURVEY_PATH.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
+    print(f"{sum(r['detected'] for r in data['lfw'])}/100 LFW faces detected, pool of {len(data['pool'])} "
+          f"distinct faces (+{len(PHOTOS)} photos) -> {SURVEY_PATH}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""Drawing one person into a frame: head, hair, the real face, body, clothing and accessories.
+
+Geometry is in *face units* ``u`` (the jaw-to-jaw width of the face in pixels), measured from the
+centre of the face landmarks, y downwards. The face itself is the real photo: its canonical
+texture (:mod:`pvchat.world.faces`) is tinted, given an expression by a smooth landmark-driven
+warp, turned (yaw/pitch as a plane homography, roll as rotation) and blended in with its soft
+mask. Everything else is drawn with OpenCV. Every primitive is also written to an id map, so
+the renderer knows exactly which pixels belong to whom.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pvchat.world.actions import Pose
+from pvchat.world.faces import CANON, load_face, template
+from pvchat.world.people import COLOURS, HAIR_COLOURS, Outfit, Person
+
+AA = cv2.LINE_AA
+
+
+@functools.lru_cache(maxsize=1)
+def _canon_frame() -> tuple[np.ndarray, float]:
+    """(centre (2,), unit) of the canonical template: landmark centroid and jaw width in pixels."""
+    t = template()
+    return t.mean(axis=0), float(t[16, 0] - t[0, 0])
+
+
+@dataclass(frozen=True)
+class FaceKit:
+    """A face ready to render: tinted texture (glasses baked in), mask, landmarks, expression bases."""
+
+    texture: np.ndarray  # (C, C, 3) float32 RGB
+    mask: np.ndarray  # (C, C) float32
+    landmarks: np.ndarray  # (68, 2) canonical px
+    skin: tuple[int, int, int]  # colour for the drawn head, ears and hands
+    bases: dict  # expression name -> (C, C, 2) float32 forward displacement (px at strength 1)
+
+
+def _luminance(rgb: tuple[int, int, int]) -> float:
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+
+
+def _displacement(landmarks: np.ndarray, moves: dict[int, tuple[float, float]], sigma: float) -> np.ndarray:
+    """Smooth (C, C, 2) field: moved landmarks carry their move, all others (and the border) stay."""
+    pts = [landmarks]
+    border = np.linspace(0, CANON - 1, 9)
+    pts.append(np.array([(x, y) for x in border for y in (0, CANON - 1)] + [(x, y) for y in border for x in (0, CANON - 1)],
+                        np.float32))
+    pts = np.concatenate(pts)
+    vals = np.zeros_like(pts)
+    for i, (mx, my) in moves.items():
+        vals[i] = (mx, my)
+    yy, xx = np.mgrid[0:CANON, 0:CANON].astype(np.float32)
+    grid = np.stack([xx, yy], axis=-1).reshape(-1, 1, 2)
+    d2 = ((grid - pts[None]) ** 2).sum(-1)
+    w = np.exp(-d2 / (2 * sigma * sigma)) + 1e-12
+    field = (w @ vals) / w.sum(1, keepdims=True)
+    return field.reshape(CANON, CANON, 2).astype(np.float32)
+
+
+def _draw_glasses(tex: np.ndarray, lm: np.ndarray, unit: float) -> np.ndarray:
+    """Thin metal frames around both eyes, a bridge and arms towards the ears, blended into ``tex``.
+
+    Thin and half-transparent on purpose: thick dark frames hide the eyes from dlib's detector and
+    dominate the identity embedding.
+    """
+    frames = tex.copy()
+    ink = (45, 45, 50)
+    for eye in (lm[36:42], lm[42:48]):
+        c = eye.mean(axis=0)
+        axes = (0.62 * (eye[:, 0].max() - eye[:, 0].min()) + 0.03 * unit, 0.1 * unit)
+        cv2.ellipse(frames, (int(round(c[0] * 16)), int(round(c[1] * 16))),
+                    (int(round(axes[0] * 16)), int(round(axes[1] * 16))), 0, 0, 360, ink, 1, AA, shift=4)
+    left, right = lm[36:42].mean(0), lm[42:48].mean(0)
+    cv2.line(frames, (int(left[0] + 0.14 * unit), int(left[1] - 0.02 * unit)),
+             (int(right[0] - 0.14 * unit), int(right[1] - 0.02 * unit)), ink, 1, AA)
+    for eye_x, ear in ((lm[36, 0] - 0.12 * unit, lm[0]), (lm[45, 0] + 0.12 * unit, lm[16])):
+        cv2.line(frames, (int(eye_x), int(left[1])), (int(ear[0]), int(ear[1] - 0.05 * unit)), ink, 1, AA)
+    return cv2.addWeighted(frames, 0.75, tex, 0.25, 0)
+
+
+@functools.lru_cache(maxsize=256)
+def face_kit(face_key: str, tone: tuple[int, int, int], glasses: bool) -> FaceKit:
+    """The renderable face of ``face_key``, grey faces tinted with ``tone`` (luminance kept)."""
+    src = load_face(face_key)
+    _, unit = _canon_frame()
+    tex = src.texture.astype(np.float32)
+    if not src.colour:
+        tint = np.asarray(tone, np.float32) / _luminance(tone)
+        tex = np.clip(tex[:, :, :1] * tint, 0, 255)
+    tex = np.ascontiguousarray(tex)
+    lm = src.landmarks
+    core = src.mask > 0.9
+    cheeks = np.zeros_like(core)
+    x0, x1 = int(lm[2, 0]), int(lm[14, 0])
+    y0, y1 = int(lm[29, 1]), int(lm[33, 1])
+    cheeks[y0:y1, x0:x1] = True
+    sel = core & cheeks if (core & cheeks).sum() > 20 else core
+    skin = tuple(int(v) for v in np.median(tex[sel], axis=0))
+    if glasses:
+        tex = _draw_glasses(tex, lm, unit)
+    sigma = 0.09 * unit
+    bases = {
+        "mouth": _displacement(lm, {**{i: (0.0, 0.16 * unit) for i in (56, 57, 58, 65, 66, 67)},
+                                    **{i: (0.0, 0.12 * unit) for i in (55, 59, 64, 60)},
+                                    **{i: (0.0, 0.1 * unit) for i in (7, 8, 9)},
+                                    **{i: (0.0, 0.05 * unit) for i in (6, 10)},
+                                    **{i: (0.0, -0.015 * unit) for i in (50, 51, 52, 61, 62, 63)}}, sigma),
+        "smile": _displacement(lm, {48: (-0.05 * unit, -0.04 * unit), 54: (0.05 * unit, -0.04 * unit),
+                                    49: (-0.02 * unit, -0.02 * unit), 53: (0.02 * unit, -0.02 * unit),
+                                    59: (-0.02 * unit, -0.015 * unit), 55: (0.02 * unit, -0.015 * unit)}, sigma),
+        "brows": _displacement(lm, {i: (0.0, -0.07 * unit) for i in range(17, 27)}, sigma),
+    }
+    return FaceKit(texture=tex, mask=src.mask, landmarks=lm, skin=skin, bases=bases)
+
+
+class Painter:
+    """Draws on a frame and, with the same shapes, the owner label into an id map."""
+
+    def __init__(self, frame: np.ndarray, idmap: np.ndarray, label: int):
+        self.frame, self.idmap, self.label = frame, idmap, label
+
+    def poly(self, pts, colour) -> None:
+        p = np.round(np.asarray(pts, np.float32) * 16).astype(np.int32)
+        cv2.fillPoly(self.frame, [p], colour, AA, shift=4)
+        cv2.fillPoly(self.idmap, [p], self.label, cv2.LINE_8, shift=4)
+
+    def ellipse(self, centre, axes, colour, angle: float = 0.0, start: float = 0.0, end: float = 360.0) -> None:
+        c = (int(round(centre[0] * 16)), int(round(centre[1] * 16)))
+        a = (max(1, int(round(axes[0] * 16))), max(1, int(round(axes[1] * 16))))
+        cv2.ellipse(self.frame, c, a, angle, start, end, colour, -1, AA, shift=4)
+        cv2.ellipse(self.idmap, c, a, angle, start, end, self.label, -1, cv2.LINE_8, shift=4)
+
+    def line(self, p0, p1, width: float, colour) -> None:
+        a = (int(round(p0[0] * 16)), int(round(p0[1] * 16)))
+        b = (int(round(p1[0] * 16)), int(round(p1[1] * 16)))
+        w = max(1, int(round(width)))
+        cv2.line(self.frame, a, b, colour, w, AA, shift=4)
+        cv2.line(self.idmap, a, b, self.label, w, cv2.LINE_8, shift=4)
+
+    def patterned_poly(self, pts, base, pattern: str, second, origin, unit: float) -> None:
+        """Fill a polygon with a plain/striped/checked/dotted cloth that moves with ``origin``."""
+        pts = np.asarray(pts, np.float32)
+        h, w = self.idmap.shape
+        x0, y0 = np.floor(pts.min(0)).astype(int)
+        x1, y1 = np.ceil(pts.max(0)).astype(int) + 1
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x1 <= x0 or y1 <= y0:
+            return
+        local = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        p = np.round((pts - (x0, y0)) * 16).astype(np.int32)
+        cv2.fillPoly(local, [p], 255, AA, shift=4)
+        alpha = local.astype(np.float32)[:, :, None] * (1.0 / 255.0)
+        gx = (np.arange(x0, x1, dtype=np.float32) - origin[0]) / unit
+        gy = (np.arange(y0, y1, dtype=np.float32) - origin[1]) / unit
+        period = 0.32
+        if pattern == "striped":
+            sel = np.broadcast_to((np.mod(gy, period) < period * 0.45)[:, None], local.shape)
+        elif pattern == "checked":
+            sel = (np.mod(gy, period) < period * 0.35)[:, None] | (np.mod(gx, period) < period * 0.35)[None, :]
+        elif pattern == "dotted":
+            dx, dy = np.mod(gx, period) - period / 2, np.mod(gy, period) - period / 2
+            sel = dx[None, :] ** 2 + dy[:, None] ** 2 < 0.075 ** 2
+        else:
+            sel = np.zeros(local.shape, bool)
+        cloth = np.where(sel[:, :, None], np.asarray(second, np.float32), np.asarray(base, np.float32))
+        roi = self.frame[y0:y1, x0:x1].astype(np.float32)
+        self.frame[y0:y1, x0:x1] = np.round(alpha * cloth + (1 - alpha) * roi).astype(np.uint8)
+        self.idmap[y0:y1, x0:x1][local >= 128] = self.label
+
+
+def _rot(deg: float) -> np.ndarray:
+    r = math.radians(deg)
+    return np.array([[math.cos(r), -math.sin(r)], [math.sin(r), math.cos(r)]])
+
+
+def _arc(centre, axes, start: float, end: float) -> np.ndarray:
+    """Points of an elliptic arc (degrees, clockwise from +x as OpenCV draws); closed by its chord."""
+    t = np.radians(np.linspace(start, end, 24))
+    return np.stack([centre[0] + axes[0] * np.cos(t), centre[1] + axes[1] * np.sin(t)], axis=1)
+
+
+def _shade(colour, k: float) -> tuple[int, int, int]:
+    return tuple(int(np.clip(c * k, 0, 255)) for c in colour)
+
+
+@dataclass(frozen=True)
+class FacePlacement:
+    """Where the face ended up in the frame."""
+
+    landmarks: np.ndarray  # (68, 2) frame px
+    box: tuple[int, int, int, int]  # landmark bounding box x0, y0, x1, y1 (exclusive)
+
+
+def _pose_homography(yaw: float, pitch: float, centre: np.ndarray, unit: float) -> np.ndarray:
+    """Canonical → canonical homography of the face plane turned by yaw/pitch about its own centre.
+
+    The plane sits at distance ``f`` from a pinhole camera of focal length ``f`` (= 3 face units);
+    a canonical pixel is a point of the plane, the plane is rotated, then projected again.
+    """
+    f = 3.0 * unit
+    k = np.array([[f, 0, centre[0]], [0, f, centre[1]], [0, 0, 1.0]])
+    ry, rp = math.radians(yaw), math.radians(pitch)
+    r_yaw = np.array([[math.cos(ry), 0, math.sin(ry)], [0, 1, 0], [-math.sin(ry), 0, math.cos(ry)]])
+    r_pitch = np.array([[1, 0, 0], [0, math.cos(rp), -math.sin(rp)], [0, math.sin(rp), math.cos(rp)]])
+    r = r_yaw @ r_pitch
+    to_plane = np.array([[1, 0, -centre[0]], [0, 1, -centre[1]], [0, 0, 1.0]])
+    return k @ np.column_stack([r[:, 0], r[:, 1], [0.0, 0.0, f]]) @ to_plane
+
+
+def _paste_face(frame: np.ndarray, idmap: np.ndarray, label: int, kit: FaceKit, pose: Pose, centre: np.ndarray,
+                unit_px: float, light: float) -> FacePlacement:
+    c0, unit0 = _canon_frame()
+    tex, mask, lm = kit.texture, kit.mask, kit.landmarks
+    coefs = {"mouth": pose.mouth, "smile": pose.smile, "brows": pose.brows}
+    if any(v > 1e-3 for v in coefs.values()):
+        field = sum(kit.bases[k] * v for k, v in coefs.items() if v > 1e-3)
+        yy, xx = np.mgrid[0:CANON, 0:CANON].astype(np.float32)
+        map_x, map_y = xx - field[:, :, 0], yy - field[:, :, 1]
+        tex = cv2.remap(tex, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mask = cv2.remap(mask, map_x, map_y, cv2.INTER_LINEAR, borderValue=0.0)
+        ix = np.clip(np.round(lm).astype(int), 0, CANON - 1)
+        lm = lm + field[ix[:, 1], ix[:, 0]]
+        if pose.mouth > 0.15:  # dark mouth opening between the inner lips
+            inner = np.round(lm[60:68] * 16).astype(np.int32)
+            tex = tex.copy()
+            overlay = tex.copy()
+            cv2.fillPoly(overlay, [inner], (70, 25, 30), AA, shift=4)
+            a = min(1.0, pose.mouth) * 0.8
+            tex = cv2.addWeighted(overlay, a, tex, 1 - a, 0)
+    if abs(light) > 1e-3:  # light from one side
+        ramp = 1.0 + light * (np.arange(CANON, dtype=np.float32) - c0[0]) / unit0
+        tex = np.clip(tex * ramp[None, :, None], 0, 255)
+    s = unit_px / unit0
+    rot = _rot(pose.head_roll) * s
+    place = np.eye(3)
+    place[:2, :2] = rot
+    place[:2, 2] = centre - rot @ c0
+    h_pose = _pose_homography(pose.head_yaw, pose.head_pitch, c0, unit0)
+    m = place @ h_pose
+    corners = np.array([[0, 0, 1], [CANON, 0, 1], [0, CANON, 1], [CANON, CANON, 1]], np.float64) @ m.T
+    corners = corners[:, :2] / corners[:, 2:]
+    h, w = idmap.shape
+    x0, y0 = np.floor(corners.min(0)).astype(int)
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 1
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    lm_h = np.c_[lm, np.ones(68)] @ m.T
+    lm_f = (lm_h[:, :2] / lm_h[:, 2:]).astype(np.float32)
+    if x1 > x0 and y1 > y0:
+        shift = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64)
+        ml = shift @ m
+        size = (x1 - x0, y1 - y0)
+        t = cv2.warpPerspective(tex, ml, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        a = cv2.warpPerspective(mask, ml, size, flags=cv2.INTER_LINEAR, borderValue=0.0)[:, :, None]
+        roi = frame[y0:y1, x0:x1].astype(np.float32)
+        frame[y0:y1, x0:x1] = np.round(a * t + (1 - a) * roi).astype(np.uint8)
+        idmap[y0:y1, x0:x1][a[:, :, 0] > 0.5] = label
+    bx0, by0 = np.floor(lm_f.min(0)).astype(int)
+    bx1, by1 = np.ceil(lm_f.max(0)).astype(int)
+    return FacePlacement(landmarks=lm_f, box=(int(bx0), int(by0), int(bx1), int(by1)))
+
+
+def _arm(p: Painter, shoulder: np.ndarray, side: float, angles: tuple[float, float], u: float, sleeve, skin,
+         short_sleeve: bool) -> None:
+    """One arm; ``side`` is -1 for the image-left arm, +1 for the image-right one."""
+    a_sh, a_el = angles
+    down = np.array([0.0, 1.0])
+    upper_dir = _rot(-side * a_sh) @ down  # positive angles swing the arm outwards
+    fore_dir = _rot(-side * (a_sh + a_el)) @ down
+    elbow = shoulder + 1.2 * u * upper_dir
+    hand = elbow + 1.1 * u * fore_dir
+    width = 0.34 * u
+    p.line(shoulder, elbow, width, sleeve)
+    if short_sleeve:
+        mid = shoulder + 0.55 * u * upper_dir
+        p.line(mid, elbow, width * 0.8, skin)
+        p.line(elbow, hand, width * 0.78, skin)
+    else:
+        p.line(elbow, hand, width * 0.9, sleeve)
+    p.ellipse(hand, (0.16 * u, 0.18 * u), skin)
+
+
+def draw_person(frame: np.ndarray, idmap: np.ndarray, label: int, person: Person, outfit: Outfit, pose: Pose,
+                anchor: tuple[float, float], unit_px: float, light: float = 0.0, chair: bool = False) -> FacePlacement:
+    """Draw ``person`` wearing ``outfit`` in ``pose``; ``anchor`` is the resting face centre (frame px).
+
+    Writes ``label`` into ``idmap`` wherever the person covers a pixel. Returns the face placement.
+    """
+    u = unit_px
+    kit = face_kit(person.face, tuple(person.skin_tone), "glasses" in outfit.accessories)
+    skin = kit.skin
+    cx = anchor[0] + pose.dx * u
+    cy = anchor[1] + pose.dy * u + 1.15 * pose.sit * u
+    c = np.array([cx, cy])
+    p = Painter(frame, idmap, label)
+    top = COLOURS[outfit.top_colour]
+    second = COLOURS[outfit.pattern_colour]
+    bottom = COLOURS[outfit.bottom_colour]
+    hair = HAIR_COLOURS[person.hair_colour]
+    acc = dict(zip(outfit.accessories, outfit.accessory_colours))
+
+    if chair:  # the chair stands where the person will sit
+        wood = (120, 80, 45)
+        base_y = anchor[1] + 1.15 * u
+        p.poly([(cx - 1.15 * u, base_y + 0.5 * u), (cx + 1.15 * u, base_y + 0.5 * u),
+                (cx + 1.1 * u, base_y + 2.9 * u), (cx - 1.1 * u, base_y + 2.9 * u)], wood)
+        p.poly([(cx - 1.4 * u, base_y + 2.6 * u), (cx + 1.4 * u, base_y + 2.6 * u),
+                (cx + 1.5 * u, base_y + 3.3 * u), (cx - 1.5 * u, base_y + 3.3 * u)], _shade(wood, 0.8))
+    # hair behind the head
+    if person.hair_style == "long":
+        p.poly([(cx - 0.72 * u, cy - 0.45 * u), (cx + 0.72 * u, cy - 0.45 * u), (cx + 0.78 * u, cy + 1.35 * u),
+                (cx - 0.78 * u, cy + 1.35 * u)], hair)
+    if person.hair_style != "bald":
+        p.ellipse((cx, cy - 0.36 * u), (0.66 * u, 0.68 * u), hair)
+    if person.hair_style == "curly":
+        for k in range(9):
+            ang = math.pi * (0.05 + 0.9 * k / 8)
+            p.ellipse((cx - 0.62 * u * math.cos(ang), cy - 0.36 * u - 0.66 * u * math.sin(ang)), (0.17 * u, 0.17 * u), hair)
+    # lower body
+    hip = cy + 3.0 * u
+    knee_y = hip + (0.35 if pose.sit > 0.5 else 2.0) * u
+    if outfit.bottom == "skirt":
+        p.poly([(cx - 0.86 * u, hip), (cx + 0.86 * u, hip), (cx + 1.15 * u, hip + 1.4 * u), (cx - 1.15 * u, hip + 1.4 * u)],
+               bottom)
+        for side in (-1, 1):
+            p.line((cx + side * 0.45 * u, hip + 1.3 * u), (cx + side * (0.45 + 0.3 * pose.stride * side) * u,
+                                                           hip + 3.5 * u), 0.3 * u, skin)
+    else:
+        for side in (-1, 1):
+            swing = 0.35 * pose.stride * side
+            p.line((cx + side * 0.42 * u, hip), (cx + side * (0.42 + swing) * u, knee_y + 1.5 * u), 0.62 * u, bottom)
+        if pose.sit > 0.5:
+            p.ellipse((cx, hip + 0.35 * u), (1.0 * u, 0.45 * u), bottom)
+    # neck and torso
+    p.poly([(cx - 0.2 * u, cy + 0.3 * u), (cx + 0.2 * u, cy + 0.3 * u), (cx + 0.22 * u, cy + 1.1 * u),
+            (cx - 0.22 * u, cy + 1.1 * u)], _shade(skin, 0.9))
+    torso = [(cx - 0.95 * u, cy + 1.05 * u), (cx - 0.6 * u, cy + 0.92 * u), (cx + 0.6 * u, cy + 0.92 * u),
+             (cx + 0.95 * u, cy + 1.05 * u), (cx + 1.05 * u, cy + 1.35 * u), (cx + 0.88 * u, hip + 0.1 * u),
+             (cx - 0.88 * u, hip + 0.1 * u), (cx - 1.05 * u, cy + 1.35 * u)]
+    p.patterned_poly(torso, top, outfit.pattern, second, (cx, cy), u)
+    if outfit.top == "jacket":  # open jacket over a white shirt
+        p.poly([(cx - 0.26 * u, cy + 0.95 * u), (cx + 0.26 * u, cy + 0.95 * u), (cx + 0.12 * u, hip + 0.1 * u),
+                (cx - 0.12 * u, hip + 0.1 * u)], COLOURS["white"])
+        p.line((cx - 0.2 * u, cy + 1.0 * u), (cx - 0.05 * u, hip), max(1, 0.04 * u), _shade(top, 0.6))
+        p.line((cx + 0.2 * u, cy + 1.0 * u), (cx + 0.05 * u, hip), max(1, 0.04 * u), _shade(top, 0.6))
+    if outfit.top in ("shirt", "jacket"):  # collar
+        collar = _shade(top, 1.15) if outfit.top == "shirt" else COLOURS["white"]
+        for side in (-1, 1):
+            p.poly([(cx, cy + 1.08 * u), (cx + side * 0.28 * u, cy + 0.88 * u), (cx + side * 0.34 * u, cy + 1.12 * u)], collar)
+    else:  # round neckline
+        p.ellipse((cx, cy + 0.93 * u), (0.25 * u, 0.14 * u), _shade(skin, 0.9), start=0, end=180)
+    if "tie" in acc:
+        tc = COLOURS[acc["tie"]]
+        p.poly([(cx - 0.07 * u, cy + 1.08 * u), (cx + 0.07 * u, cy + 1.08 * u), (cx + 0.13 * u, cy + 2.2 * u),
+                (cx, cy + 2.38 * u), (cx - 0.13 * u, cy + 2.2 * u)], tc)
+    if "scarf" in acc:
+        sc = COLOURS[acc["scarf"]]
+        p.ellipse((cx, cy + 0.98 * u), (0.5 * u, 0.2 * u), sc)
+        p.poly([(cx + 0.12 * u, cy + 1.0 * u), (cx + 0.36 * u, cy + 1.0 * u), (cx + 0.32 * u, cy + 2.0 * u),
+                (cx + 0.1 * u, cy + 2.0 * u)], _shade(sc, 0.85))
+    # arms
+    short = outfit.top == "t-shirt"
+    for side, angles in ((-1.0, pose.left_arm), (1.0, pose.right_arm)):
+        shoulder = np.array([cx + side * 0.88 * u, cy + 1.22 * u])
+        _arm(p, shoulder, side, angles, u, _shade(top, 0.92), skin, short)
+    # head: ears, skull, face
+    for side in (-1, 1):
+        p.ellipse((cx + side * 0.52 * u, cy - 0.12 * u), (0.09 * u, 0.17 * u), _shade(skin, 0.92))
+    yaw_shift = math.sin(math.radians(pose.head_yaw)) * 0.28 * u
+    pitch_shift = math.sin(math.radians(pose.head_pitch)) * 0.2 * u
+    p.ellipse((cx + 0.3 * yaw_shift, cy - 0.2 * u + 0.3 * pitch_shift), (0.56 * u, 0.76 * u), skin, angle=-pose.head_roll)
+    face_centre = np.array([cx + yaw_shift, cy + pitch_shift])
+    placed = _paste_face(frame, idmap, label, kit, pose, face_centre, u, light)
+    # hair on top of the head, then the hat
+    if person.hair_style != "bald":
+        p.poly(_arc((cx, cy - 0.36 * u), (0.66 * u, 0.68 * u), 200, 340), hair)
+    if "hat" in acc:
+        hc = COLOURS[acc["hat"]]
+        p.ellipse((cx, cy - 0.66 * u), (0.66 * u, 0.5 * u), hc, start=180, end=360)
+        p.ellipse((cx, cy - 0.66 * u), (0.8 * u, 0.1 * u), _shade(hc, 0.8))
+    return placed
