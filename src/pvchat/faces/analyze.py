@@ -33,7 +33,7 @@ from pvchat.errors import InputError
 from pvchat.faces.cluster import DBSCAN_STEPS, cluster_embeddings
 from pvchat.faces.contact_sheet import contact_sheet
 from pvchat.faces.demographics import Demographics, estimate_demographics
-from pvchat.faces.detect import Face, FaceEngine, face_chip, embed_chip
+from pvchat.faces.detect import Face, FaceEngine, _models, embed_chip, face_chip
 from pvchat.faces.quality import MIN_SIZE, FaceQuality, assess, rank_key
 from pvchat.io import atomic_dir, read_json, write_json, save_tensors, load_tensors
 from pvchat.video import VideoInfo, iter_frames, probe, read_frames_uniform
@@ -180,6 +180,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         return _POOL[2]
     if _POOL is not None and _POOL[0] == os.getpid():
         _POOL[2].shutdown(cancel_futures=True)
+    _models()  # load the dlib models here first: forked workers inherit them (copy-on-write)
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
     pool.submit(_noop).result()  # forks all workers now
     _POOL = (os.getpid(), workers, pool)
