@@ -97,6 +97,10 @@ class Generator(Protocol):
 # name -> "module:Class"; each backend's constructor takes keyword options only.
 GENERATORS: dict[str, str] = {
     "classic": "pvchat.synth.classic:ClassicGenerator",
+    "personalvideo": "pvchat.synth.personalvideo:PersonalVideoGenerator",
+    "consisid": "pvchat.synth.consisid:ConsisIDGenerator",
+    "liveportrait": "pvchat.synth.external:LivePortraitGenerator",
+    "photomaker": "pvchat.synth.external:PhotoMakerLivePortraitGenerator",
 }
 
 

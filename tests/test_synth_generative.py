@@ -1,0 +1,184 @@
+"""Generative backends on tiny random models of the real architectures (no weights, no network).
+
+PersonalVideo: AnimateDiff (UNetMotionModel = UNet2DConditionModel + MotionAdapter) + AutoencoderKL +
+CLIPTextModel + a character-level CLIPTokenizer, saved with save_pretrained and loaded back, and a
+tiny IResNet face encoder.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from pvchat.errors import ConfigError
+from pvchat.synth.base import ClipRequest, Identity, get_generator
+from test_synth_metrics import textured, tiny_clip_tokenizer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine run ~10x faster on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_animatediff(tmp_path_factory):
+    """A saved AnimateDiff pipeline dir, a MotionAdapter dir and a face encoder dir, all tiny."""
+    from diffusers import (AnimateDiffPipeline, AutoencoderKL, DDIMScheduler, MotionAdapter,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from pvchat.synth.pv_face import FaceEncoder, FaceEncoderConfig, save_face_encoder
+
+    root = tmp_path_factory.mktemp("pv")
+    torch.manual_seed(0)
+    tok = tiny_clip_tokenizer()
+    tok.model_max_length = 24
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=24, num_hidden_layers=1,
+                                        num_attention_heads=2, max_position_embeddings=24, eos_token_id=1,
+                                        bos_token_id=0, pad_token_id=1))
+    unet = UNet2DConditionModel(block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4,
+                                out_channels=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
+                                attention_head_dim=4, norm_num_groups=4)
+    motion = MotionAdapter(block_out_channels=(8, 16), motion_layers_per_block=1,
+                           motion_transformer_layers_per_block=1, motion_num_attention_heads=2,
+                           motion_norm_num_groups=4, motion_max_seq_length=32, use_motion_mid_block=False)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                        norm_num_groups=4, sample_size=32)
+    sched = DDIMScheduler(beta_schedule="linear", clip_sample=False, steps_offset=1)
+    pipe = AnimateDiffPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, motion_adapter=motion,
+                               scheduler=sched)
+    pipe.save_pretrained(root / "animatediff")
+    motion.save_pretrained(root / "motion")
+    enc = FaceEncoder(FaceEncoderConfig(layers=(1, 1, 1, 1), width=4, embedding_dim=16, input_size=32))
+    for m in enc.modules():  # BN statistics of random images, so that embeddings are centred and differ
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = None
+    with torch.no_grad():
+        enc.train()(torch.rand(64, 3, 32, 32) * 2 - 1)
+    save_face_encoder(enc.eval(), root / "face")
+    return root
+
+
+def _options(root, **kw):
+    base = dict(model_dir=str(root / "animatediff"), face_encoder_dir=str(root / "face"), face_crop="box",
+                face_box=(0.0, 0.0, 1.0, 1.0), rank=4, ti_steps=2, ti_batch=2, sia_steps=2, tune_steps=2,
+                tune_frames=2, tune_height=32, tune_width=32, tune_scheduler="lcm", infer_steps=4, guidance=2.0,
+                prompts=("{subject} walks in a park",), save_every=1)
+    base.update(kw)
+    return base
+
+
+def _identity():
+    face = textured(48, 5)
+    return Identity(name="anna", faces=[face], gender="female", age="young")
+
+
+def test_adapter_only_on_spatial_self_attention(tiny_animatediff):
+    gen = get_generator("personalvideo", **_options(tiny_animatediff))
+    gen.load()
+    trainable = [n for n, p in gen.unet.named_parameters() if p.requires_grad]
+    assert trainable and set(trainable) == set(gen.adapter_parameters())
+    pat = re.compile(r"^(down_blocks|up_blocks)\.\d+\.attentions\.\d+\.transformer_blocks\.\d+\.attn1\.to_[qkv]\.lora_[AB]\."
+                     r"|^mid_block\.attentions\.0\.transformer_blocks\.\d+\.attn1\.to_[qkv]\.lora_[AB]\.")
+    assert all(pat.match(n) for n in trainable), [n for n in trainable if not pat.match(n)]
+    assert not any("motion_modules" in n or "attn2" in n or "to_out" in n for n in trainable)
+    # every spatial self-attention q/k/v got one (down, mid and up), none of the temporal ones
+    wanted = {n for n, _ in gen.unet.named_modules()
+              if re.search(r"\.attentions\.\d+\.transformer_blocks\.\d+\.attn1\.to_[qkv]$", n) and "lora" not in n}
+    adapted = {n.split(".lora_")[0] for n in trainable}
+    assert adapted == wanted and any(n.startswith("mid_block") for n in adapted)
+    assert sum(n.startswith("down_blocks") for n in adapted) and sum(n.startswith("up_blocks") for n in adapted)
+
+
+def test_tuning_lowers_identity_loss_and_keeps_base_weights(tiny_animatediff):
+    from pvchat.synth.personalvideo import PersonalVideoGenerator
+
+    # a toy target: one prompt, one fixed noise, no jitter → a deterministic objective
+    gen = PersonalVideoGenerator(**_options(tiny_animatediff, ti_steps=0, sia_steps=10, sia_lr=0.3, l2_weight=0.0,
+                                            noise_seeds=1, ref_jitter=0.0, tune_frames=1))
+    gen.load()
+    frozen = {n: p.detach().clone() for n, p in gen.unet.named_parameters() if ".lora_" not in n}
+    gen.tune(_identity())
+    losses = [h["loss"] for h in gen.history if h["phase"] == 1]
+    assert len(losses) == 10
+    assert np.mean(losses[-3:]) < losses[0] - 0.005, losses
+    assert all(torch.equal(p, frozen[n]) for n, p in gen.unet.named_parameters() if ".lora_" not in n)
+    assert float(gen.adapter_delta_norm()) > 0
+
+
+def _adapter(gen):
+    return {n: p.detach().clone() for n, p in gen.adapter_parameters().items()}
+
+
+def test_prepare_resumes_and_saves_per_person(tiny_animatediff, tmp_path):
+    from pvchat.synth.personalvideo import ADAPTER_FILE, STATE_FILE, PersonalVideoGenerator
+
+    ident = _identity()
+    straight = PersonalVideoGenerator(**_options(tiny_animatediff, sia_steps=4))
+    straight.tune(ident)
+    # an interrupted run: TI done, 2 of 4 adapter steps checkpointed
+    first = PersonalVideoGenerator(**_options(tiny_animatediff, sia_steps=2))
+    first.load()
+    first.identity = ident
+    first.tune(ident, tmp_path / "personalvideo" / "anna")
+    assert (tmp_path / "personalvideo" / "anna" / STATE_FILE).is_file()
+    resumed = PersonalVideoGenerator(**_options(tiny_animatediff, sia_steps=4))
+    resumed.prepare(ident, tmp_path)
+    assert [(h["phase"], h["step"]) for h in resumed.history] == [(1, 2), (1, 3)]
+    a, b = _adapter(straight), _adapter(resumed)
+    assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
+    assert torch.allclose(straight.token_vec, resumed.token_vec, atol=1e-6)
+    assert (tmp_path / "personalvideo" / "anna" / ADAPTER_FILE).is_file()
+    assert not (tmp_path / "personalvideo" / "anna" / STATE_FILE).exists()
+    again = PersonalVideoGenerator(**_options(tiny_animatediff, sia_steps=4))
+    again.prepare(ident, tmp_path)  # loads the saved adapter, no tuning
+    assert again.history == [] and all(torch.equal(b[n], p) for n, p in _adapter(again).items())
+
+
+def test_generate_shapes_and_adapter_off_is_base(tiny_animatediff, tmp_path):
+    from diffusers import AnimateDiffPipeline
+
+    from pvchat.synth.personalvideo import adapter_start
+
+    assert adapter_start(25, 0.25) == 19 and adapter_start(4, 0.25) == 3 and adapter_start(4, 0.0) == 4
+    gen = get_generator("personalvideo", **_options(tiny_animatediff, sia_steps=3, sia_lr=0.3))
+    gen.prepare(_identity(), tmp_path)
+    clip = gen.generate(ClipRequest(prompt="{subject} rides a bike", num_frames=3, width=32, height=24 + 8, seed=1))
+    assert clip.frames.shape == (3, 32, 32, 3) and clip.frames.dtype == np.uint8 and clip.backend == "personalvideo"
+    assert "<anna>" in clip.info["prompt"] and clip.info["adapter_from_step"] == 3
+    wide = gen.generate(ClipRequest(num_frames=2, width=48, height=32, seed=2))  # a library prompt
+    assert wide.frames.shape == (2, 32, 48, 3) and "<anna>" in wide.info["prompt"]
+    with pytest.raises(ConfigError, match="multiples of 4"):
+        gen.generate(ClipRequest(num_frames=2, width=30, height=32))
+    # adapter off = the base model: same frames as diffusers' own AnimateDiffPipeline
+    prompt = "a woman walks"
+    off = gen.sample(prompt, 2, 32, 32, seed=4, adapter=False)
+    on = gen.sample(prompt, 2, 32, 32, seed=4, adapter=True)
+    pipe = AnimateDiffPipeline.from_pretrained(str(tiny_animatediff / "animatediff"))
+    latents = gen._noise(2, 32, 32, 4)
+    ref = pipe(prompt, num_frames=2, height=32, width=32, num_inference_steps=4, guidance_scale=2.0,
+               latents=latents, output_type="np").frames[0]  # (F, H, W, 3) in [0, 1]
+    assert np.abs(off.astype(np.float32) - ref * 255).max() <= 1.0
+    assert np.abs(on.astype(np.int16) - off).max() > 0
+
+
+def test_missing_weights_are_config_errors(tiny_animatediff, tmp_path):
+    with pytest.raises(ConfigError, match="huggingface-cli download"):
+        get_generator("personalvideo", model_dir=str(tmp_path / "none")).load()
+    with pytest.raises(ConfigError, match="MotionAdapter"):
+        get_generator("personalvideo", model_dir=str(tiny_animatediff / "animatediff"),
+                      motion_adapter_dir=str(tmp_path)).load()
+    gen = get_generator("personalvideo", **_options(tiny_animatediff, face_encoder_dir=None))
+    with pytest.raises(ConfigError, match="import_arcface_torch"):
+        gen.prepare(_identity())
+    with pytest.raises(ConfigError, match="face_crop"):
+        get_generator("personalvideo", face_crop="eyes")
