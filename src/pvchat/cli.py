@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "analyze": "pvchat.faces.analyze:analyze",
     "synthesize": "pvchat.synth.pipeline:synthesize",
     "train": "pvchat.train.stages:train_command",
+    "demo": "pvchat.demo:demo",
 }
 
 

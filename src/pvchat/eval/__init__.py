@@ -1,0 +1,1 @@
+"""Evaluation: metrics of paper §4.1 and runners."""

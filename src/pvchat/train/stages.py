@@ -1,0 +1,89 @@
+"""The two-stage schedule (paper §3.4) over the one loop, and the ``pvchat train`` command."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from pvchat.data import QADataset, read_manifest
+from pvchat.errors import InputError
+from pvchat.model.presets import get_preset
+from pvchat.model.pvchat import PVChat
+from pvchat.train.loop import TrainResult, train
+from pvchat.train.recipe import StageRecipe, load_recipes, stage1, stage2
+
+
+def recipe_path(recipe: str | Path) -> Path:
+    """A recipe by name (a YAML file shipped in pvchat/recipes) or by path."""
+    p = Path(recipe)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    shipped = resources.files("pvchat") / "recipes" / f"{recipe}.yaml"
+    if not shipped.is_file():
+        names = sorted(f.name[:-5] for f in (resources.files("pvchat") / "recipes").iterdir() if f.name.endswith(".yaml"))
+        raise InputError(f"unknown recipe {recipe!r}; choose one of: {', '.join(names)} or give a YAML path")
+    return Path(str(shipped))
+
+
+def stage_recipes(recipe: str | Path) -> tuple[StageRecipe, StageRecipe]:
+    loaded = load_recipes(recipe_path(recipe))
+    return loaded.get("stage1", stage1()), loaded.get("stage2", stage2())
+
+
+def base_model(out: Path, preset: str, subjects: list[str], seed: int = 0) -> PVChat:
+    """The model training starts from: built once from ``preset`` and saved in ``out/base``, then
+    reloaded, so a resumed run continues on exactly the same frozen weights."""
+    base = out / "base"
+    if (base / "pvchat_config.json").is_file():
+        return PVChat.from_pretrained(base)
+    torch.manual_seed(seed)
+    cfg = get_preset(preset)
+    cfg.subjects = list(subjects)
+    model = PVChat.from_config(cfg)
+    model.save_pretrained(base)
+    return model
+
+
+def learn_stages(model: PVChat, manifest: Path, out: Path, recipe: str | Path = "demo",
+                 subjects: list[str] | None = None, resume: bool = False,
+                 progress: bool = True) -> tuple[TrainResult, TrainResult]:
+    """Stage 1 (first frames; existence + appearance) then stage 2 (T frames; all types)."""
+    r1, r2 = stage_recipes(recipe)
+    size = model.vision.image_size
+    records = read_manifest(manifest)
+    ds1 = QADataset(records, stage=1, image_size=size, root=manifest.parent)
+    res1 = train(model, ds1, r1, out / "stage1", subjects=subjects, resume=resume, progress=progress)
+    ds2 = QADataset(records, stage=2, num_frames=min(r2.num_frames, model.config.max_frames), image_size=size,
+                    root=manifest.parent)
+    res2 = train(model, ds2, r2, out / "stage2", subjects=subjects, resume=resume, progress=progress)
+    return res1, res2
+
+
+def train_command(data: Path, out: Path, preset: str = "tiny", recipe: str = "demo", resume: bool = False) -> int:
+    """Train PVChat on a synthesized data set: stage 1 on first frames, then stage 2 on clips.
+
+    Writes OUT/base (the starting model), OUT/stage1 and OUT/stage2 (log.jsonl, training.png,
+    checkpoint/) and OUT/model (the trained model). With --resume, a run that was stopped at any
+    point continues where its last checkpoint left it.
+
+    Args:
+        data: the directory written by 'pvchat synthesize' (holds manifest.jsonl).
+        out: the run directory.
+        preset: model preset (tiny or paper).
+        recipe: training recipe: a name (demo, paper) or a YAML path.
+        resume: continue a stopped run in OUT.
+    """
+    manifest = Path(data) / "manifest.jsonl"
+    people = sorted({p for r in read_manifest(manifest) for p in r.people})
+    if not people:
+        raise InputError(f"{manifest}: no clip lists a subject; nothing to learn")
+    if Path(out).exists() and not resume and any(Path(out).iterdir()):
+        raise InputError(f"{out} is not empty; pass --resume to continue that run or choose another directory")
+    model = base_model(Path(out), preset, people)
+    r1, r2 = learn_stages(model, manifest, Path(out), recipe=recipe, subjects=people, resume=resume)
+    model.save_pretrained(Path(out) / "model")
+    print(f"stage 1: {r1.steps} steps, loss {r1.final_loss:.3f}; stage 2: {r2.steps} steps, loss {r2.final_loss:.3f}"
+          f" -> {Path(out) / 'model'}")
+    return 0
