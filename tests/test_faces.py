@@ -317,3 +317,26 @@ def test_analyze_bad_input_fails_and_writes_nothing(tmp_path, two_people_video, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]  # no temp dirs left behind
     with pytest.raises(InputError):
         analyze_video(video, progress=False)
+
+
+def test_a_person_who_leaves_and_returns_is_one_person(tmp_path):
+    from pvchat.faces.samples import Appearance, head, render_frames
+
+    video = tmp_path / "back.mp4"
+    ast = head("astronaut")
+    people = [Appearance(ast, (0.3, 0.5), 0.55, start=0, stop=6), Appearance(ast, (0.7, 0.5), 0.55, start=18)]
+    write_video(video, render_frames(people, 24, (320, 240)), fps=8)
+    a = analyze_video(video, progress=False)
+    assert len(a.people) == 1 and a.people[0].num_faces == 12
+    assert len({r.track for r in a.people[0].faces}) == 2  # two tracks, merged by their embeddings
+
+
+def test_boxes_are_reported_in_source_pixels(two_people_video):
+    from pvchat.faces.analyze import AnalyzeSettings
+
+    full = analyze_video(two_people_video, progress=False)
+    half = analyze_video(two_people_video, settings=AnalyzeSettings(frame_max_side=200), progress=False)
+    assert [p.num_faces for p in half.people] == [p.num_faces for p in full.people]
+    for pf, ph in zip(full.people, half.people):
+        for rf, rh in zip(pf.faces, ph.faces):
+            assert rf.frame == rh.frame and _iou(rf.box, rh.box) > 0.6

@@ -22,6 +22,7 @@ import time
 from collections import deque
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -41,6 +42,8 @@ from pvchat.video import VideoInfo, iter_frames, probe, read_frames_uniform
 SAME_PERSON = 0.6  # dlib euclidean threshold: a larger jump inside a track starts a new track
 CROP_MARGIN = 0.5  # saved face images: the box grown by this fraction of its size on each side
 CROP_MAX_SIDE = 384  # px, saved face images are at most this large
+KEEP_FINISHED = 3  # crops a track keeps once it has ended
+CROP_BUDGET = 1000  # crops kept in all; above it every ended track keeps only its best
 SEGMENT = 8  # faces per track segment; each segment contributes at most one crop (time diversity)
 
 
@@ -56,7 +59,7 @@ class AnalyzeSettings:
     max_good: int = 8  # good faces kept per person
     min_face: int = MIN_SIZE  # px; smaller faces fail the quality gate
     iou_link: float = 0.3  # box overlap that links a face to the previous frame's face
-    max_gap: int = 2  # analysed frames a track may miss and still be continued
+    max_gap: int = 8  # analysed frames a track may miss (a missed detection) and still be continued
     workers: int = 2  # detection processes (<= 1: in this process)
     dbscan_steps: tuple[tuple[float, int], ...] = DBSCAN_STEPS
 
@@ -114,8 +117,8 @@ class _Track:
     last_frame: int  # ordinal of the analysed frame it was last seen in
     box: tuple[int, int, int, int]
     embedding_id: int
-    crops: list = field(default_factory=list)  # min-heap of (rank, seq, record, crop), segment winners
-    seg_best: tuple | None = None  # best (rank, seq, record, crop) of the current segment
+    crops: list = field(default_factory=list)  # min-heap of (rank, seq, record, PNG bytes), segment winners
+    seg_best: tuple | None = None  # best (rank, seq, record, (h, w, 3) crop) of the current segment
     seg_n: int = 0
 
 
@@ -166,6 +169,13 @@ def _noop() -> None:
     return None
 
 
+def _worker_init() -> None:
+    """Workers leave Ctrl-C to the parent, which cancels the work and reports it once."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _pool(workers: int) -> ProcessPoolExecutor:
     """A pool of forked worker processes, kept for the life of this process.
 
@@ -181,7 +191,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     if _POOL is not None and _POOL[0] == os.getpid():
         _POOL[2].shutdown(cancel_futures=True)
     _models()  # load the dlib models here first: forked workers inherit them (copy-on-write)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init)
     pool.submit(_noop).result()  # forks all workers now
     _POOL = (os.getpid(), workers, pool)
     return pool
@@ -203,6 +213,7 @@ def _ordered_results(
         return
     pool = _pool(settings.workers)  # before the first frame is decoded (see _pool)
     pending: deque[tuple[int, float, np.ndarray, Future]] = deque()
+    global _POOL
     try:
         for k, (idx, t, rgb) in enumerate(frames):
             pending.append((idx, t, rgb, pool.submit(_detect_frame, rgb, k % every == 0, *args)))
@@ -212,18 +223,43 @@ def _ordered_results(
         while pending:
             i, tt, img, fut = pending.popleft()
             yield i, tt, img, fut.result()
+    except BrokenProcessPool:
+        _POOL = None  # a worker died (e.g. out of memory): the next call starts a new pool
+        raise
     finally:
         for *_, fut in pending:
             fut.cancel()
 
 
+def _encode(crop: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
 def _flush_segment(track: _Track, keep: int) -> None:
+    """Move the segment's winner into the track's top-``keep`` heap (stored PNG-encoded)."""
     if track.seg_best is not None:
+        rank, seq, rec, crop = track.seg_best
         if len(track.crops) < keep:
-            heapq.heappush(track.crops, track.seg_best)
-        elif track.seg_best[:2] > track.crops[0][:2]:
-            heapq.heapreplace(track.crops, track.seg_best)
+            heapq.heappush(track.crops, (rank, seq, rec, _encode(crop)))
+        elif (rank, seq) > track.crops[0][:2]:
+            heapq.heapreplace(track.crops, (rank, seq, rec, _encode(crop)))
     track.seg_best, track.seg_n = None, 0
+
+
+def _trim(track: _Track, keep: int) -> None:
+    if len(track.crops) > keep:
+        track.crops = heapq.nlargest(keep, track.crops, key=lambda c: c[:2])
+        heapq.heapify(track.crops)
 
 
 def _keep_crop(track: _Track, rec: FaceRecord, box: tuple[int, int, int, int], rgb: np.ndarray, seq: int, keep: int) -> None:
@@ -268,7 +304,7 @@ def analyze_video(
     weights: list[int] = []  # faces each embedding stands for
     tracks: dict[int, _Track] = {}
     finished: list[_Track] = []
-    frames_analyzed = seq = 0
+    frames_analyzed = seq = kept = 0
     total = int(info.duration_s * min(settings.fps, info.fps or settings.fps)) or None
     bar = tqdm(total=total, desc=f"analyze {video.name}", unit="frame", disable=not progress or None, leave=False)
     try:
@@ -311,7 +347,15 @@ def analyze_video(
                 seq += 1
                 _keep_crop(tr, rec, face.box, rgb, seq, settings.max_good)
             for tid in [tid for tid, tr in tracks.items() if ordinal - tr.last_frame > settings.max_gap]:
-                finished.append(tracks.pop(tid))
+                ended = tracks.pop(tid)
+                _flush_segment(ended, settings.max_good)
+                _trim(ended, KEEP_FINISHED)
+                finished.append(ended)
+                kept += len(ended.crops)
+                if kept > CROP_BUDGET:  # bounded memory on long videos with many short tracks
+                    for tr_ in finished:
+                        _trim(tr_, 1)
+                    kept = len(finished)
     finally:
         bar.close()
     finished.extend(tracks.values())
@@ -335,13 +379,13 @@ def analyze_video(
         mean = (emb_arr[ids] * np.asarray(weights, np.float32)[ids, None]).sum(0) / max(1, sum(weights[i] for i in ids))
         cands = sorted((c for tid in {r.track for r in faces} for c in crops_by_track[tid]),
                        key=lambda c: (c[0], -c[1]), reverse=True)
-        best_rank, _, best_rec, best_img = cands[0]
+        best_rank, _, best_rec, best_png = cands[0]
         good = [c for c in cands if c[2].quality.passed][: settings.max_good] or cands[:1]
         if not best_rank[0]:
             notes.append(f"person {len(people)}: no face passes the quality gates ({best_rec.quality.reason}); "
                          "the best-scoring face is used")
-        people.append(Person(id=len(people), faces=faces, embedding=mean.astype(np.float32), best_image=best_img,
-                             best=best_rec, good_images=[c[3] for c in good], good=[c[2] for c in good]))
+        people.append(Person(id=len(people), faces=faces, embedding=mean.astype(np.float32), best_image=_decode_png(best_png),
+                             best=best_rec, good_images=[_decode_png(c[3]) for c in good], good=[c[2] for c in good]))
     if not people:
         raise InputError(f"{video}: faces were found but none could be grouped into a person")
     people.sort(key=lambda p: -p.num_faces)
