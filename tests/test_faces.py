@@ -340,3 +340,15 @@ def test_boxes_are_reported_in_source_pixels(two_people_video):
     for pf, ph in zip(full.people, half.people):
         for rf, rh in zip(pf.faces, ph.faces):
             assert rf.frame == rh.frame and _iou(rf.box, rh.box) > 0.6
+
+
+def test_no_face_passing_the_gates_is_said_not_hidden(tmp_path, engine):
+    from pvchat.faces.samples import Appearance, head, render_frames
+
+    ast = head("astronaut")
+    shut = _close_eyes(ast, engine.detect(ast, embed=False)[0])
+    video = tmp_path / "shut.mp4"
+    write_video(video, render_frames([Appearance(shut, (0.5, 0.5), 0.7)], 12, (320, 240)), fps=8)
+    a = analyze_video(video, progress=False)
+    assert len(a.people) == 1 and not a.people[0].best.quality.passed
+    assert any("eyes closed" in n for n in a.notes)

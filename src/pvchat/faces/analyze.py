@@ -377,13 +377,12 @@ def analyze_video(
             continue
         ids = np.flatnonzero(labels == k)
         mean = (emb_arr[ids] * np.asarray(weights, np.float32)[ids, None]).sum(0) / max(1, sum(weights[i] for i in ids))
-        cands = sorted((c for tid in {r.track for r in faces} for c in crops_by_track[tid]),
-                       key=lambda c: (c[0], -c[1]), reverse=True)
-        best_rank, _, best_rec, best_png = cands[0]
+        cands = sorted((c for tid in {r.track for r in faces} for c in crops_by_track[tid]
+                        if labels[c[2].embedding_id] == k), key=lambda c: (c[0], -c[1]), reverse=True)
+        if not cands:  # every kept crop of these tracks went to another label: skip the sliver
+            continue
+        _, _, best_rec, best_png = cands[0]
         good = [c for c in cands if c[2].quality.passed][: settings.max_good] or cands[:1]
-        if not best_rank[0]:
-            notes.append(f"person {len(people)}: no face passes the quality gates ({best_rec.quality.reason}); "
-                         "the best-scoring face is used")
         people.append(Person(id=len(people), faces=faces, embedding=mean.astype(np.float32), best_image=_decode_png(best_png),
                              best=best_rec, good_images=[_decode_png(c[3]) for c in good], good=[c[2] for c in good]))
     if not people:
@@ -391,6 +390,9 @@ def analyze_video(
     people.sort(key=lambda p: -p.num_faces)
     for new_id, p in enumerate(people):
         p.id = new_id
+        if not p.best.quality.passed:
+            notes.append(f"person_{p.id}: no face passes the quality gates ({p.best.quality.reason}); "
+                         "the best-scoring face is used")
 
     if person is None:
         subject, reason = 0, "seen most" if len(people) > 1 else "only person"
@@ -464,7 +466,8 @@ def write_analysis(a: Analysis, out: str | os.PathLike, overwrite: bool = False)
             write_json(d / "track.json", [_face_row(r) for r in p.faces])
             write_json(d / "quality.json", [{**_face_row(r), **r.quality.to_dict()} for r in p.faces])
             label = f"person_{p.id}\n{p.num_faces} faces" + ("\nSUBJECT" if p.id == a.subject else "")
-            rows.append((label, [p.best_image, *p.good_images]))
+            rest = [img for img, rec in zip(p.good_images, p.good) if rec is not p.best]
+            rows.append((label, [p.best_image, *rest]))
         _png(tmp / "contact_sheet.png", contact_sheet(rows))
         write_json(tmp / "summary.json", summary_dict(a))
     return out
