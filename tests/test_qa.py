@@ -19,10 +19,13 @@ from pvchat.qa import (
 )
 from pvchat.qa.captioners import CaptionRequest, OpenAICaptioner, VLMCaptioner, build_prompt, parse_answer
 from pvchat.qa.endpoint import ChatEndpoint
+from pvchat.qa.describe import describe
+from pvchat.qa.facts import Relation
 from pvchat.qa.generate import existence_pairs
 from pvchat.qa.measure import colour_name, facts_from_measurements, movement_words
 from pvchat.qa.rewrite import REWRITE_INSTRUCTION, LLMRewriter, RulesRewriter
 from pvchat.qa.templates import descriptive_questions, existence_table, fill, placeholders, questions_of
+from pvchat.qa.worldfacts import facts_from_world_record
 
 # ------------------------------------------------------------------ an independent reading of answers
 
@@ -172,6 +175,17 @@ def test_descriptive_answers_follow_the_facts():
     assert not re.search(r"\b(she|her|the woman|the lady)\b", " ".join(a for v in by.values() for a in v), re.I)
 
 
+def test_relations_are_grouped_per_person():
+    clip = ClipFacts(people=(
+        PersonFacts("Anna", gender="female", position="left", depth="front",
+                    relations=(Relation("in front of", 1), Relation("left of", 1), Relation("left of", 2))),
+        PersonFacts("Ben", gender="male", position="centre", depth="behind"),
+        PersonFacts(None, gender="female", position="right", clothing="a red coat, with a hat"),
+    ))
+    text = describe("location", clip, 0, {"Anna": "<Anna>", "Ben": "<Ben>"}, random.Random(0), row=11)
+    assert "in front of and to the left of <Ben>, and to the left of a woman in a red coat." in text
+
+
 def test_stage1_types_and_negative_clip():
     clip = _clip()
     pairs = make_qa(clip, ["Anna"], stage=1, rng=0)
@@ -254,6 +268,10 @@ def test_bad_inputs_raise_user_errors():
         ClipFacts(people=(PersonFacts("Anna"), PersonFacts("Anna")))
     with pytest.raises(InputError, match="no clothing"):
         make_qa(ClipFacts(people=(PersonFacts("Anna"),)), ["Anna"], stage=1)
+    partial = make_qa(ClipFacts(people=(PersonFacts("Anna", action="waving"),)), ["Anna"], on_missing="skip")
+    assert [p.type for p in partial].count("action") == 5 and [p.type for p in partial].count("appearance") == 0
+    with pytest.raises(ConfigError):
+        make_qa(clip, ["Anna"], on_missing="ignore")
 
 
 # ------------------------------------------------------------------ rewrite
@@ -345,6 +363,24 @@ def test_movement_words_from_tracks():
     assert movement_words(shake)[0] == "shaking the head"
     still = PersonMeasurements(box, size, track=tuple((130 + k % 2, 140) for k in range(8)))
     assert movement_words(still) == ("standing still", None)
+    sit = PersonMeasurements(box, size, track=tuple((130, 140 + 12 * k) for k in range(8)))
+    assert movement_words(sit)[0] == "sitting down"
+    jump = PersonMeasurements(box, size, track=tuple((130, 140 - (40 if 2 <= k <= 4 else 0)) for k in range(8)))
+    assert movement_words(jump)[0] == "jumping"
+
+
+def test_camera_pan_is_not_walking():
+    size = (640, 360)
+    pan = [(-30.0 * k, 0.0) for k in range(8)]  # everything drifts left: the camera pans right
+    a = PersonMeasurements((100, 100, 160, 180), size, track=tuple((300 + dx, 140) for dx, _ in pan))
+    b = PersonMeasurements((400, 100, 460, 180), size, track=tuple((500 + dx, 140) for dx, _ in pan))
+    facts = facts_from_measurements([a, b])
+    assert [p.action for p in facts.people] == ["standing still", "standing still"]
+    walker = PersonMeasurements((400, 100, 460, 180), size, track=tuple((200 + 40 * k, 140) for k in range(8)))
+    still = PersonMeasurements((100, 100, 160, 180), size, track=tuple((130, 140) for _ in range(8)))
+    assert [p.action for p in facts_from_measurements([walker, still]).people] == ["walking to the right",
+                                                                                   "standing still"]
+    assert movement_words(a)[0] == "walking to the left"  # alone, a pan cannot be told from a walk
 
 
 def test_rules_captioner_end_to_end():
@@ -477,3 +513,39 @@ def test_build_prompt_single_person_has_no_crowd_hint():
     req = CaptionRequest("appearance", "What is the person wearing in this video?", 6, clip, 0)
     prompt = build_prompt(req)
     assert "people in this video" not in prompt and prompt.endswith("What is the person wearing in this video?")
+
+
+# ------------------------------------------------------------------ the offline world's ground truth
+
+
+def test_world_record_adapter():
+    from pvchat.world.api import make_world
+
+    world = make_world(people=4, seed=0, max_people_per_clip=3, num_frames=6)
+    spec = next(world.clip_spec(i) for i in range(50) if len(world.clip_spec(i).cast) >= 2)
+    truth = world.render_clip(spec).truth  # one clips.jsonl line (without its path)
+    truth = json.loads(json.dumps({"path": "clips/c0000.mp4", **truth}))
+    entries = truth["people"]
+    assert len(entries) >= 2
+    subject, stranger = entries[0], entries[1]
+    facts = facts_from_world_record(truth, {subject["id"]: "Anna", "p99": "Zed"}, video_root="/w", measure=True)
+    assert facts.video == "/w/clips/c0000.mp4" and facts.scene == "in " + truth["scene"]
+    anna = facts.people[facts.index_of("Anna")]
+    assert (anna.clothing, anna.action, anna.position) == (subject["wearing"], subject["action_phrase"],
+                                                           subject["position"])
+    assert facts.people[1].name is None and facts.people[1].clothing == stranger["wearing"]
+    assert not facts.is_present("Zed") and len(facts.measurements) == len(facts.people)
+    rel_others = {r.other for r in facts.relations_of(facts.index_of("Anna"))}
+    assert rel_others == set(range(1, len(entries)))
+    pairs = make_qa(facts, ["Anna", "Zed"], rng=0, recipe="demo")
+    for p in pairs:
+        if p.type == "existence":
+            assert claims(p.answer) == {f"<{s}>": s == "Anna" for s in p.subjects}
+        else:
+            assert p.subjects == ("Anna",)
+    appearance = [p.answer for p in pairs if p.type == "appearance"]
+    assert appearance and all(subject["wearing"] in a for a in appearance)
+    by_name = facts_from_world_record(truth, [subject["name"]])
+    assert by_name.is_present(subject["name"])
+    with pytest.raises(InputError):
+        facts_from_world_record({"people": []}, ["Anna"])

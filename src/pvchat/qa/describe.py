@@ -13,7 +13,7 @@ import random
 from typing import Mapping
 
 from pvchat.errors import InputError
-from pvchat.qa.facts import ClipFacts, PersonFacts
+from pvchat.qa.facts import ClipFacts, PersonFacts, Relation
 from pvchat.qa.templates import load_json
 
 
@@ -35,12 +35,24 @@ def referring_noun(p: PersonFacts, rng: random.Random) -> str:
 
 
 def other_words(clip: ClipFacts, j: int, tokens: Mapping[str, str]) -> str:
-    """How another person is mentioned: their token if in play, else "a man in a blue jacket"."""
+    """How another person is mentioned: their token if in play, else "a man in a blue jacket"
+    (the clothing up to its first comma: the main garments, not every accessory)."""
     p = clip.people[j]
     if p.name is not None and p.name in tokens:
         return tokens[p.name]
     words = load_json("captions.json")["others"][_gkey(p)]
-    return f"{words} in {p.clothing}" if p.clothing else words
+    return f"{words} in {p.clothing.split(',')[0].strip()}" if p.clothing else words
+
+
+def relation_words(clip: ClipFacts, rels: list[Relation], tokens: Mapping[str, str]) -> str:
+    """"in front of and to the left of <Ben>, and behind a woman in a red coat": relations grouped
+    per other person, in order of first mention."""
+    d = load_json("captions.json")["relation_words"]
+    by_other: dict[int, list[str]] = {}
+    for r in rels:
+        by_other.setdefault(r.other, []).append(d[r.relation].replace(" {other}", ""))
+    groups = [f"{join_words(words)} {other_words(clip, j, tokens)}" for j, words in by_other.items()]
+    return groups[0] if len(groups) == 1 else ", ".join(groups[:-1]) + ", and " + groups[-1]
 
 
 def _fmt(pattern: str, ref: str, pron: Mapping[str, str], **kw: str) -> str:
@@ -50,10 +62,14 @@ def _fmt(pattern: str, ref: str, pron: Mapping[str, str], **kw: str) -> str:
     return pattern.format(**values)
 
 
+class MissingFactError(InputError):
+    """The facts lack what a question asks (no clothing, action or position known)."""
+
+
 def _need(value: str | None, what: str, clip: ClipFacts, p: PersonFacts) -> str:
     if not value:
         who = p.name or "a stranger"
-        raise InputError(f"clip {clip.clip_id or '?'}: no {what} known for {who}; the facts captioner needs it")
+        raise MissingFactError(f"clip {clip.clip_id or '?'}: no {what} known for {who}; the facts captioner needs it")
     return value
 
 
@@ -102,8 +118,7 @@ def describe(
         if where:
             parts.append(_fmt(rng.choice(d["location"]), ref, pron, where=join_words(where)))
         if rels:
-            words = [d["relation_words"][r.relation].format(other=other_words(clip, r.other, tokens)) for r in rels]
-            parts.append(_fmt(rng.choice(d["relations"]), ref, pron, relations=join_words(words)))
+            parts.append(_fmt(rng.choice(d["relations"]), ref, pron, relations=relation_words(clip, rels, tokens)))
         elif len(clip.visible()) == 1:
             parts.append(_fmt(rng.choice(d["alone"]), ref, pron))
         if row == 15 or (p.movement and not parts):

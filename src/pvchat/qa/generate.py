@@ -18,6 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from pvchat.errors import ConfigError, InputError, unknown_choice
 from pvchat.qa.captioners import CaptionRequest, Captioner, make_captioner
+from pvchat.qa.describe import MissingFactError
 from pvchat.qa.facts import ClipFacts, subject_token
 from pvchat.qa.rewrite import Rewriter, make_rewriter
 from pvchat.qa.templates import QA_TYPES, existence_table, fill, generic_subject, questions_of
@@ -189,6 +190,7 @@ def make_qa(
     recipe: str | QARecipe = "paper",
     captioner: str | Captioner = "facts",
     rewriter: str | Rewriter = "rules",
+    on_missing: str = "raise",
     **counts: int,
 ) -> list[QAPair]:
     """All QA pairs of one clip for 1–3 subjects.
@@ -202,6 +204,8 @@ def make_qa(
             (``existence=4, location=0`` …).
         captioner: a backend name (built with no arguments) or an instance.
         rewriter: a backend name or an instance; puts ``<Name>`` where the caption says "she".
+        on_missing: ``raise`` (default) or ``skip`` a question whose facts are unknown (e.g. no
+            clothing for a person), which then yields fewer pairs.
 
     Returns:
         Existence pairs first (joint, then per subject), then per present subject its appearance,
@@ -219,6 +223,8 @@ def make_qa(
             raise ConfigError(f"unknown QA count(s) {sorted(unknown)}")
         rcp = replace(rcp, **counts)
     types = stage_types(stage)
+    if on_missing not in ("raise", "skip"):
+        raise unknown_choice("on_missing policy", on_missing, ("raise", "skip"))
     gen = as_rng(rng)
     cap = make_captioner(captioner) if isinstance(captioner, str) else captioner
     rew = make_rewriter(rewriter) if isinstance(rewriter, str) else rewriter
@@ -242,7 +248,12 @@ def make_qa(
                     qa_type=qa_type, question=fill(row.question, [referent]), row=row.index, clip=facts,
                     person=i, referent=referent, tokens=tokens, first_frame=stage == 1,
                 )
-                caption = cap.caption(request, gen)
+                try:
+                    caption = cap.caption(request, gen)
+                except MissingFactError:
+                    if on_missing == "skip":
+                        continue
+                    raise
                 answer = rew.rewrite(caption, tokens[s], position=facts.people[i].position)
                 pairs.append(QAPair(qa_type, fill(row.question, [tokens[s]]), answer,
                                     None, (s,), (), f"table6:row{row.index}"))
