@@ -8,6 +8,7 @@ tiny IResNet face encoder.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -251,3 +252,124 @@ def test_consisid_missing_weights_and_face_packages(tiny_consisid, tmp_path):
     gen = get_generator("consisid", model_dir=str(tiny_consisid), device="cpu", dtype="float32")
     with pytest.raises(ConfigError, match="insightface|face_encoder"):
         gen.prepare(_identity())  # no face packages / face models here
+
+
+# ---------------------------------------------------------------------------- LivePortrait / PhotoMaker
+
+FAKE_LIVEPORTRAIT = r'''
+import argparse, os, sys
+import cv2, numpy as np
+p = argparse.ArgumentParser()
+p.add_argument("-s"); p.add_argument("-d"); p.add_argument("-o")
+p.add_argument("--flag-force-cpu", action="store_true")
+a = p.parse_args()
+with open(os.path.join(os.path.dirname(__file__), "calls.txt"), "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\n")
+if os.path.basename(a.s).startswith("still") and os.environ.get("FAKE_LP_FAIL"):
+    print("loading models", flush=True)
+    sys.stderr.write("Traceback ...\nRuntimeError: CUDA out of memory\n")
+    sys.exit(3)
+src = cv2.imread(a.s)
+h, w = src.shape[:2]
+motion = os.path.splitext(os.path.basename(a.d))[0]
+os.makedirs(a.o, exist_ok=True)
+stem = os.path.splitext(os.path.basename(a.s))[0] + "--" + motion
+for name in (stem + ".mp4", stem + "_concat.mp4"):
+    vw = cv2.VideoWriter(os.path.join(a.o, name), cv2.VideoWriter_fourcc(*"mp4v"), 25, (w, h))
+    for t in range(50):  # 2 s at 25 fps: a nod moves the face down and up, a shake left and right
+        d = int(round(6 * np.sin(2 * np.pi * t / 25)))
+        m = np.float32([[1, 0, d if motion == "no" else 0], [0, 1, d if motion == "yes" else 0]])
+        vw.write(cv2.warpAffine(src, m, (w, h), borderMode=cv2.BORDER_REPLICATE))
+    vw.release()
+'''
+
+FAKE_PHOTOMAKER = r'''
+import argparse, glob, os, sys, zlib
+import cv2, numpy as np
+p = argparse.ArgumentParser()
+for k in ("--ref-dir", "--prompt", "--negative-prompt", "--out", "--seed", "--steps", "--guidance", "--width", "--height"):
+    p.add_argument(k)
+a = p.parse_args()
+with open(os.path.join(os.path.dirname(__file__), "pm_calls.txt"), "a") as f:
+    f.write(repr(sys.argv[1:]) + "\n")
+refs = [cv2.imread(f) for f in sorted(glob.glob(os.path.join(a.ref_dir, "*.png")))]
+assert refs, "no reference faces"
+img = cv2.resize(refs[0], (64, 64))
+tint = zlib.crc32(a.prompt.encode()) % 60
+cv2.imwrite(a.out, np.clip(img.astype(int) + tint, 0, 255).astype(np.uint8))
+'''
+
+
+@pytest.fixture()
+def fake_tools(tmp_path):
+    repo = tmp_path / "LivePortrait"
+    repo.mkdir()
+    (repo / "inference.py").write_text(FAKE_LIVEPORTRAIT)
+    driving = repo / "assets" / "examples" / "driving"
+    driving.mkdir(parents=True)
+    for m in ("yes", "no", "query", "angry", "smile"):
+        (driving / f"{m}.mp4").write_bytes(b"driving clip")
+    pm = tmp_path / "photomaker_wrapper.py"
+    pm.write_text(FAKE_PHOTOMAKER)
+    return repo, pm
+
+
+def test_liveportrait_contract_with_fake_install(fake_tools, tmp_path):
+    from pvchat.synth.external import driving_motion
+    from pvchat.synth.metrics import dynamic_degree
+
+    repo, _ = fake_tools
+    gen = get_generator("liveportrait", repo_dir=str(repo), force_cpu=True)
+    face = textured(64, 7)
+    gen.prepare(Identity(name="anna", faces=[face]), tmp_path / "work")
+    clip = gen.generate(ClipRequest(motion="nod", num_frames=8, fps=8.0))
+    assert clip.frames.shape == (8, 64, 64, 3) and clip.info["motion"] == "yes" and clip.backend == "liveportrait"
+    assert clip.info["output"].endswith("--yes.mp4") and "work/liveportrait/anna" in clip.info["output"]
+    assert np.abs(clip.frames[0].astype(int) - face).mean() < 12  # the source, through a lossy codec
+    assert dynamic_degree(clip.frames, fps=8).score > dynamic_degree(np.stack([face] * 8), fps=8).score + 1
+    calls = (repo / "calls.txt").read_text().splitlines()
+    assert len(calls) == 1 and "--flag-force-cpu" in calls[0] and "/yes.mp4" in calls[0]
+    gen.generate(ClipRequest(motion="nod", num_frames=4, fps=8.0))  # cached output, no second call
+    assert len((repo / "calls.txt").read_text().splitlines()) == 1
+    assert gen.generate(ClipRequest(num_frames=4, seed=1)).info["motion"] == "no"
+    assert [driving_motion(m) for m in ("shake", "question", "anger", "frown", "smile")] == \
+        ["no", "query", "angry", "angry", "smile"]
+    with pytest.raises(ConfigError, match="unknown LivePortrait motion"):
+        gen.generate(ClipRequest(motion="dance"))
+
+
+def test_liveportrait_errors(fake_tools, tmp_path, monkeypatch):
+    repo, pm = fake_tools
+    with pytest.raises(ConfigError, match="KwaiVGI/LivePortrait"):
+        get_generator("liveportrait", repo_dir=str(tmp_path / "nothing")).prepare(_identity())
+    (repo / "assets/examples/driving/smile.mp4").unlink()
+    with pytest.raises(ConfigError, match="smile.mp4"):
+        get_generator("liveportrait", repo_dir=str(repo)).prepare(_identity())
+    (repo / "assets/examples/driving/smile.mp4").write_bytes(b"x")
+    g = get_generator("liveportrait", repo_dir=str(repo), python=str(tmp_path / "no-python"))
+    g.prepare(_identity(), tmp_path / "w0")
+    with pytest.raises(ConfigError, match="cannot execute"):
+        g.generate(ClipRequest(motion="yes"))
+    monkeypatch.setenv("FAKE_LP_FAIL", "1")
+    gen = get_generator("photomaker", script=str(pm), repo_dir=str(repo))
+    gen.prepare(_identity(), tmp_path / "w")
+    with pytest.raises(ConfigError, match=r"liveportrait failed \(exit 3\): RuntimeError: CUDA out of memory"):
+        gen.generate(ClipRequest(num_frames=4))
+    with pytest.raises(ConfigError, match="wrapper script"):
+        get_generator("photomaker", script=str(tmp_path / "none.py"), repo_dir=str(repo)).prepare(_identity())
+
+
+def test_photomaker_stills_then_liveportrait(fake_tools, tmp_path):
+    repo, pm = fake_tools
+    gen = get_generator("photomaker", script=str(pm), repo_dir=str(repo))
+    gen.prepare(_identity(), tmp_path / "w")
+    clip = gen.generate(ClipRequest(num_frames=6, fps=8.0, seed=0))
+    assert clip.frames.shape == (6, 64, 64, 3) and clip.backend == "photomaker"
+    assert "young female img" in clip.info["prompt"] and clip.info["motion"] == "yes"
+    args = eval((tmp_path / "pm_calls.txt").read_text().splitlines()[0])
+    opts = dict(zip(args[::2], args[1::2]))
+    assert opts["--steps"] == "50" and opts["--guidance"] == "5.0" and opts["--seed"] == "0"
+    assert len(list(Path(opts["--ref-dir"]).glob("*.png"))) == 1
+    custom = gen.generate(ClipRequest(prompt="a woman reading in a library", num_frames=4, seed=7, motion="smile"))
+    assert custom.info["prompt"] == "a woman img reading in a library" and custom.info["motion"] == "smile"
+    assert not np.array_equal(custom.frames[0], clip.frames[0])
