@@ -508,6 +508,26 @@ def test_openai_endpoint_errors(stub_server):
     assert rw.rewrite("She waves.", "<Anna>") == "<Anna> waves."
 
 
+def test_model_captioners_get_generic_questions_that_tell_people_apart():
+    asked = []
+
+    def generate(frames, prompt):
+        asked.append(prompt.split("Question: ")[1])
+        return "The person is here."
+
+    cap = VLMCaptioner(generate, frames=lambda clip, n: np.zeros((n, 4, 4, 3), np.uint8))
+    make_qa(_clip(), ["Anna", "Cara"], rng=0, recipe=QARecipe(existence=0, appearance=1, action=0, location=0),
+            captioner=cap)
+    assert len(asked) == 2 and "the person on the left" in asked[0] and "the person on the right" in asked[1]
+    assert not any("<" in q for q in asked)
+    same_side = ClipFacts(people=(PersonFacts("Anna", position="left", clothing="a red coat, with a hat"),
+                                  PersonFacts(None, position="left", clothing="a blue suit")))
+    asked.clear()
+    make_qa(same_side, ["Anna"], rng=0, recipe=QARecipe(existence=0, appearance=1, action=0, location=0),
+            captioner=cap)
+    assert "the person in a red coat" in asked[0] and "hat" not in asked[0]
+
+
 def test_build_prompt_single_person_has_no_crowd_hint():
     clip = ClipFacts(people=(PersonFacts("Anna", clothing="a coat"),))
     req = CaptionRequest("appearance", "What is the person wearing in this video?", 6, clip, 0)

@@ -177,8 +177,13 @@ def referent_for(clip: ClipFacts, i: int) -> str:
     p = clip.people[i]
     if p.position and sum(clip.people[j].position == p.position for j in visible) == 1:
         return f"{base} {'in the centre' if p.position == 'centre' else 'on the ' + p.position}"
-    if p.clothing and sum(clip.people[j].clothing == p.clothing for j in visible) == 1:
-        return f"{base} in {p.clothing}"
+    def main_garments(j: int) -> str | None:
+        c = clip.people[j].clothing
+        return c.split(",")[0].strip() if c else None
+
+    mine = main_garments(i)
+    if mine and sum(main_garments(j) == mine for j in visible) == 1:
+        return f"{base} in {mine}"
     return base
 
 
@@ -268,6 +273,7 @@ def qa_for_clips(
     recipe: str | QARecipe = "paper",
     captioner: str | Captioner = "facts",
     rewriter: str | Rewriter = "rules",
+    on_missing: str = "raise",
     **counts: int,
 ) -> list[list[QAPair]]:
     """:func:`make_qa` for each clip, each with its own generator seeded from ``seed`` and the
@@ -276,7 +282,7 @@ def qa_for_clips(
     rew = make_rewriter(rewriter) if isinstance(rewriter, str) else rewriter
     return [
         make_qa(c, subjects, stage, random.Random(f"{seed}:{c.clip_id if c.clip_id is not None else k}"), recipe,
-                cap, rew, **counts)
+                cap, rew, on_missing, **counts)
         for k, c in enumerate(clips)
     ]
 
