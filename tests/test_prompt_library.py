@@ -51,6 +51,7 @@ def test_sampling_respects_filters_and_seed(lib):
     assert len(set(many)) == 10 and all(e.age == "middle-aged" for e in many)
     assert many == lib.sample_many(10, gender="male", age="middle-aged", rng=1)
     assert len(lib.sample_many(7, gender="female", age="young", scenario="gym", rng=0)) == 7  # 5 distinct, then repeats
+    assert lib.sample("", "", rng=2) == lib.sample(rng=2)  # unknown demographics ("" in the official data) → any
 
 
 def test_render_and_fig7(lib):

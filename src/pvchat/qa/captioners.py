@@ -92,7 +92,7 @@ def build_prompt(request: CaptionRequest) -> str:
              if n > 1 else "")
     still = "Look at this image. " if request.first_frame else "Watch this video. "
     return (f"{still}{scene}Answer the question in one to three complete sentences and refer to "
-            f"that person as \"{request.referent}\" or with a pronoun.\nQuestion: {request.question}")
+            f"the person asked about as \"{request.referent}\" or with a pronoun.\nQuestion: {request.question}")
 
 
 def parse_answer(raw: str, prompt: str = "", max_sentences: int = 3) -> str:

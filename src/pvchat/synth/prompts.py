@@ -38,7 +38,7 @@ class PromptEntry:
 
 
 def _norm(value: str | None, aliases: dict[str, str], choices: tuple[str, ...], kind: str) -> str | None:
-    if value is None:
+    if value is None or str(value).strip() == "":  # the official JSON writes "" for unknown
         return None
     v = aliases.get(str(value).strip().lower(), str(value).strip().lower())
     if v not in choices:
