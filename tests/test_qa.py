@@ -289,6 +289,7 @@ def test_bad_inputs_raise_user_errors():
     ("A woman in a red coat walks in. Another person stands nearby.",
      "<Anna> in a red coat walks in. Another person stands nearby."),
     ("She's smiling; they aren't moving.", "<Anna>'s smiling; <Anna> isn't moving."),
+    ("They are dressed all in black, with their bag.", "<Anna> is dressed all in black, with <Anna>'s bag."),
 ])
 def test_rules_rewrite(text, expected):
     assert RulesRewriter().rewrite(text, "<Anna>") == expected

@@ -58,7 +58,7 @@ _SUBJ = re.compile(rf"{_W}(?:she|he|they){_E}", re.IGNORECASE)
 _OBJ = re.compile(rf"{_W}(?:him|them){_E}", re.IGNORECASE)
 _POSS = re.compile(rf"{_W}(?:his|their|hers|theirs){_E}", re.IGNORECASE)
 _HER = re.compile(rf"{_W}her{_E}(?P<rest>\s*(?P<next>[\w<][\w'’>-]*)?)", re.IGNORECASE)
-_GROUP = re.compile(r"\b(?:each other|one another|together|both|all|everyone|both of them)\b", re.IGNORECASE)
+_GROUP = re.compile(r"\b(?:each other|one another|together|both|everyone)\b", re.IGNORECASE)
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
 
 _AUX = {"are": "is", "were": "was", "have": "has", "do": "does", "aren't": "isn't", "weren't": "wasn't",
