@@ -352,3 +352,60 @@ def test_no_face_passing_the_gates_is_said_not_hidden(tmp_path, engine):
     a = analyze_video(video, progress=False)
     assert len(a.people) == 1 and not a.people[0].best.quality.passed
     assert any("eyes closed" in n for n in a.notes)
+
+
+def _tiny_local_vlm(path):
+    """A random-weight LLaVA (tiny CLIP + tiny Llama, word-level tokenizer) saved to ``path``: no download."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+
+    words = ["<unk>", "<pad>", "<s>", "</s>", "<image>", "USER:", "ASSISTANT:"] + (
+        "male female young middle-aged elderly the person video , .".split())
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
+                                        bos_token="<s>", eos_token="</s>")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    template = ("{% for m in messages %}USER: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image> "
+                "{% else %}{{ c['text'] }}{% endif %}{% endfor %} {% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=8, projection_dim=32)
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                       num_attention_heads=2, num_key_value_heads=2, pad_token_id=tokenizer.pad_token_id,
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = LlavaConfig(vision_config=vision, text_config=text, vision_feature_layer=-1, image_seq_length=16,
+                         image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
+    LlavaForConditionalGeneration(config).save_pretrained(path)
+    images = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=8, chat_template=template,
+                   vision_feature_select_strategy="full", num_additional_image_tokens=0).save_pretrained(path)
+
+
+def test_local_vlm_loads_from_a_directory_and_answers(tmp_path, monkeypatch):
+    _tiny_local_vlm(tmp_path / "vlm")
+    vlm = D.LocalVLM(tmp_path / "vlm", max_new_tokens=6)
+    frames = np.random.default_rng(0).integers(0, 255, (8, 48, 64, 3), dtype=np.uint8)
+    answer = vlm(frames, D.PROMPT)  # random weights: some words, but a real generate() over 8 frames
+    assert isinstance(answer, str) and answer.strip()
+    monkeypatch.setenv("PVCHAT_VLM_DIR", str(tmp_path / "vlm"))
+    d = D.estimate_demographics("vlm", frames=frames, max_tries=2)
+    assert d.source == "vlm" and d.gender in (None, *D.GENDERS) and d.age in (None, *D.AGES)
+
+
+def test_analyze_asks_the_vlm_about_the_chosen_subject(two_people_video, monkeypatch):
+    seen = []
+
+    class Fake:
+        def __init__(self, model_dir):
+            assert str(model_dir) == "/models/vlm"
+
+        def __call__(self, frames, prompt):
+            seen.append(frames.shape)
+            return "female, elderly"
+
+    monkeypatch.setattr(D, "LocalVLM", Fake)
+    a = analyze_video(two_people_video, person=1, demographics="vlm:/models/vlm", progress=False)
+    assert (a.demographics.gender, a.demographics.age, a.demographics.source) == ("female", "elderly", "vlm")
+    n = seen[0][0] if seen else 0
+    assert seen == [(n, 224, 224, 3)] and 1 <= n <= 8  # two people: the subject's face crops, asked once

@@ -275,6 +275,19 @@ def _keep_crop(track: _Track, rec: FaceRecord, box: tuple[int, int, int, int], r
         _flush_segment(track, keep)
 
 
+def _vlm_frames(video: Path, people: list[Person], subject: int) -> np.ndarray:
+    """What the VLM is shown: the paper's 8 uniform frames when the video has one person; with
+    several, the subject's own face crops (up to 8, 224 px), so that "the protagonist" it is asked
+    about is the chosen subject and not whoever dominates the frames."""
+    import cv2
+
+    if len(people) == 1:
+        return read_frames_uniform(video, 8)  # (8, H, W, 3)
+    p = people[subject]
+    crops = [p.best_image, *[img for img, rec in zip(p.good_images, p.good) if rec is not p.best]][:8]
+    return np.stack([cv2.resize(c, (224, 224), interpolation=cv2.INTER_AREA) for c in crops])  # (n, 224, 224, 3)
+
+
 def analyze_video(
     video: str | os.PathLike,
     person: int | None = None,
@@ -402,7 +415,9 @@ def analyze_video(
         raise InputError(f"{video}: no person {person}; found {len(people)} "
                          f"(0..{len(people) - 1}, numbered by how often they are seen)")
 
-    frames_for_vlm = read_frames_uniform(video, 8) if demographics.split(":", 1)[0] == "vlm" else None
+    frames_for_vlm = None
+    if demographics.split(":", 1)[0] == "vlm":
+        frames_for_vlm = _vlm_frames(video, people, subject)
     demo = estimate_demographics(demographics, frames=frames_for_vlm, gender=gender, age=age)
     noise = int(sum(weights[i] for i in np.flatnonzero(labels < 0)))
     return Analysis(
