@@ -290,6 +290,7 @@ def test_bad_inputs_raise_user_errors():
      "<Anna> in a red coat walks in. Another person stands nearby."),
     ("She's smiling; they aren't moving.", "<Anna>'s smiling; <Anna> isn't moving."),
     ("They are dressed all in black, with their bag.", "<Anna> is dressed all in black, with <Anna>'s bag."),
+    ("They walked in, then they sat down and they watch TV.", "<Anna> walked in, then <Anna> sat down and <Anna> watches TV."),
 ])
 def test_rules_rewrite(text, expected):
     assert RulesRewriter().rewrite(text, "<Anna>") == expected

@@ -64,7 +64,12 @@ _SENTENCES = re.compile(r"(?<=[.!?])\s+")
 _AUX = {"are": "is", "were": "was", "have": "has", "do": "does", "aren't": "isn't", "weren't": "wasn't",
         "haven't": "hasn't", "don't": "doesn't", "go": "goes"}
 _KEEP = {"can", "could", "will", "would", "shall", "should", "may", "might", "must", "can't", "cannot",
-         "couldn't", "won't", "wouldn't", "shouldn't", "mustn't", "did", "didn't", "had", "hadn't"}
+         "couldn't", "won't", "wouldn't", "shouldn't", "mustn't", "did", "didn't", "had", "hadn't",
+         # common irregular past tenses (regular ones end in -ed)
+         "sat", "stood", "wore", "held", "went", "ran", "took", "saw", "came", "got", "made", "put", "left",
+         "gave", "began", "brought", "caught", "felt", "found", "kept", "knew", "lay", "led", "lost", "met",
+         "paid", "said", "sang", "sent", "set", "shook", "spoke", "threw", "told", "thought", "won", "wrote",
+         "drank", "ate", "rode", "swam", "hung", "fell", "rose", "hit", "cut", "let", "read"}
 # words after "her" that make it an object pronoun ("gives her a book", "looks at her."), not a possessive
 _AFTER_OBJECT = set(
     "to in on at with and or but as from into onto up down out off over back away again the a an that this these "
@@ -78,7 +83,7 @@ def _third_person(verb: str) -> str:
     low = verb.lower().replace("’", "'")
     if low in _AUX:
         return _AUX[low]
-    if low in _KEEP or not low.isalpha():
+    if low in _KEEP or not low.isalpha() or low.endswith(("ed", "ing")):
         return verb
     if re.search(r"(?:s|sh|ch|x|z|o)$", low):
         return verb + "es"
