@@ -16,7 +16,6 @@ import base64
 import random
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Mapping, Protocol
 
 import numpy as np
@@ -144,32 +143,17 @@ class VLMCaptioner:
         return parse_answer(self.generate(frames, prompt), prompt, self.max_sentences)
 
     @classmethod
-    def from_pretrained(cls, path: str, num_frames: int = 8, max_new_tokens: int = 96, device: str = "cpu",
+    def from_pretrained(cls, path: str, num_frames: int = 8, max_new_tokens: int = 96, max_time_s: float = 60.0,
                         **kwargs) -> "VLMCaptioner":
-        """Load an image-text-to-text model (LLaVA-OneVision, Qwen2-VL, Idefics …) from a local directory.
+        """An image-text-to-text model (LLaVA, Qwen2-VL, Idefics …) from a local directory.
 
-        Frames go in as a list of images with one image slot each in the chat template; decoding is
-        greedy. Nothing is downloaded (``local_files_only``).
+        Uses the project's loader :class:`pvchat.faces.demographics.LocalVLM` (frames as a list of
+        images in the chat template, greedy decoding, ``local_files_only``; nothing is downloaded).
         """
-        if not Path(path).is_dir():
-            raise InputError(f"VLM directory {path!r} does not exist")
-        import torch
-        from PIL import Image
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from pvchat.faces.demographics import LocalVLM
 
-        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-        model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True).to(device).eval()
-
-        def generate(frames: np.ndarray, prompt: str) -> str:
-            images = [Image.fromarray(np.asarray(f)) for f in frames]
-            content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
-            text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
-            inputs = processor(text=text, images=images, return_tensors="pt").to(device)
-            with torch.no_grad():
-                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-            return processor.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
-
-        return cls(generate, num_frames=num_frames, **kwargs)
+        return cls(LocalVLM(path, max_new_tokens=max_new_tokens, max_time_s=max_time_s), num_frames=num_frames,
+                   **kwargs)
 
 
 def jpeg_data_url(frame: np.ndarray, max_side: int = 448) -> str:
