@@ -160,3 +160,75 @@ def test_score_clip_with_injected_face_embedder(tmp_path):
     assert s.face_rate == pytest.approx(7 / 8) and 0.9 < s.face_cos < 1.0
     assert s.text_s is not None and s.vid_s is not None and s.dynamic is True and s.subj_s is None
     assert set(s.to_dict()) >= {"text_s", "vid_s", "subj_s", "face_s", "dync_score", "dynamic"}
+
+
+def _write_eval_data(root):
+    """Two backends' clips of the astronaut (subject), Grace Hopper (an impostor) and no one."""
+    import json
+
+    from pvchat.faces.samples import Appearance, head, render_frames
+    from pvchat.video import write_video
+
+    astro, grace = head("astronaut"), head("grace_hopper")
+    (root / "refs").mkdir(parents=True)
+    for name, img in [("refs/a0.png", astro), ("refs/a1.png", np.roll(astro, 5, axis=1)), ("refs/g.png", grace)]:
+        cv2.imwrite(str(root / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+
+    def clip(name, img, n=12):
+        people = [Appearance(img, center=(0.5, 0.5), height=0.8)] if img is not None else []
+        frames = list(render_frames(people, n, size=(200, 160), seed=1))
+        if img is None:  # no face, but motion
+            base = textured(260, 9)
+            frames = [base[:160, 5 * t : 5 * t + 200] for t in range(n)]
+        write_video(root / name, frames, fps=8)
+        return name
+
+    rows = [
+        {"path": clip("a.mp4", astro), "backend": "classic", "subject": "astro", "prompt": "a woman smiles"},
+        {"path": clip("g.mp4", grace), "backend": "consisid", "subject": "astro"},
+        {"path": clip("none.mp4", None), "backend": "consisid", "subject": "astro"},
+        {"path": "g.mp4", "backend": "classic", "subject": "astro", "label": "negative"},
+    ]
+    (root / "clips.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "subjects.json").write_text(json.dumps({"astro": {"faces": ["refs/a0.png", "refs/a1.png"],
+                                                              "negatives": ["refs/g.png"]}}))
+
+
+def test_eval_generator_report_and_cli(tmp_path, capsys):
+    import json
+
+    from pvchat.cli import main
+    from pvchat.synth.report import eval_generator
+
+    data = tmp_path / "data"
+    _write_eval_data(data)
+    clip = save_tiny_clip(tmp_path / "clip")
+    assert eval_generator(data, tmp_path / "out", clip_dir=clip, min_dync=0.5, num_frames=4) == 0
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    by = {(r["path"], r["label"]): r for r in rep["clips"]}
+    assert by[("a.mp4", "positive")]["keep"] and by[("g.mp4", "negative")]["keep"]
+    assert not by[("g.mp4", "positive")]["keep"] and "face cos" in by[("g.mp4", "positive")]["reasons"][0]
+    assert not by[("none.mp4", "positive")]["keep"] and "face found in 0.00" in by[("none.mp4", "positive")]["reasons"][0]
+    assert by[("a.mp4", "positive")]["scores"]["text_s"] is not None  # prompt given → Text-S
+    assert rep["backends"]["classic"] == {**rep["backends"]["classic"], "clips": 2, "kept": 2, "dropped": 0}
+    assert rep["backends"]["consisid"]["dropped"] == 2 and rep["thresholds"]["astro"]["separable"]
+    assert by[("none.mp4", "positive")]["scores"]["dynamic"] and rep["backends"]["consisid"]["mean"]["dync_d"] == 0.5
+    sheet = cv2.imread(str(tmp_path / "out" / "contact_sheet.png"))
+    assert sheet is not None and sheet.shape[0] > 4 * 100  # 2 backends × kept/dropped rows
+    assert len((tmp_path / "out" / "decisions.jsonl").read_text().splitlines()) == 4
+    assert "consisid" in capsys.readouterr().out
+    # through the CLI, with a reference video: a clip that repeats it is a near-duplicate (Vid-S gate)
+    subj = json.loads((data / "subjects.json").read_text())
+    subj["astro"]["reference"] = "a.mp4"
+    (data / "subjects.json").write_text(json.dumps(subj))
+    assert main(["eval-generator", str(data), "--out", str(tmp_path / "out2"), "--clip-dir", clip,
+                 "--max-vid-s", "0.99", "--num-frames", "4"]) == 0
+    rep2 = json.loads((tmp_path / "out2" / "report.json").read_text())
+    a2 = next(r for r in rep2["clips"] if r["path"] == "a.mp4")
+    assert not a2["keep"] and "near-duplicate" in a2["reasons"][0] and a2["scores"]["vid_s"] > 0.99
+    # a broken listing is a one-line error and exit code 2
+    capsys.readouterr()
+    (data / "clips.jsonl").write_text('{"path": "missing.mp4", "backend": "x", "subject": "astro"}\n')
+    assert main(["eval-generator", str(data)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pvchat eval-generator: error:") and "missing.mp4" in err and "\n" not in err

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "world": "pvchat.world.api:world",
     "analyze": "pvchat.faces.analyze:analyze",
     "synthesize": "pvchat.synth.pipeline:synthesize",
+    "eval-generator": "pvchat.synth.report:eval_generator",
     "train": "pvchat.train.stages:train_command",
     "demo": "pvchat.demo:demo",
 }

@@ -1,0 +1,221 @@
+"""``pvchat eval-generator``: VideoAlchemy metrics, keep/drop and a contact sheet per backend.
+
+Input (until the synthesis manifest exists, this is the minimal layout it reads)::
+
+    DATA_DIR/
+      clips.jsonl      one generated clip per line:
+                       {"path": "clips/a.mp4", "backend": "consisid", "subject": "anna",
+                        "prompt": "...",             # optional: enables Text-S
+                        "label": "positive"}         # optional: "positive" (default) | "negative"
+      subjects.json    per subject, paths relative to DATA_DIR:
+                       {"anna": {"faces": ["refs/anna_0.png", ...],       # >= 1 reference face image
+                                 "negatives": ["neg/x.png", ...],         # optional hard negatives
+                                 "reference": "anna.mp4",                 # optional: enables Vid-S
+                                 "subject_crops": ["refs/anna_body.png"]}}# optional: enables Subj-S
+
+Output (``OUT``, default ``DATA_DIR/eval``): ``report.json`` (thresholds per subject; per backend
+the clip count, kept/dropped counts and mean scores; every clip's scores and reasons),
+``decisions.jsonl`` (one row per clip) and ``contact_sheet.png`` (per backend a row of kept and a
+row of dropped clips, the middle frame of each).
+
+The Face-S gate of a subject is calibrated between its own reference faces and its hard negatives
+(:func:`pvchat.synth.metrics.calibrate_face_threshold`) when it has >= 2 faces and >= 1 negative,
+else ``face_threshold`` is used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pvchat.errors import InputError
+from pvchat.synth import metrics as M
+
+
+@dataclass
+class ClipRow:
+    path: Path
+    backend: str
+    subject: str
+    prompt: str | None
+    positive: bool
+
+
+def _read_image(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"{path}: missing or not a readable image")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def load_clips(data_dir: Path) -> list[ClipRow]:
+    """Rows of ``clips.jsonl`` (paths checked); a bad line is an InputError naming it."""
+    f = data_dir / "clips.jsonl"
+    if not f.is_file():
+        raise InputError(f"{f}: no such file (eval-generator reads DATA_DIR/clips.jsonl and subjects.json)")
+    rows = []
+    for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            row = ClipRow(path=data_dir / d["path"], backend=str(d["backend"]), subject=str(d["subject"]),
+                          prompt=d.get("prompt"), positive=d.get("label", "positive") != "negative")
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise InputError(f"{f}:{n}: need a JSON object with path, backend and subject ({type(e).__name__}: {e})") from None
+        if not row.path.is_file():
+            raise InputError(f"{f}:{n}: clip {row.path} does not exist")
+        rows.append(row)
+    if not rows:
+        raise InputError(f"{f}: no clips listed")
+    return rows
+
+
+def load_subjects(data_dir: Path) -> dict[str, dict[str, Any]]:
+    from pvchat.io import read_json
+
+    subjects = read_json(data_dir / "subjects.json")
+    if not isinstance(subjects, dict):
+        raise InputError(f"{data_dir / 'subjects.json'}: expected an object of subjects")
+    for name, s in subjects.items():
+        if not isinstance(s, dict) or not s.get("faces"):
+            raise InputError(f"subjects.json: subject {name!r} needs a non-empty 'faces' list")
+    return subjects
+
+
+def _clip_frames(path: Path, fps: float, max_frames: int, max_side: int) -> np.ndarray:
+    """Up to ``max_frames`` consecutive frames resampled to ``fps`` (Dync-D's ~8 fps), (T, H, W, 3)."""
+    from pvchat.video import iter_frames
+
+    frames = [f for _, (_, _, f) in zip(range(max_frames), iter_frames(path, fps=fps, max_side=max_side))]
+    if not frames:
+        raise InputError(f"{path}: no decodable frames")
+    return np.stack(frames)
+
+
+def _means(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key in ("text_s", "vid_s", "subj_s", "face_s", "face_cos", "face_rate", "dync_score"):
+        vals = [r["scores"][key] for r in rows if r["scores"].get(key) is not None]
+        out[key] = float(np.mean(vals)) if vals else None
+    dyn = [r["scores"]["dynamic"] for r in rows if r["scores"].get("dynamic") is not None]
+    out["dync_d"] = float(np.mean(dyn)) if dyn else None  # the benchmark's fraction of dynamic clips
+    return out
+
+
+def eval_generator(
+    data_dir: Path,
+    out: Path | None = None,
+    clip_dir: str | None = None,
+    subject_dir: str | None = None,
+    face_encoder: str = "dlib",
+    face_threshold: float = 0.9,
+    min_text: float | None = None,
+    min_dync: float | None = None,
+    max_vid_s: float | None = 0.95,
+    num_frames: int = 8,
+    max_side: int = 512,
+    tiles: int = 8,
+) -> int:
+    """Score generated clips with VideoAlchemy's metrics and keep or drop each, per backend.
+
+    Reads DATA_DIR/clips.jsonl and DATA_DIR/subjects.json (layout in pvchat.synth.report) and writes
+    report.json, decisions.jsonl and contact_sheet.png to OUT. Text-S and Vid-S need a local CLIP
+    directory, Subj-S a local DINO-style encoder directory; Face-S uses dlib offline by default.
+
+    Args:
+        data_dir: directory with clips.jsonl, subjects.json and the files they name.
+        out: output directory (default DATA_DIR/eval).
+        clip_dir: local CLIP model directory for Text-S and Vid-S (paper: ViT-L/14).
+        subject_dir: local vision encoder directory for Subj-S (paper: DINO ViT-B/16).
+        face_encoder: "dlib" or a PyTorch face encoder directory (pvchat.synth.pv_face format).
+        face_threshold: face cosine gate for subjects that cannot be calibrated.
+        min_text: drop positives whose Text-S is below this.
+        min_dync: drop positives whose Dync-D mean flow score is below this.
+        max_vid_s: drop positives more similar than this to the reference video (near-duplicates).
+        num_frames: frames per clip for the similarity metrics.
+        max_side: longer side frames are downscaled to before scoring.
+        tiles: clips shown per contact-sheet row.
+    """
+    from pvchat.faces.contact_sheet import contact_sheet
+    from pvchat.io import write_json, write_text
+
+    data_dir = Path(data_dir)
+    out = Path(out) if out is not None else data_dir / "eval"
+    clips = load_clips(data_dir)
+    subjects = load_subjects(data_dir)
+    unknown = sorted({c.subject for c in clips} - set(subjects))
+    if unknown:
+        raise InputError(f"clips.jsonl names subjects missing from subjects.json: {', '.join(unknown)}")
+    scorer = M.VideoAlchemyMetrics(M.MetricsConfig(clip_dir=clip_dir, subject_dir=subject_dir,
+                                                   face_encoder=face_encoder, num_frames=num_frames))
+    refs: dict[str, dict[str, Any]] = {}
+    for name in sorted({c.subject for c in clips}):
+        s = subjects[name]
+        faces = [_read_image(data_dir / p) for p in s["faces"]]
+        emb = scorer.embed_faces(faces)
+        negs = [_read_image(data_dir / p) for p in s.get("negatives", [])]
+        neg_emb = scorer.embed_faces(negs) if negs else np.zeros((0, emb.shape[1]), np.float32)
+        if len(emb) >= 2 and len(neg_emb):
+            th = M.calibrate_face_threshold(emb, neg_emb)
+        else:
+            th = M.Thresholds(face=face_threshold, separable=False)
+        th.text, th.dync, th.max_vid_s = min_text, min_dync, max_vid_s
+        ref_video = None
+        if s.get("reference"):
+            from pvchat.video import read_frames_uniform
+
+            ref_video = read_frames_uniform(data_dir / s["reference"], num_frames)
+        crops = [_read_image(data_dir / p) for p in s.get("subject_crops", [])] or None
+        refs[name] = {"emb": emb, "th": th, "video": ref_video, "crops": crops}
+
+    rows: list[dict[str, Any]] = []
+    thumbs: dict[tuple[str, bool], list[np.ndarray]] = {}
+    for c in clips:
+        r = refs[c.subject]
+        frames = _clip_frames(c.path, 8.0, max(2 * num_frames, 16), max_side)
+        scores = scorer.score(frames, fps=8.0, prompt=c.prompt, ref_frames=r["video"], ref_face_embeddings=r["emb"],
+                              ref_subject_crops=r["crops"])
+        d = M.judge(scores, r["th"], positive=c.positive)
+        rows.append({"path": str(c.path.relative_to(data_dir)), "backend": c.backend, "subject": c.subject,
+                     "label": "positive" if c.positive else "negative", **d.to_dict()})
+        thumbs.setdefault((c.backend, d.keep), []).append(frames[len(frames) // 2])
+
+    backends = sorted({c.backend for c in clips})
+    summary = {}
+    for b in backends:
+        br = [r for r in rows if r["backend"] == b]
+        summary[b] = {"clips": len(br), "kept": sum(r["keep"] for r in br), "dropped": sum(not r["keep"] for r in br),
+                      "mean": _means(br)}
+    report = {"data_dir": str(data_dir), "backends": summary,
+              "thresholds": {n: r["th"].to_dict() for n, r in refs.items()}, "clips": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "report.json", report)
+    write_text(out / "decisions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    sheet_rows = []
+    for b in backends:
+        for keep in (True, False):
+            imgs = thumbs.get((b, keep), [])[:tiles]
+            sheet_rows.append((f"{b}\n{'kept' if keep else 'dropped'} {len(thumbs.get((b, keep), []))}", imgs))
+    sheet = contact_sheet(sheet_rows)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    from pvchat.io import atomic_path
+
+    with atomic_path(out / "contact_sheet.png") as tmp:
+        tmp.write_bytes(png.tobytes())
+
+    def fmt(v: float | None) -> str:
+        return "   -  " if v is None else f"{v:6.3f}"
+
+    print(f"{'backend':<14} {'clips':>5} {'kept':>5} {'drop':>5}  Text-S  Vid-S  Subj-S Face-S Dync-D")
+    for b, s in summary.items():
+        m = s["mean"]
+        print(f"{b:<14} {s['clips']:>5} {s['kept']:>5} {s['dropped']:>5}  {fmt(m['text_s'])} {fmt(m['vid_s'])} "
+              f"{fmt(m['subj_s'])} {fmt(m['face_s'])} {fmt(m['dync_d'])}")
+    print(f"wrote {out / 'report.json'}, {out / 'decisions.jsonl'}, {out / 'contact_sheet.png'}")
+    return 0
