@@ -74,7 +74,7 @@ def _walking(direction: float) -> PoseFn:
 
 
 def _walk_params(rng: np.random.Generator) -> dict:
-    return {"phase": _phase(rng), "steps": float(rng.uniform(2.0, 3.0)), "distance": float(rng.uniform(2.6, 3.2)),
+    return {"phase": _phase(rng), "steps": float(rng.uniform(2.0, 3.0)), "distance": float(rng.uniform(3.6, 4.2)),
             "smile": float(rng.uniform(0, 0.5))}
 
 

@@ -271,7 +271,7 @@ def world(out: Path, people: int = 20, clips: int = 100, seed: int = 0, max_peop
 
     Args:
         out: Output directory (written atomically; must not exist unless --overwrite).
-        people: How many distinct people (at most the number of real faces available, 82).
+        people: How many distinct people (at most the 63 usable real faces that ship offline).
         clips: How many query clips to render.
         seed: Random seed; the same seed gives the same world.
         max_people_per_clip: At most this many people in one clip (1 to 3).

@@ -30,6 +30,7 @@ from pvchat.errors import ConfigError
 
 CANON = 128  # px, side of the canonical face canvas
 FACE_FRACTION = 0.62  # the 25 px LFW crop spans this fraction of the canonical canvas
+EYES_OPEN_MIN = 0.25  # smallest eye aspect ratio on a neutral portrait for a face to join the pool
 DISTINCT_MIN = 0.5  # dlib euclidean distance below which two LFW faces count as one person
 LFW_UPSCALE = 5  # LFW crops are upscaled this much (125 px) for dlib during the survey
 LFW_PAD = 62  # px of replicated border around the upscaled crop (dlib needs some context)
@@ -184,12 +185,52 @@ def load_face(key: str) -> FaceSource:
                       gender=facts["gender"], age=facts["age"])
 
 
+def eyes_survey(keys: list[str]) -> dict[str, float]:
+    """Smaller eye aspect ratio dlib measures on a neutral rendered portrait of each face.
+
+    Needs the survey file in place (the portrait renders through :func:`load_face`).
+    """
+    from pvchat.faces import FaceEngine
+    from pvchat.faces.quality import assess
+    from pvchat.world.negatives import portrait
+    from pvchat.world.people import Outfit, Person
+
+    engine = FaceEngine()
+    outfit = Outfit("sweater", "grey", "plain", "white", "trousers", "black")
+    out = {}
+    for key in keys:
+        person = Person(id="survey", name="Survey", face=key, skin_tone=(200, 150, 115), hair_style="short",
+                        hair_colour="brown", outfit=outfit)
+        img = portrait(person)
+        faces = engine.detect(img, embed=False)
+        if faces:
+            q = assess(img, faces[0])
+            out[key] = round(min(q.ear_left, q.ear_right), 4)
+        else:
+            out[key] = 0.0
+    return out
+
+
 def main() -> int:
-    """Regenerate faces_survey.json (``python -m pvchat.world.faces``)."""
+    """Regenerate faces_survey.json (``python -m pvchat.world.faces``).
+
+    Two passes: landmarks and the distinct pool first; then every pool face is rendered as a
+    neutral portrait and kept only if its eyes read as open (EAR >= :data:`EYES_OPEN_MIN`) so the
+    quality gate of ``pvchat analyze`` (EAR >= 0.25) can pick a best face for every person.
+    """
     data = survey()
     SURVEY_PATH.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
-    print(f"{sum(r['detected'] for r in data['lfw'])}/100 LFW faces detected, pool of {len(data['pool'])} "
-          f"distinct faces (+{len(PHOTOS)} photos) -> {SURVEY_PATH}")
+    _survey.cache_clear()
+    template.cache_clear()
+    load_face.cache_clear()
+    ears = eyes_survey([f"lfw-{i:03d}" for i in data["pool"]])
+    data["portrait_ear"] = ears
+    data["eyes_open_min"] = EYES_OPEN_MIN
+    data["distinct_pool"] = list(data["pool"])
+    data["pool"] = [i for i in data["pool"] if ears[f"lfw-{i:03d}"] >= EYES_OPEN_MIN]
+    SURVEY_PATH.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
+    print(f"{sum(r['detected'] for r in data['lfw'])}/100 LFW faces detected, {len(data['distinct_pool'])} distinct, "
+          f"{len(data['pool'])} with open eyes (+{len(PHOTOS)} photos) -> {SURVEY_PATH}")
     return 0
 
 

@@ -249,9 +249,11 @@ def _frame_truth(idmap: np.ndarray, label: int, placement, w: int, h: int) -> di
     box = [int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1]
     count = int(np.count_nonzero(mine[box[1]:box[3], box[0]:box[2]]))
     fx0, fy0, fx1, fy1 = placement.box
-    cx0, cy0, cx1, cy1 = max(fx0, 0), max(fy0, 0), min(fx1, w), min(fy1, h)
-    area = max(1, (fx1 - fx0) * (fy1 - fy0))
-    face_vis = float((idmap[cy0:cy1, cx0:cx1] == label).sum()) / area if cx1 > cx0 and cy1 > cy0 else 0.0
+    pts = np.round(placement.landmarks).astype(int)
+    inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+    owned = np.zeros(len(pts), bool)
+    owned[inside] = idmap[pts[inside, 1], pts[inside, 0]] == label
+    face_vis = float(owned.mean())  # share of the 68 landmarks that show this person
     return {"visible": round(count / (w * h), 4), "box": box, "face_box": [int(fx0), int(fy0), int(fx1), int(fy1)],
             "face_visible": round(face_vis, 3), "position": position_word((box[0] + box[2]) / 2, w)}
 
