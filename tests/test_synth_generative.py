@@ -373,3 +373,46 @@ def test_photomaker_stills_then_liveportrait(fake_tools, tmp_path):
     custom = gen.generate(ClipRequest(prompt="a woman reading in a library", num_frames=4, seed=7, motion="smile"))
     assert custom.info["prompt"] == "a woman img reading in a library" and custom.info["motion"] == "smile"
     assert not np.array_equal(custom.frames[0], clip.frames[0])
+
+
+# ---------------------------------------------------------------------------------- face crop / encoder
+
+
+def test_differentiable_face_crop_and_alignment():
+    import cv2
+
+    from pvchat.synth.pv_face import ARCFACE_TEMPLATE, align_matrix, box_matrix, warp_face
+
+    img = textured(64, 11)
+    x = torch.from_numpy(img).float().permute(2, 0, 1)[None].requires_grad_(True)  # (1, 3, 64, 64)
+    crop = warp_face(x, box_matrix((16, 8, 48, 40), 32), 32)  # a 32x32 box → 32x32: exact pixels
+    assert crop.shape == (1, 3, 32, 32)
+    assert torch.allclose(crop[0].permute(1, 2, 0), torch.from_numpy(img[8:40, 16:48]).float(), atol=1e-3)
+    crop.sum().backward()
+    g = x.grad[0].sum(0)
+    assert g[8:40, 16:48].min() > 2.9 and g[:7].abs().max() < 1e-4  # gradients reach the face pixels only
+    # the 5-point alignment maps the points onto ArcFace's template, and the warp follows cv2.warpAffine
+    pts = ARCFACE_TEMPLATE * 0.5 + np.float32([10, 6])
+    m = align_matrix(pts, 112)
+    mapped = np.c_[pts, np.ones(5)] @ m.T
+    assert np.abs(mapped - ARCFACE_TEMPLATE).max() < 0.5
+    ours = warp_face(torch.from_numpy(img).float().permute(2, 0, 1)[None], m, 112)[0].permute(1, 2, 0).numpy()
+    ref = cv2.warpAffine(img, m, (112, 112), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+    assert np.abs(ours - ref).mean() < 1.5
+
+
+def test_torch_face_encoder_for_face_s(tiny_animatediff):
+    from pvchat.faces.samples import head
+    from pvchat.synth import metrics as M
+    from pvchat.synth.pv_face import load_face_encoder
+
+    enc = load_face_encoder(tiny_animatediff / "face")
+    assert not any(p.requires_grad for p in enc.parameters()) and not enc.training
+    with pytest.raises(ConfigError, match="import_arcface_torch"):
+        load_face_encoder(tiny_animatediff)
+    embed = M.torch_face_embedder(tiny_animatediff / "face")
+    astro = head("astronaut")
+    box, emb = embed(astro)
+    assert emb.shape == (16,) and box[2] > box[0]
+    s = M.face_similarity(np.stack([astro, np.full_like(astro, 80)]), emb[None], embed)
+    assert s.face_rate == 0.5 and s.face_cos == pytest.approx(1.0, abs=1e-5)

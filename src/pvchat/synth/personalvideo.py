@@ -498,7 +498,7 @@ class PersonalVideoGenerator:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def _sia_step(self, step: int, opt: torch.optim.Optimizer, ref_faces: torch.Tensor, prompts: list[str]) -> tuple[float, float]:
         """One adapter step (Eq. 4): sample from noise, adapter only in the last step, ID loss + λ‖ΔW‖²."""
