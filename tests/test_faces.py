@@ -383,11 +383,14 @@ def _tiny_local_vlm(path):
 
 
 def test_local_vlm_loads_from_a_directory_and_answers(tmp_path, monkeypatch):
+    import torch
+
+    torch.manual_seed(0)
     _tiny_local_vlm(tmp_path / "vlm")
     vlm = D.LocalVLM(tmp_path / "vlm", max_new_tokens=6)
     frames = np.random.default_rng(0).integers(0, 255, (8, 48, 64, 3), dtype=np.uint8)
-    answer = vlm(frames, D.PROMPT)  # random weights: some words, but a real generate() over 8 frames
-    assert isinstance(answer, str) and answer.strip()
+    answer = vlm(frames, D.PROMPT)  # random weights: arbitrary (maybe empty) text, but a real generate() over 8 frames
+    assert isinstance(answer, str)
     monkeypatch.setenv("PVCHAT_VLM_DIR", str(tmp_path / "vlm"))
     d = D.estimate_demographics("vlm", frames=frames, max_tries=2)
     assert d.source == "vlm" and d.gender in (None, *D.GENDERS) and d.age in (None, *D.AGES)

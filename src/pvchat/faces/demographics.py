@@ -7,7 +7,8 @@ an age group (young/middle-aged/elderly). Backends, by name (:data:`BACKENDS`):
 - ``given``: the user says (``gender=``, ``age=``), validated.
 - ``vlm`` / ``vlm:<dir>``: a vision-language model loaded from a LOCAL directory with
   transformers (``<dir>`` or the ``PVCHAT_VLM_DIR`` environment variable), asked the paper's
-  prompt with frames of the video. Unlike the official script (which can loop forever and
+  prompt with 8 frames of the video (with several people: the subject's face crops, see
+  ``analyze._vlm_frames``). Unlike the official script (which can loop forever and
   defaults to "male"), tries and time are bounded and an unreadable answer gives ``None``.
 """
 
