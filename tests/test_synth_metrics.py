@@ -120,6 +120,13 @@ def test_face_similarity_dlib_real_faces():
     # the calibrated gate separates the subject's own faces from the other person
     th = M.calibrate_face_threshold(np.stack([ref_a, embed(shifted)[1]]), ref_g[None])
     assert th.separable and other.face_cos < th.face < same.face_cos
+    # the one-stop per-subject filter: references embedded and the gate calibrated once
+    qf = M.QualityFilter([astro, shifted], [grace], metrics=M.VideoAlchemyMetrics(face_embedder=embed))
+    assert qf.thresholds.face == pytest.approx(th.face, abs=1e-5)
+    assert qf(np.stack([shifted, np.fliplr(astro).copy()])).keep
+    impostor = qf(np.stack([grace, grace]))
+    assert not impostor.keep and "face cos" in impostor.reasons[0] and impostor.scores.face_rate == 1.0
+    assert qf(np.stack([grace, grace]), positive=False).keep
 
 
 def test_calibrate_and_judge():

@@ -564,3 +564,40 @@ def judge(scores: ClipScores, th: Thresholds, positive: bool = True) -> Decision
     elif scores.face_cos is not None and scores.face_rate and scores.face_cos >= th.face:
         reasons.append(f"negative's face cos {scores.face_cos:.3f} >= {th.face:.3f} (looks like the subject)")
     return Decision(keep=not reasons, reasons=reasons, scores=scores)
+
+
+class QualityFilter:
+    """One subject's filter: its references embedded and its gates calibrated once, then keep/drop per clip.
+
+    Args:
+        ref_faces: the subject's face images (H, W, 3) uint8 (>= 2 for calibration).
+        negative_faces: hard-negative face images; with them the Face-S gate is calibrated.
+        metrics: the scorer (default: offline dlib Face-S + Farnebäck Dync-D, no CLIP).
+        face_threshold: the face gate when it cannot be calibrated.
+        min_text: Text-S gate (None: off).
+        min_dync: Dync-D mean-flow gate (None: off; e.g. on for text-to-video backends only).
+        max_vid_s: near-duplicate gate against ``ref_frames`` (None: off).
+        ref_frames: frames of the reference video (enables Vid-S).
+        ref_subject_crops: subject images (enables Subj-S).
+    """
+
+    def __init__(self, ref_faces: Sequence[np.ndarray], negative_faces: Sequence[np.ndarray] = (),
+                 metrics: VideoAlchemyMetrics | None = None, face_threshold: float = 0.9,
+                 min_text: float | None = None, min_dync: float | None = None, max_vid_s: float | None = 0.95,
+                 ref_frames: np.ndarray | None = None, ref_subject_crops: Sequence[np.ndarray] | None = None):
+        self.metrics = metrics or VideoAlchemyMetrics()
+        self.ref_embeddings = self.metrics.embed_faces(ref_faces)  # (R, D)
+        neg = self.metrics.embed_faces(negative_faces) if len(negative_faces) else None
+        if neg is not None and len(self.ref_embeddings) >= 2:
+            self.thresholds = calibrate_face_threshold(self.ref_embeddings, neg)
+        else:
+            self.thresholds = Thresholds(face=face_threshold, separable=False)
+        self.thresholds.text, self.thresholds.dync, self.thresholds.max_vid_s = min_text, min_dync, max_vid_s
+        self.ref_frames = ref_frames
+        self.ref_subject_crops = list(ref_subject_crops) if ref_subject_crops else None
+
+    def __call__(self, frames: np.ndarray, fps: float = 8.0, prompt: str | None = None, positive: bool = True) -> Decision:
+        """Score a clip (T, H, W, 3) and keep or drop it (a negative is dropped when it looks like the subject)."""
+        scores = self.metrics.score(frames, fps=fps, prompt=prompt, ref_frames=self.ref_frames,
+                                    ref_face_embeddings=self.ref_embeddings, ref_subject_crops=self.ref_subject_crops)
+        return judge(scores, self.thresholds, positive=positive)

@@ -154,34 +154,24 @@ def eval_generator(
         raise InputError(f"clips.jsonl names subjects missing from subjects.json: {', '.join(unknown)}")
     scorer = M.VideoAlchemyMetrics(M.MetricsConfig(clip_dir=clip_dir, subject_dir=subject_dir,
                                                    face_encoder=face_encoder, num_frames=num_frames))
-    refs: dict[str, dict[str, Any]] = {}
+    filters: dict[str, M.QualityFilter] = {}
     for name in sorted({c.subject for c in clips}):
         s = subjects[name]
-        faces = [_read_image(data_dir / p) for p in s["faces"]]
-        emb = scorer.embed_faces(faces)
-        negs = [_read_image(data_dir / p) for p in s.get("negatives", [])]
-        neg_emb = scorer.embed_faces(negs) if negs else np.zeros((0, emb.shape[1]), np.float32)
-        if len(emb) >= 2 and len(neg_emb):
-            th = M.calibrate_face_threshold(emb, neg_emb)
-        else:
-            th = M.Thresholds(face=face_threshold, separable=False)
-        th.text, th.dync, th.max_vid_s = min_text, min_dync, max_vid_s
         ref_video = None
         if s.get("reference"):
             from pvchat.video import read_frames_uniform
 
             ref_video = read_frames_uniform(data_dir / s["reference"], num_frames)
-        crops = [_read_image(data_dir / p) for p in s.get("subject_crops", [])] or None
-        refs[name] = {"emb": emb, "th": th, "video": ref_video, "crops": crops}
+        filters[name] = M.QualityFilter(
+            [_read_image(data_dir / p) for p in s["faces"]], [_read_image(data_dir / p) for p in s.get("negatives", [])],
+            metrics=scorer, face_threshold=face_threshold, min_text=min_text, min_dync=min_dync, max_vid_s=max_vid_s,
+            ref_frames=ref_video, ref_subject_crops=[_read_image(data_dir / p) for p in s.get("subject_crops", [])])
 
     rows: list[dict[str, Any]] = []
     thumbs: dict[tuple[str, bool], list[np.ndarray]] = {}
     for c in clips:
-        r = refs[c.subject]
         frames = _clip_frames(c.path, 8.0, max(2 * num_frames, 16), max_side)
-        scores = scorer.score(frames, fps=8.0, prompt=c.prompt, ref_frames=r["video"], ref_face_embeddings=r["emb"],
-                              ref_subject_crops=r["crops"])
-        d = M.judge(scores, r["th"], positive=c.positive)
+        d = filters[c.subject](frames, fps=8.0, prompt=c.prompt, positive=c.positive)
         rows.append({"path": str(c.path.relative_to(data_dir)), "backend": c.backend, "subject": c.subject,
                      "label": "positive" if c.positive else "negative", **d.to_dict()})
         thumbs.setdefault((c.backend, d.keep), []).append(frames[len(frames) // 2])
@@ -193,7 +183,7 @@ def eval_generator(
         summary[b] = {"clips": len(br), "kept": sum(r["keep"] for r in br), "dropped": sum(not r["keep"] for r in br),
                       "mean": _means(br)}
     report = {"data_dir": str(data_dir), "backends": summary,
-              "thresholds": {n: r["th"].to_dict() for n, r in refs.items()}, "clips": rows}
+              "thresholds": {n: f.thresholds.to_dict() for n, f in filters.items()}, "clips": rows}
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "report.json", report)
     write_text(out / "decisions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
