@@ -77,6 +77,8 @@ class PersonalVideoConfig:
         ref_jitter: colour-jitter strength on the reference faces (§4.1).
         noise_seeds: 0 draws fresh noise every adapter step; n > 0 cycles through n fixed noises
             (with one prompt this makes the objective deterministic: an overfitting check).
+        gradient_checkpointing: recompute UNet activations in the backward of the adapter step
+            (the last step sees all frames at full size; this is what makes 16×512² fit).
         save_every: checkpoint period in steps.
         seed: tuning seed.
         device, dtype: torch device and dtype of the frozen models.
@@ -110,6 +112,7 @@ class PersonalVideoConfig:
     init_word: str | None = None
     ref_jitter: float = 0.1
     noise_seeds: int = 0
+    gradient_checkpointing: bool = True
     save_every: int = 50
     seed: int = 0
     device: str = "cpu"
@@ -184,6 +187,8 @@ class PersonalVideoGenerator:
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.size_multiple = self.vae_scale * 2 ** (len(self.unet.config.block_out_channels) - 1)
         self.max_length = int(self.text_encoder.config.max_position_embeddings)
+        if c.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
         self._add_adapter()
         self.text_encoder.get_input_embeddings().register_forward_hook(self._token_hook)
         self._loaded = True
