@@ -54,7 +54,10 @@ def test_uniform_indices_follow_the_official_formula():
         assert V.uniform_indices(n, t) == expect
 
 
-def test_read_frames_uniform_returns_those_frames(clip):
+def test_read_frames_uniform_returns_those_frames(clip, tmp_path):
+    mkv = tmp_path / "ramp.mkv"  # matroska stores no frame count: counted from packets
+    V.write_video(mkv, _frames(), fps=10, crf=12)
+    assert [round(_level(f)) for f in V.read_frames_uniform(mkv, 8)] == V.uniform_indices(30, 8)
     frames = V.read_frames_uniform(clip, 8)
     assert frames.shape == (8, 48, 64, 3)
     levels = [round(_level(f)) for f in frames]

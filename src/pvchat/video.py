@@ -161,15 +161,29 @@ def _pick(path: str | os.PathLike, indices: Sequence[int]) -> tuple[dict[int, np
     return kept, n
 
 
+def _header_frames(path: str | os.PathLike) -> int:
+    """The exact frame count some containers (mp4, mov) store; 0 when absent."""
+    with _open(path) as (_, stream):
+        return int(stream.frames or 0)
+
+
+def _count_packets(path: str | os.PathLike) -> int:
+    """Frame count by demuxing (no decoding): one packet per frame for video streams."""
+    with _open(path) as (container, stream):
+        try:
+            return sum(1 for pkt in container.demux(stream) if pkt.size)
+        except (av.error.FFmpegError, EOFError) as e:
+            raise InputError(f"{path}: corrupt or truncated video ({_one_line(e)})") from None
+
+
 def read_frames_uniform(path: str | os.PathLike, num_frames: int = 8) -> np.ndarray:
     """``num_frames`` frames spread over the video as the official loader does (paper §4.1: T = 8).
 
-    Returns (T, H, W, 3) uint8 RGB. One streaming decode pass when the header frame count is right;
-    when it overstates the real count (a truncated file), a second pass uses the decoded count.
+    Returns (T, H, W, 3) uint8 RGB. ``N`` is the header's frame count (mp4/mov) or else a count of
+    packets (mkv, webm; no decoding). One streaming decode pass; if ``N`` overstates the frames
+    that decode, a second pass uses the decoded count.
     """
-    total = probe(path).num_frames
-    if total <= 0:  # no count in the header: count by decoding (streaming, nothing kept)
-        total = sum(1 for _ in _decode(path))
+    total = _header_frames(path) or _count_packets(path)
     indices = uniform_indices(total, num_frames)
     kept, decoded = _pick(path, indices)
     if len(kept) < len(set(indices)):  # header overstated the length: redo with the true count
