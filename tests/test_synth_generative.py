@@ -126,7 +126,15 @@ def test_prepare_resumes_and_saves_per_person(tiny_animatediff, tmp_path):
 
     ident = _identity()
     straight = PersonalVideoGenerator(**_options(tiny_animatediff, sia_steps=4))
+    straight.load()
+    text_before = {n: p.detach().clone() for n, p in straight.text_encoder.named_parameters()}
     straight.tune(ident)
+    # textual inversion moved the token away from its init word ("woman") and nothing else of the text encoder
+    emb = straight.text_encoder.get_input_embeddings().weight
+    init = emb[straight.tokenizer("woman", add_special_tokens=False).input_ids].mean(0)
+    assert not torch.allclose(straight.token_vec, init) and [h["phase"] for h in straight.history] == [0, 0, 1, 1, 1, 1]
+    assert all(torch.equal(p, text_before[n]) for n, p in straight.text_encoder.named_parameters()
+               if n in text_before and p.shape == text_before[n].shape)
     # an interrupted run: TI done, 2 of 4 adapter steps checkpointed
     first = PersonalVideoGenerator(**_options(tiny_animatediff, sia_steps=2))
     first.load()
@@ -147,7 +155,7 @@ def test_prepare_resumes_and_saves_per_person(tiny_animatediff, tmp_path):
 
 
 def test_generate_shapes_and_adapter_off_is_base(tiny_animatediff, tmp_path):
-    from diffusers import AnimateDiffPipeline
+    from diffusers import AnimateDiffPipeline, DDIMScheduler
 
     from pvchat.synth.personalvideo import adapter_start
 
@@ -163,11 +171,13 @@ def test_generate_shapes_and_adapter_off_is_base(tiny_animatediff, tmp_path):
         gen.generate(ClipRequest(num_frames=2, width=30, height=32))
     # adapter off = the base model: same frames as diffusers' own AnimateDiffPipeline
     prompt = "a woman walks"
-    off = gen.sample(prompt, 2, 32, 32, seed=4, adapter=False)
-    on = gen.sample(prompt, 2, 32, 32, seed=4, adapter=True)
+    off = gen.sample(prompt, 2, 32, 32, seed=4, adapter=False, steps=8)
+    on = gen.sample(prompt, 2, 32, 32, seed=4, adapter=True, steps=8)  # adapter in the last 2 of 8 steps
     pipe = AnimateDiffPipeline.from_pretrained(str(tiny_animatediff / "animatediff"))
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, beta_schedule="linear", clip_sample=False,
+                                               timestep_spacing="linspace", steps_offset=1)  # AnimateDiff's recipe
     latents = gen._noise(2, 32, 32, 4)
-    ref = pipe(prompt, num_frames=2, height=32, width=32, num_inference_steps=4, guidance_scale=2.0,
+    ref = pipe(prompt, num_frames=2, height=32, width=32, num_inference_steps=8, guidance_scale=2.0,
                latents=latents, output_type="np").frames[0]  # (F, H, W, 3) in [0, 1]
     assert np.abs(off.astype(np.float32) - ref * 255).max() <= 1.0
     assert np.abs(on.astype(np.int16) - off).max() > 0

@@ -70,6 +70,8 @@ class PersonalVideoConfig:
         tune_steps: denoising steps while tuning (paper: 4; the adapter is on in the last one).
         tune_frames, tune_height, tune_width, tune_guidance: the clips sampled while tuning.
         infer_steps, guidance: DDIM steps and CFG at inference (paper: 25, 7.5).
+        beta_schedule, timestep_spacing: scheduler overrides (AnimateDiff's motion modules and AnimateLCM
+            use a "linear" beta schedule, not SD1.5's "scaled_linear"; None keeps the model's).
         adapter_fraction: final fraction of inference steps with the adapter (paper: 0.25).
         num_prompts: simulated prompts drawn from the prompt library (paper: 50).
         prompts: explicit simulated prompts (``{subject}`` slot) instead of the library.
@@ -106,6 +108,8 @@ class PersonalVideoConfig:
     tune_guidance: float = 1.0
     infer_steps: int = 25
     guidance: float = 7.5
+    beta_schedule: str | None = "linear"
+    timestep_spacing: str | None = "linspace"
     adapter_fraction: float = 0.25
     num_prompts: int = 50
     prompts: tuple[str, ...] | None = None
@@ -283,8 +287,14 @@ class PersonalVideoGenerator:
     def _scheduler(self, kind: str):
         from diffusers import DDIMScheduler, LCMScheduler
 
+        c = self.config
+        overrides: dict[str, Any] = {"clip_sample": False}
+        if c.beta_schedule:
+            overrides["beta_schedule"] = c.beta_schedule
+        if c.timestep_spacing and kind == "ddim":
+            overrides.update(timestep_spacing=c.timestep_spacing, steps_offset=1)
         cls = LCMScheduler if kind == "lcm" else DDIMScheduler
-        return cls.from_config(self.scheduler_config)
+        return cls.from_config({**self.scheduler_config, **overrides})
 
     def _eps(self, latents: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor | None, guidance: float) -> torch.Tensor:
         """CFG noise prediction. latents (B, C, F, h, w); cond (B, L, D) repeated per frame for the UNet."""
