@@ -421,7 +421,7 @@ def analyze_video(
     demo = estimate_demographics(demographics, frames=frames_for_vlm, gender=gender, age=age)
     noise = int(sum(weights[i] for i in np.flatnonzero(labels < 0)))
     return Analysis(
-        video=str(video), info=info, settings=settings, frames_analyzed=frames_analyzed,
+        video=str(video.resolve()), info=info, settings=settings, frames_analyzed=frames_analyzed,
         faces_detected=len(records), people=people, subject=subject, subject_reason=reason,
         demographics=demo, seconds=round(time.perf_counter() - start, 3), notes=notes,
         clustering={"eps": clustering.eps, "min_samples": clustering.min_samples, "metric": "cosine",
