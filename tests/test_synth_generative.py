@@ -60,6 +60,10 @@ def tiny_animatediff(tmp_path_factory):
                                scheduler=sched)
     pipe.save_pretrained(root / "animatediff")
     motion.save_pretrained(root / "motion")
+    from diffusers import StableDiffusionPipeline  # the real layout: an SD1.5 dir + a separate MotionAdapter
+
+    StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched, safety_checker=None,
+                            feature_extractor=None, requires_safety_checker=False).save_pretrained(root / "sd15")
     enc = FaceEncoder(FaceEncoderConfig(layers=(1, 1, 1, 1), width=4, embedding_dim=16, input_size=32))
     for m in enc.modules():  # BN statistics of random images, so that embeddings are centred and differ
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
@@ -181,6 +185,18 @@ def test_generate_shapes_and_adapter_off_is_base(tiny_animatediff, tmp_path):
                latents=latents, output_type="np").frames[0]  # (F, H, W, 3) in [0, 1]
     assert np.abs(off.astype(np.float32) - ref * 255).max() <= 1.0
     assert np.abs(on.astype(np.int16) - off).max() > 0
+
+
+def test_loads_sd15_dir_plus_motion_adapter(tiny_animatediff):
+    from diffusers import UNetMotionModel
+
+    gen = get_generator("personalvideo", **_options(tiny_animatediff, model_dir=str(tiny_animatediff / "sd15"),
+                                                    motion_adapter_dir=str(tiny_animatediff / "motion")))
+    gen.load()
+    assert isinstance(gen.unet, UNetMotionModel) and any("motion_modules" in n for n, _ in gen.unet.named_modules())
+    assert gen.sample("a man", 2, 32, 32, seed=0, steps=2).shape == (2, 32, 32, 3)
+    with pytest.raises(ConfigError, match="no motion modules"):
+        get_generator("personalvideo", model_dir=str(tiny_animatediff / "sd15")).load()
 
 
 def test_missing_weights_are_config_errors(tiny_animatediff, tmp_path):

@@ -171,7 +171,17 @@ class PersonalVideoGenerator:
             raise ConfigError(f"personalvideo: model_dir {c.model_dir!r} is not a directory; {DOWNLOAD_HINT}")
         if c.motion_adapter_dir and not (Path(c.motion_adapter_dir).expanduser() / "config.json").is_file():
             raise ConfigError(f"personalvideo: no MotionAdapter at {c.motion_adapter_dir}; {DOWNLOAD_HINT}")
-        from diffusers import AnimateDiffPipeline, MotionAdapter, UNetMotionModel
+        import json
+
+        from diffusers import AnimateDiffPipeline, MotionAdapter
+
+        index = Path(c.model_dir).expanduser() / "model_index.json"
+        if not index.is_file():
+            raise ConfigError(f"personalvideo: no model_index.json in {c.model_dir}; {DOWNLOAD_HINT}")
+        unet_cls = (json.loads(index.read_text()).get("unet") or [None, None])[1]
+        if not c.motion_adapter_dir and unet_cls != "UNetMotionModel":
+            # diffusers would silently add *random* motion modules here
+            raise ConfigError(f"personalvideo: {c.model_dir} has no motion modules; set motion_adapter_dir. {DOWNLOAD_HINT}")
 
         kwargs: dict[str, Any] = {}
         if c.motion_adapter_dir:
@@ -180,8 +190,6 @@ class PersonalVideoGenerator:
             pipe = AnimateDiffPipeline.from_pretrained(str(Path(c.model_dir).expanduser()), **kwargs)
         except (OSError, ValueError, TypeError) as e:
             raise ConfigError(f"personalvideo: cannot load {c.model_dir} ({str(e).splitlines()[0]}); {DOWNLOAD_HINT}") from None
-        if not isinstance(pipe.unet, UNetMotionModel):
-            raise ConfigError(f"personalvideo: {c.model_dir} has no motion modules; set motion_adapter_dir. {DOWNLOAD_HINT}")
         dtype = getattr(torch, c.dtype)
         self.unet = pipe.unet.to(c.device, dtype).eval().requires_grad_(False)
         self.vae = pipe.vae.to(c.device, dtype).eval().requires_grad_(False)
