@@ -349,7 +349,8 @@ def test_liveportrait_contract_with_fake_install(fake_tools, tmp_path):
     face = textured(64, 7)
     gen.prepare(Identity(name="anna", faces=[face]), tmp_path / "work")
     clip = gen.generate(ClipRequest(motion="nod", num_frames=8, fps=8.0))
-    assert clip.frames.shape == (8, 64, 64, 3) and clip.info["motion"] == "yes" and clip.backend == "liveportrait"
+    assert clip.frames.shape == (8, 64, 64, 3) and clip.info["driving"] == "yes" and clip.backend == "liveportrait"
+    assert clip.info["motion"] == "nod"  # pvchat's motion vocabulary
     assert clip.info["output"].endswith("--yes.mp4") and "work/liveportrait/anna" in clip.info["output"]
     assert np.abs(clip.frames[0].astype(int) - face).mean() < 12  # the source, through a lossy codec
     assert dynamic_degree(clip.frames, fps=8).score > dynamic_degree(np.stack([face] * 8), fps=8).score + 1
@@ -357,7 +358,7 @@ def test_liveportrait_contract_with_fake_install(fake_tools, tmp_path):
     assert len(calls) == 1 and "--flag-force-cpu" in calls[0] and "/yes.mp4" in calls[0]
     gen.generate(ClipRequest(motion="nod", num_frames=4, fps=8.0))  # cached output, no second call
     assert len((repo / "calls.txt").read_text().splitlines()) == 1
-    assert gen.generate(ClipRequest(num_frames=4, seed=1)).info["motion"] == "no"
+    assert gen.generate(ClipRequest(num_frames=4, seed=1)).info["driving"] == "no"
     assert [driving_motion(m) for m in ("shake", "question", "anger", "frown", "smile")] == \
         ["no", "query", "angry", "angry", "smile"]
     with pytest.raises(ConfigError, match="unknown LivePortrait motion"):
@@ -391,13 +392,13 @@ def test_photomaker_stills_then_liveportrait(fake_tools, tmp_path):
     gen.prepare(_identity(), tmp_path / "w")
     clip = gen.generate(ClipRequest(num_frames=6, fps=8.0, seed=0))
     assert clip.frames.shape == (6, 64, 64, 3) and clip.backend == "photomaker"
-    assert "young female img" in clip.info["prompt"] and clip.info["motion"] == "yes"
+    assert "young female img" in clip.info["prompt"] and clip.info["driving"] == "yes"
     args = eval((tmp_path / "pm_calls.txt").read_text().splitlines()[0])
     opts = dict(zip(args[::2], args[1::2]))
     assert opts["--steps"] == "50" and opts["--guidance"] == "5.0" and opts["--seed"] == "0"
     assert len(list(Path(opts["--ref-dir"]).glob("*.png"))) == 1
     custom = gen.generate(ClipRequest(prompt="a woman reading in a library", num_frames=4, seed=7, motion="smile"))
-    assert custom.info["prompt"] == "a woman img reading in a library" and custom.info["motion"] == "smile"
+    assert custom.info["prompt"] == "a woman img reading in a library" and custom.info["motion"] == custom.info["driving"] == "smile"
     assert not np.array_equal(custom.frames[0], clip.frames[0])
 
 

@@ -11,6 +11,8 @@ interpreter on the user's checkout and reads back what it wrote.
 - driving motions: the paper's five, files ``{driving_dir}/{yes,no,query,angry,smile}.{mp4,pkl}``
   (nod, head shake, questioning look, anger, smile; ``ClipRequest.motion`` also accepts the
   aliases nod/shake/question/frown/anger);
+- ``GeneratedClip.info``: ``motion`` in pvchat's vocabulary (nod, shake, question, frown, smile),
+  ``driving`` the clip's stem, ``output`` the file;
 - output: ``OUT_DIR/{SOURCE stem}--{DRIVING stem}.mp4`` (LivePortrait's naming; the side-by-side
   ``…_concat.mp4`` is ignored); read back resampled to ``ClipRequest.fps``, the first
   ``num_frames`` frames;
@@ -50,6 +52,8 @@ from pvchat.synth.base import ClipRequest, GeneratedClip, Identity
 PAPER_MOTIONS = ("yes", "no", "query", "angry", "smile")
 MOTION_ALIASES = {"yes": "yes", "nod": "yes", "no": "no", "shake": "no", "query": "query", "question": "query",
                   "questioning": "query", "angry": "angry", "anger": "angry", "frown": "angry", "smile": "smile"}
+# LivePortrait's driving clips in pvchat's motion vocabulary (synth/motion.py, pipeline MOTION_WORDS)
+PVCHAT_MOTION = {"yes": "nod", "no": "shake", "query": "question", "angry": "frown", "smile": "smile"}
 PHOTOMAKER_NEGATIVE = ("nsfw, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, cropped, "
                        "worst quality, low quality, jpeg artifacts, blurry")
 
@@ -190,7 +194,8 @@ class LivePortraitGenerator:
         motion = driving_motion(request.motion, request.seed)
         frames, out = self.tool.animate(self.identity.faces[0], motion, request.num_frames, request.fps, tag="face")
         return GeneratedClip(frames=frames, fps=request.fps, request=request, backend=self.name,
-                             info={"motion": motion, "source": "face", "output": str(out)})
+                             info={"motion": PVCHAT_MOTION[motion], "driving": motion, "source": "face",
+                                   "output": str(out)})
 
 
 def photomaker_prompt(prompt: str) -> str:
@@ -266,5 +271,5 @@ class PhotoMakerLivePortraitGenerator:
         motion = driving_motion(request.motion, request.seed // max(1, len(prompts)))
         frames, out = self.lp.tool.animate(still, motion, request.num_frames, request.fps, tag="still")
         return GeneratedClip(frames=frames, fps=request.fps, request=request, backend=self.name,
-                             info={"prompt": photomaker_prompt(prompt), "motion": motion, "still": str(still_path),
-                                   "output": str(out)})
+                             info={"prompt": photomaker_prompt(prompt), "motion": PVCHAT_MOTION[motion],
+                                   "driving": motion, "still": str(still_path), "output": str(out)})
