@@ -443,3 +443,32 @@ def test_torch_face_encoder_for_face_s(tiny_animatediff):
     assert emb.shape == (16,) and box[2] > box[0]
     s = M.face_similarity(np.stack([astro, np.full_like(astro, 80)]), emb[None], embed)
     assert s.face_rate == 0.5 and s.face_cos == pytest.approx(1.0, abs=1e-5)
+
+
+def test_identity_loss_on_detected_aligned_faces(tiny_animatediff):
+    """The default face_crop="detect": dlib landmarks on the detached frame → ArcFace alignment → encoder."""
+    import torch.nn.functional as F
+
+    from pvchat.faces.samples import head
+    from pvchat.synth.personalvideo import PersonalVideoGenerator
+    from pvchat.synth.pv_face import face_matrix_for, five_points
+
+    astro, grace = head("astronaut"), head("grace_hopper")
+    gen = PersonalVideoGenerator(face_encoder_dir=str(tiny_animatediff / "face"), face_crop="detect")
+    ref = gen.reference_faces(Identity(name="astro", faces=[astro]))  # (1, 3, 32, 32) aligned
+    emb = F.normalize(gen._face_encoder()(ref), dim=-1).mean(0)
+    _, found = face_matrix_for(astro, 32, "detect")
+    assert found and ref.shape == (1, 3, 32, 32)
+
+    def as_frame(img):
+        return (torch.from_numpy(img).float().permute(2, 0, 1)[None] / 127.5 - 1).requires_grad_(True)
+
+    same, other = as_frame(astro), as_frame(grace)
+    l_same, l_other = gen.identity_loss(same, emb), gen.identity_loss(other, emb)
+    assert l_same.item() < 1e-4 < l_other.item()
+    l_other.backward()
+    assert other.grad.abs().sum() > 0
+    from pvchat.faces import FaceEngine
+
+    p5 = five_points(FaceEngine().detect(astro, embed=False)[0].landmarks)
+    assert p5[0, 0] < p5[2, 0] < p5[1, 0] and p5[2, 1] < p5[3, 1] and p5[3, 0] < p5[4, 0]  # eyes, nose, mouth
