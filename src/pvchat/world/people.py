@@ -8,7 +8,7 @@ questions ("a red striped sweater and black trousers, with glasses").
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -46,6 +46,8 @@ NAMES = (
     "Lou", "Max", "Nova", "Ollie", "Pat", "Ray", "Robbie", "Rory", "Ryan", "Sidney", "Stevie", "Terry",
     "Tony", "Blake", "Brook", "Carmen", "Chris", "Devon", "Eli", "Fran", "Gabe", "Jo", "Kris", "Mel",
 )
+FACE_SOURCES = {"lfw": "scikit-image LFW subset image", "astronaut": "scikit-image astronaut (Eileen Collins)",
+                "grace_hopper": "matplotlib sample photo of Grace Hopper"}
 PHOTO_NAMES = {"astronaut": "Eileen", "grace_hopper": "Grace"}
 PHOTO_HAIR = {"astronaut": ("short", "blonde"), "grace_hopper": ("short", "grey")}
 
@@ -139,6 +141,8 @@ def random_outfit(rng: np.random.Generator, accessories: tuple[str, ...] | None 
     if accessories is None:
         k = int(rng.choice([0, 1, 2], p=[0.35, 0.45, 0.2]))
         accessories = tuple(sorted(rng.choice(ACCESSORIES, size=k, replace=False).tolist(), key=ACCESSORIES.index))
+    if "tie" in accessories and "scarf" in accessories:  # a scarf would hide the tie
+        accessories = tuple(a for a in accessories if a != "scarf")
     if "tie" in accessories and top not in ("shirt", "jacket"):
         top = "shirt"
     colours = tuple("black" if a == "glasses" else str(rng.choice([c for c in names if c != top_colour]))
@@ -175,10 +179,8 @@ def make_people(n: int, seed: int = 0) -> list[Person]:
             facts = {"gender": None, "age": None}
         tone = SKIN_TONES[int(rng.integers(len(SKIN_TONES)))]
         people.append(Person(id=f"p{k:02d}", name=name, face=key, skin_tone=tone, hair_style=style, hair_colour=hair,
-                             outfit=random_outfit(rng), gender=facts["gender"], age=facts["age"]))
+                             outfit=random_outfit(rng), gender=facts["gender"], age=facts["age"],
+                             attributes={"face_source": FACE_SOURCES[key.split("-")[0]]
+                                         + (f" #{int(key[4:])}" if key.startswith("lfw-") else "")}))
     return people
 
-
-def with_outfit(person: Person, outfit: Outfit) -> Person:
-    """The same person in other clothes."""
-    return replace(person, outfit=outfit)
