@@ -11,6 +11,15 @@ from pvchat.errors import ConfigError, InputError
 from pvchat.synth import metrics as M
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared 2-core machine run much faster on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_clip_tokenizer():
     """A CLIP BPE tokenizer over single characters (no merges): enough for tiny CLIP text models."""
     from transformers import CLIPTokenizer
@@ -79,7 +88,8 @@ def test_clip_text_and_video_similarity(tmp_path):
     px = M._to_pixels([M.square_center_crop(a)], 32, M.CLIP_MEAN, M.CLIP_STD)
     with torch.no_grad():
         out = model(input_ids=tok.input_ids, pixel_values=px)
-    assert ts == pytest.approx(float(out.logits_per_image[0, 0] / model.logit_scale.exp()), abs=1e-5)
+        expected = (out.logits_per_image[0, 0] / model.logit_scale.exp()).item()
+    assert ts == pytest.approx(expected, abs=1e-5)
     with pytest.raises(ConfigError, match="clip-vit-large-patch14"):
         M.ClipEncoder(tmp_path / "nothing")
 
