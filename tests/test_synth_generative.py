@@ -472,3 +472,16 @@ def test_identity_loss_on_detected_aligned_faces(tiny_animatediff):
 
     p5 = five_points(FaceEngine().detect(astro, embed=False)[0].landmarks)
     assert p5[0, 0] < p5[2, 0] < p5[1, 0] and p5[2, 1] < p5[3, 1] and p5[3, 0] < p5[4, 0]  # eyes, nose, mouth
+
+
+def test_token_embedding_is_the_trained_vector(tiny_animatediff):
+    gen = get_generator("personalvideo", **_options(tiny_animatediff))
+    gen.load()
+    gen.identity = _identity()
+    gen._ensure_token(gen.identity)
+    with torch.no_grad():
+        gen.token_vec.fill_(3.0)
+        ids = gen.tokenizer(["a <anna> woman"], return_tensors="pt").input_ids
+        rows = gen.text_encoder.get_input_embeddings()(ids)[0]  # (L, D)
+    where = (ids[0] == gen.token_id).nonzero()[:, 0]
+    assert len(where) == 1 and torch.all(rows[where] == 3.0) and not torch.any(rows[ids[0] != gen.token_id] == 3.0)

@@ -202,8 +202,14 @@ class PersonalVideoGenerator:
         if c.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self._add_adapter()
-        self.text_encoder.get_input_embeddings().register_forward_hook(self._token_hook)
+        self._hook_embeddings()
         self._loaded = True
+
+    def _hook_embeddings(self) -> None:
+        """(Re-)attach the token hook to the current input embeddings (a resize replaces the module)."""
+        if getattr(self, "_hook", None) is not None:
+            self._hook.remove()
+        self._hook = self.text_encoder.get_input_embeddings().register_forward_hook(self._token_hook)
 
     def _add_adapter(self) -> None:
         """Eq. 3: LoRA on q/k/v of the spatial self-attention only (motion modules untouched)."""
@@ -257,8 +263,9 @@ class PersonalVideoGenerator:
         self.token_id = self.tokenizer.convert_tokens_to_ids(token)
         emb = self.text_encoder.get_input_embeddings()
         if self.token_id >= emb.weight.shape[0]:
-            self.text_encoder.resize_token_embeddings(len(self.tokenizer))
+            self.text_encoder.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
             emb = self.text_encoder.get_input_embeddings()
+            self._hook_embeddings()
         word = self.config.init_word or {"male": "man", "female": "woman"}.get(identity.gender or "", "person")
         ids = self.tokenizer(word, add_special_tokens=False).input_ids or [self.token_id - 1]
         init = emb.weight[ids].detach().float().mean(0)
