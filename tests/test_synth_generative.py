@@ -485,3 +485,12 @@ def test_token_embedding_is_the_trained_vector(tiny_animatediff):
         rows = gen.text_encoder.get_input_embeddings()(ids)[0]  # (L, D)
     where = (ids[0] == gen.token_id).nonzero()[:, 0]
     assert len(where) == 1 and torch.all(rows[where] == 3.0) and not torch.any(rows[ids[0] != gen.token_id] == 3.0)
+
+
+def test_bfloat16_models_with_float32_adapter(tiny_animatediff):
+    gen = get_generator("personalvideo", **_options(tiny_animatediff, ti_steps=1, sia_steps=2, dtype="bfloat16"))
+    gen.tune(_identity())
+    assert gen.unet.conv_in.weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in gen.adapter_parameters().values())
+    assert all(np.isfinite(h["loss"]) for h in gen.history) and len(gen.history) == 3
+    assert gen.sample("a man", 2, 32, 32, seed=0, steps=4).shape == (2, 32, 32, 3)

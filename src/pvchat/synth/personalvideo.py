@@ -558,7 +558,7 @@ class PersonalVideoGenerator:
         try:
             eps = self._eps(sched.scale_model_input(latents, t), t, cond, uncond, c.tune_guidance)
             a = sched.alphas_cumprod.to(c.device)[int(t)]
-            x0 = (latents - (1 - a).sqrt() * eps) / a.sqrt()  # (1, C, F, h, w) predicted clean latents
+            x0 = ((latents - (1 - a).sqrt() * eps) / a.sqrt()).to(self.vae.dtype)  # (1, C, F, h, w) predicted clean latents
             i = rng.randrange(c.tune_frames)
             frame = self.vae.decode(x0[:, :, i] / self.vae.config.scaling_factor).sample  # (1, 3, H, W)
             l_id = self.identity_loss(frame, ref)
