@@ -145,7 +145,7 @@ class ImageEncoder:
     """A generic vision encoder for Subj-S (DINO ViT-B/16 in the paper), from a local directory.
 
     Any transformers vision model works (``ViTModel`` for ``facebook/dino-vitb16``, ``Dinov2Model``,
-    a CLIP vision model); the embedding is the pooled output, else the CLS token.
+    a CLIP model); the embedding is CLIP's projected image embedding, else the final CLS token.
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", batch_size: int = 16):
@@ -173,7 +173,9 @@ class ImageEncoder:
             px = _to_pixels(crops, self.image_size, self.mean, self.std).to(self.device)
             out = self.model(pixel_values=px)
             emb = getattr(out, "image_embeds", None)
-            feats.append((emb if emb is not None else _pooled(out)).float())
+            if emb is None:  # DINO/ViT: the CLS token (HF DINO checkpoints carry no trained pooler)
+                emb = out.last_hidden_state[:, 0]
+            feats.append(emb.float())
         return F.normalize(torch.cat(feats), dim=-1).cpu()
 
 
