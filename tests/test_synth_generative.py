@@ -210,6 +210,11 @@ def test_missing_weights_are_config_errors(tiny_animatediff, tmp_path):
         gen.prepare(_identity())
     with pytest.raises(ConfigError, match="face_crop"):
         get_generator("personalvideo", face_crop="eyes")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert get_generator("personalvideo").config.device == get_generator("consisid").config.device == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            get_generator("consisid", device="cuda")
 
 
 # ---------------------------------------------------------------------------------------- ConsisID

@@ -57,7 +57,7 @@ class ConsisIDConfig:
         use_dynamic_cfg: CogVideoX's dynamic CFG (off).
         identity_suffix: append the official "same facial structure" sentence to library prompts.
         max_sequence_length: T5 prompt length (226).
-        device: torch device.
+        device: torch device ("auto": cuda when available; ConsisID on CPU is impractically slow).
         dtype: "bfloat16" (official), "float16" or "float32".
         cpu_offload: "none", "model" or "sequential" (≈ 25 GB / 7 GB of GPU memory instead of 44 GB).
         vae_tiling: decode the VAE in tiles and slices (less memory).
@@ -69,12 +69,15 @@ class ConsisIDConfig:
     use_dynamic_cfg: bool = False
     identity_suffix: bool = True
     max_sequence_length: int = 226
-    device: str = "cuda"
+    device: str = "auto"
     dtype: str = "bfloat16"
     cpu_offload: str = "none"
     vae_tiling: bool = False
 
     def __post_init__(self):
+        from pvchat.synth.personalvideo import resolve_device
+
+        self.device = resolve_device(self.device, "consisid")
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
         if self.cpu_offload not in ("none", "model", "sequential"):

@@ -83,7 +83,7 @@ class PersonalVideoConfig:
             (the last step sees all frames at full size; this is what makes 16×512² fit).
         save_every: checkpoint period in steps.
         seed: tuning seed.
-        device, dtype: torch device and dtype of the frozen models.
+        device, dtype: torch device ("auto": cuda when available) and dtype of the frozen models.
     """
 
     model_dir: str | None = None
@@ -119,10 +119,11 @@ class PersonalVideoConfig:
     gradient_checkpointing: bool = True
     save_every: int = 50
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
     dtype: str = "float32"
 
     def __post_init__(self):
+        self.device = resolve_device(self.device, "personalvideo")
         if self.face_crop not in ("detect", "box"):
             raise ConfigError(f"face_crop must be detect or box, got {self.face_crop!r}")
         if self.tune_scheduler not in ("lcm", "ddim"):
@@ -133,6 +134,15 @@ class PersonalVideoConfig:
             raise ConfigError("rank, tune_steps and infer_steps must be >= 1")
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
+
+
+def resolve_device(device: str, who: str) -> str:
+    """"auto" → "cuda" when available else "cpu"; an unavailable CUDA device is a ConfigError."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{who}: device {device!r} asked for but no CUDA GPU is available (use device='cpu')")
+    return device
 
 
 def adapter_start(num_steps: int, fraction: float) -> int:
