@@ -76,7 +76,7 @@ class LLMConfig:
     path: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     tokenizer: str = "tiny"  # "tiny" (built offline) or "pretrained" (from ``path``)
-    lora_r: int = 16
+    lora_r: int = 16  # 0: no adapter, every LLM weight trains (only sensible for a random-init LLM)
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     lora_targets: list[str] = field(

@@ -106,8 +106,9 @@ class PVChat(nn.Module):
             llm = llm_lib.build_llm(lc.model_type, **kwargs)
         ensure_chat_tokens(tokenizer, llm)
         llm_lib.add_subject_tokens(llm, tokenizer, [])  # [PERSON]/[/PERSON]
-        llm = llm_lib.apply_lora(llm, r=lc.lora_r, alpha=lc.lora_alpha, dropout=lc.lora_dropout,
-                                 target_modules=tuple(lc.lora_targets))
+        if lc.lora_r > 0:
+            llm = llm_lib.apply_lora(llm, r=lc.lora_r, alpha=lc.lora_alpha, dropout=lc.lora_dropout,
+                                     target_modules=tuple(lc.lora_targets))
         return cls(config, vision, llm, tokenizer)
 
     def add_subject(self, name: str) -> int:

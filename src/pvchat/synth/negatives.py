@@ -5,7 +5,8 @@ subject. Anything closer than ``same_person`` is probably the subject and is exc
 paper adds R = 30 random pool clips to the k nearest.
 
 Pool: a directory of images and/or videos, one person per file (the largest face is taken), e.g.
-CelebV-HQ clips; by default the 100 different people of scikit-image's LFW subset.
+CelebV-HQ clips; by default the people of the offline world (real faces: scikit-image's LFW subset,
+astronaut, Grace Hopper), one neutral portrait each.
 """
 
 from __future__ import annotations
@@ -56,11 +57,12 @@ def _person(engine, source: str, frames: list[np.ndarray]) -> PoolPerson | None:
     return PoolPerson(source, np.mean(embs, 0).astype(np.float32), kept, boxes)
 
 
-def default_pool() -> list[tuple[str, list[np.ndarray]]]:
-    """The LFW subset's 100 faces (different people), upscaled so dlib finds them."""
-    from pvchat.faces.samples import lfw_faces
+def default_pool(people: int = 60, seed: int = 1) -> list[tuple[str, list[np.ndarray]]]:
+    """Portraits of the offline world's people (``pvchat.world``), one file-less person each."""
+    from pvchat.world.api import make_world
 
-    return [(f"lfw:{i}", [img]) for i, img in enumerate(lfw_faces(scale=6, pad=60)[:100])]
+    world = make_world(people=people, seed=seed)
+    return [(f"world:{p.id}", [world.portrait(p.id)]) for p in world.people]
 
 
 def read_pool(pool: str | Path) -> list[tuple[str, list[np.ndarray]]]:

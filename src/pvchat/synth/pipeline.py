@@ -48,6 +48,7 @@ class SynthRecipe:
     height: int = 256
     qa: str = "paper"  # QA recipe of pvchat.qa
     max_attempts: float = 2.0  # generation attempts per kept positive before giving up
+    min_motion: float = 0.5  # Dync-D score (flow px) under which a clip counts as frozen and is dropped
     seed: int = 0
 
 
@@ -176,6 +177,8 @@ def synthesize_dataset(
         from pvchat.synth.metrics import dynamic_degree
 
         dyn = dynamic_degree(clip.frames, fps=clip.fps)
+        if dyn.score < recipe.min_motion:  # VideoAlchemy's Dync-D: a frozen clip teaches no action
+            continue
         quality = {"face_distance": round(float(np.median(dists)), 4), "face_threshold": round(threshold, 4),
                    "faces_found": len(dists), "dync_d": round(dyn.score, 4)}
         emit(clip_id, clip, _person_facts(name, clip, boxes[0], MOTION_WORDS[clip.info["motion"]]), "positive",
@@ -231,7 +234,7 @@ def synthesize(analysis: Path, name: str, out: Path, pool: Path | None = None, r
         analysis: the directory written by 'pvchat analyze'.
         name: the person's name; questions will call them <NAME>.
         out: the data directory.
-        pool: images/videos of other people for hard negatives (default: the LFW faces).
+        pool: images/videos of other people for hard negatives (default: the offline world's people).
         recipe: how much data: paper, demo or tiny.
         backend: positive-clip generator (classic runs on CPU).
     """

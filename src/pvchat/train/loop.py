@@ -53,7 +53,7 @@ def parameter_groups(model: PVChat, recipe: StageRecipe, subjects: list[str]) ->
 
     * subject: the rows of the trained subjects' tokens and their query blocks (lr 1e-4)
     * qformer: the Q-former (ReMoH routers included), projector, frame positions, vision norm (1e-5)
-    * lora: the LLM's LoRA weights (1e-5)
+    * lora: the LLM's LoRA weights (1e-5); the whole LLM when the config has no adapter (lora_r 0)
     * vision: the last K vision blocks, stage 2 only (1e-5)
     Subjects not being trained (earlier concept packs) stay frozen.
     """
@@ -70,7 +70,11 @@ def parameter_groups(model: PVChat, recipe: StageRecipe, subjects: list[str]) ->
     subject_block_ids = {id(p) for p in model.qformer.subject_queries}
     groups["qformer"] += [p for p in model.qformer.parameters() if id(p) not in subject_block_ids]
     groups["qformer"] += [*model.projector.parameters(), *model.vision_norm.parameters(), model.frame_position]
-    groups["lora"] += [p for n, p in model.llm.named_parameters() if "lora_" in n]
+    new_rows = {id(p) for p in llm_lib.new_token_parameters(model.llm)}
+    if model.config.llm.lora_r > 0:
+        groups["lora"] += [p for n, p in model.llm.named_parameters() if "lora_" in n]
+    else:  # no adapter (random-init LLM): every original weight trains in the LLM group
+        groups["lora"] += [p for p in model.llm.parameters() if id(p) not in new_rows]
     if recipe.stage == 2 and recipe.train_last_k > 0:
         model.vision.set_trainable(recipe.train_last_k)
         groups["vision"] += [p for p in model.vision.parameters() if p.requires_grad]
