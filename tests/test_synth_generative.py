@@ -499,3 +499,18 @@ def test_bfloat16_models_with_float32_adapter(tiny_animatediff):
     assert all(p.dtype == torch.float32 for p in gen.adapter_parameters().values())
     assert all(np.isfinite(h["loss"]) for h in gen.history) and len(gen.history) == 3
     assert gen.sample("a man", 2, 32, 32, seed=0, steps=4).shape == (2, 32, 32, 3)
+
+
+def test_tuning_on_a_separate_fast_model_transfers_the_adapter(tiny_animatediff):
+    """tune_model_dir (AnimateLCM in the paper) is tuned on; the adapter lands on the inference UNet."""
+    plain = get_generator("personalvideo", **_options(tiny_animatediff, ti_steps=0, sia_steps=2, sia_lr=0.1))
+    plain.tune(_identity())
+    split = get_generator("personalvideo", **_options(
+        tiny_animatediff, ti_steps=0, sia_steps=2, sia_lr=0.1, tune_model_dir=str(tiny_animatediff / "sd15"),
+        tune_motion_adapter_dir=str(tiny_animatediff / "motion")))
+    split.tune(_identity())
+    assert split.tuning_unet() is not split.infer_unet and split.unet is split.infer_unet
+    a, b = _adapter(plain), _adapter(split)  # same weights in both models here → the same adapter
+    assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a) and any(v.abs().sum() > 0 for k, v in b.items() if "lora_B" in k)
+    tuned = {n: p for n, p in split.tuning_unet().named_parameters() if ".lora_" in n}
+    assert all(torch.equal(tuned[n], p) for n, p in split.infer_unet.named_parameters() if ".lora_" in n)

@@ -18,6 +18,14 @@ reconstructing the reference:
 4. **Inference** (§4.4, A.1): DDIM, 25 steps, CFG 7.5, 16 frames; the adapter is active only in the
    **final quarter** of the steps.
 
+The paper tunes on AnimateLCM and generates with AnimateDiff; the adapter transfers because both
+share the SD1.5 spatial layers. Build the tuning model once with diffusers and point
+``tune_model_dir`` at it::
+
+    pipe = AnimateDiffPipeline.from_pretrained(SD15_DIR, motion_adapter=MotionAdapter.from_pretrained(ANIMATELCM_DIR))
+    pipe.load_lora_weights(ANIMATELCM_DIR, weight_name="AnimateLCM_sd15_t2v_lora.safetensors", adapter_name="lcm")
+    pipe.fuse_lora(lora_scale=0.8); pipe.unload_lora_weights(); pipe.save_pretrained(TUNE_DIR)
+
 Everything loads with ``from_pretrained(local_dir)``. Tuning is resumable: the token, the adapter
 and the optimizer moments are saved to ``workdir/personalvideo/<name>/state.safetensors`` every
 ``save_every`` steps, and the finished adapter to ``adapter.safetensors`` beside it.
@@ -58,6 +66,8 @@ class PersonalVideoConfig:
     Attributes:
         model_dir: a diffusers SD1.5 pipeline dir (with ``motion_adapter_dir``) or a saved AnimateDiff pipeline.
         motion_adapter_dir: a diffusers ``MotionAdapter`` dir (AnimateDiff motion modules).
+        tune_model_dir, tune_motion_adapter_dir: the few-step model the adapter is tuned on (AnimateLCM,
+            same SD base; see the module docstring); None tunes on the inference model.
         face_encoder_dir: the PyTorch face encoder (pv_face format; ArcFace R100 in the paper).
         face_crop: "detect" (dlib landmarks → ArcFace alignment) or "box" (``face_box`` always).
         face_box: fallback face box as fractions (x0, y0, x1, y1) of the frame.
@@ -88,6 +98,8 @@ class PersonalVideoConfig:
 
     model_dir: str | None = None
     motion_adapter_dir: str | None = None
+    tune_model_dir: str | None = None
+    tune_motion_adapter_dir: str | None = None
     face_encoder_dir: str | None = None
     face_crop: str = "detect"
     face_box: tuple[float, float, float, float] = (0.25, 0.1, 0.75, 0.6)
@@ -177,43 +189,73 @@ class PersonalVideoGenerator:
         if self._loaded:
             return
         c = self.config
-        if not c.model_dir or not Path(c.model_dir).expanduser().is_dir():
-            raise ConfigError(f"personalvideo: model_dir {c.model_dir!r} is not a directory; {DOWNLOAD_HINT}")
-        if c.motion_adapter_dir and not (Path(c.motion_adapter_dir).expanduser() / "config.json").is_file():
-            raise ConfigError(f"personalvideo: no MotionAdapter at {c.motion_adapter_dir}; {DOWNLOAD_HINT}")
-        import json
-
-        from diffusers import AnimateDiffPipeline, MotionAdapter
-
-        index = Path(c.model_dir).expanduser() / "model_index.json"
-        if not index.is_file():
-            raise ConfigError(f"personalvideo: no model_index.json in {c.model_dir}; {DOWNLOAD_HINT}")
-        unet_cls = (json.loads(index.read_text()).get("unet") or [None, None])[1]
-        if not c.motion_adapter_dir and unet_cls != "UNetMotionModel":
-            # diffusers would silently add *random* motion modules here
-            raise ConfigError(f"personalvideo: {c.model_dir} has no motion modules; set motion_adapter_dir. {DOWNLOAD_HINT}")
-
-        kwargs: dict[str, Any] = {}
-        if c.motion_adapter_dir:
-            kwargs["motion_adapter"] = MotionAdapter.from_pretrained(str(Path(c.motion_adapter_dir).expanduser()))
-        try:
-            pipe = AnimateDiffPipeline.from_pretrained(str(Path(c.model_dir).expanduser()), **kwargs)
-        except (OSError, ValueError, TypeError) as e:
-            raise ConfigError(f"personalvideo: cannot load {c.model_dir} ({str(e).splitlines()[0]}); {DOWNLOAD_HINT}") from None
+        pipe = self._load_pipe(c.model_dir, c.motion_adapter_dir)
         dtype = getattr(torch, c.dtype)
-        self.unet = pipe.unet.to(c.device, dtype).eval().requires_grad_(False)
         self.vae = pipe.vae.to(c.device, dtype).eval().requires_grad_(False)
         self.text_encoder = pipe.text_encoder.to(c.device, dtype).eval().requires_grad_(False)
         self.tokenizer = pipe.tokenizer
         self.scheduler_config = dict(pipe.scheduler.config)
+        self.unet = self.infer_unet = self._prepare_unet(pipe.unet)
+        self._tune_unet = None
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.size_multiple = self.vae_scale * 2 ** (len(self.unet.config.block_out_channels) - 1)
         self.max_length = int(self.text_encoder.config.max_position_embeddings)
-        if c.gradient_checkpointing:
-            self.unet.enable_gradient_checkpointing()
-        self._add_adapter()
         self._hook_embeddings()
         self._loaded = True
+
+    @staticmethod
+    def _load_pipe(model_dir: str | None, motion_adapter_dir: str | None):
+        """An ``AnimateDiffPipeline`` from a saved AnimateDiff dir, or an SD1.5 dir + a MotionAdapter dir."""
+        import json
+
+        if not model_dir or not Path(model_dir).expanduser().is_dir():
+            raise ConfigError(f"personalvideo: model_dir {model_dir!r} is not a directory; {DOWNLOAD_HINT}")
+        if motion_adapter_dir and not (Path(motion_adapter_dir).expanduser() / "config.json").is_file():
+            raise ConfigError(f"personalvideo: no MotionAdapter at {motion_adapter_dir}; {DOWNLOAD_HINT}")
+        index = Path(model_dir).expanduser() / "model_index.json"
+        if not index.is_file():
+            raise ConfigError(f"personalvideo: no model_index.json in {model_dir}; {DOWNLOAD_HINT}")
+        unet_cls = (json.loads(index.read_text()).get("unet") or [None, None])[1]
+        if not motion_adapter_dir and unet_cls != "UNetMotionModel":
+            # diffusers would silently add *random* motion modules here
+            raise ConfigError(f"personalvideo: {model_dir} has no motion modules; set motion_adapter_dir. {DOWNLOAD_HINT}")
+        from diffusers import AnimateDiffPipeline, MotionAdapter
+
+        kwargs: dict[str, Any] = {}
+        if motion_adapter_dir:
+            kwargs["motion_adapter"] = MotionAdapter.from_pretrained(str(Path(motion_adapter_dir).expanduser()))
+        try:
+            return AnimateDiffPipeline.from_pretrained(str(Path(model_dir).expanduser()), **kwargs)
+        except (OSError, ValueError, TypeError) as e:
+            raise ConfigError(f"personalvideo: cannot load {model_dir} ({str(e).splitlines()[0]}); {DOWNLOAD_HINT}") from None
+
+    def _prepare_unet(self, unet):
+        """Frozen, on device, checkpointed, with the (off) identity adapter added."""
+        c = self.config
+        unet = unet.to(c.device, getattr(torch, c.dtype)).eval().requires_grad_(False)
+        if c.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        self._add_adapter(unet)
+        return unet
+
+    def tuning_unet(self):
+        """The UNet the adapter is tuned on: ``tune_model_dir`` (AnimateLCM) if set, else the inference one."""
+        c = self.config
+        if not c.tune_model_dir:
+            return self.infer_unet
+        if self._tune_unet is None:
+            pipe = self._load_pipe(c.tune_model_dir, c.tune_motion_adapter_dir)
+            self._tune_unet = self._prepare_unet(pipe.unet)
+        return self._tune_unet
+
+    @staticmethod
+    def _copy_adapter(src, dst) -> None:
+        """Copy the identity adapter between two UNets of the same architecture (same parameter names)."""
+        params = {n: p for n, p in src.named_parameters() if ".lora_" in n}
+        with torch.no_grad():
+            for n, p in dst.named_parameters():
+                if ".lora_" in n:
+                    p.copy_(params[n])
 
     def _hook_embeddings(self) -> None:
         """(Re-)attach the token hook to the current input embeddings (a resize replaces the module)."""
@@ -221,7 +263,7 @@ class PersonalVideoGenerator:
             self._hook.remove()
         self._hook = self.text_encoder.get_input_embeddings().register_forward_hook(self._token_hook)
 
-    def _add_adapter(self) -> None:
+    def _add_adapter(self, unet) -> None:
         """Eq. 3: LoRA on q/k/v of the spatial self-attention only (motion modules untouched)."""
         from peft import LoraConfig
 
@@ -230,17 +272,18 @@ class PersonalVideoGenerator:
                          init_lora_weights=True)
         with torch.random.fork_rng(devices=[]):  # A's random init depends on the seed only
             torch.manual_seed(c.seed)
-            self.unet.add_adapter(cfg, adapter_name=ADAPTER_NAME)
-        for n, p in self.unet.named_parameters():
+            unet.add_adapter(cfg, adapter_name=ADAPTER_NAME)
+        for n, p in unet.named_parameters():
             if ".lora_" in n:
                 p.data = p.data.float()
-        self.set_adapter(False)
+        self.set_adapter(False, unet)
 
-    def set_adapter(self, on: bool) -> None:
+    def set_adapter(self, on: bool, unet=None) -> None:
         """Switch the adapter on or off; its parameters stay trainable either way (PEFT's switch
         would freeze them when off)."""
-        (self.unet.enable_adapters if on else self.unet.disable_adapters)()
-        for n, p in self.unet.named_parameters():
+        unet = self.unet if unet is None else unet
+        (unet.enable_adapters if on else unet.disable_adapters)()
+        for n, p in unet.named_parameters():
             p.requires_grad_(".lora_" in n)
 
     def adapter_parameters(self) -> dict[str, torch.nn.Parameter]:
@@ -497,19 +540,28 @@ class PersonalVideoGenerator:
                     self._save(state_dir / STATE_FILE, (step + 1, 0), opt)
             tensors = None
         if sia_done < c.sia_steps:
-            params = list(self.adapter_parameters().values())
-            opt = torch.optim.AdamW(params, lr=c.sia_lr, weight_decay=c.weight_decay, betas=(0.9, 0.999), eps=1e-8)
-            if tensors:
-                self._restore_opt(opt, tensors)
-            ref = self.reference_faces(identity)
-            prompts = self.simulated_prompts()
-            for step in range(sia_done, c.sia_steps):
-                l_id, l_reg = self._sia_step(step, opt, ref, prompts)
-                self.history.append({"phase": 1, "step": step, "loss": l_id, "reg": l_reg})
-                bar.update(1)
-                bar.set_postfix(id=f"{l_id:.4f}")
-                if state_dir is not None and (step + 1) % c.save_every == 0:
-                    self._save(state_dir / STATE_FILE, (c.ti_steps, step + 1), opt)
+            tune_unet = self.tuning_unet()  # the fast (AnimateLCM) model when configured
+            if tune_unet is not self.infer_unet:
+                self._copy_adapter(self.infer_unet, tune_unet)
+            self.unet = tune_unet
+            try:
+                params = list(self.adapter_parameters().values())
+                opt = torch.optim.AdamW(params, lr=c.sia_lr, weight_decay=c.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+                if tensors:
+                    self._restore_opt(opt, tensors)
+                ref = self.reference_faces(identity)
+                prompts = self.simulated_prompts()
+                for step in range(sia_done, c.sia_steps):
+                    l_id, l_reg = self._sia_step(step, opt, ref, prompts)
+                    self.history.append({"phase": 1, "step": step, "loss": l_id, "reg": l_reg})
+                    bar.update(1)
+                    bar.set_postfix(id=f"{l_id:.4f}")
+                    if state_dir is not None and (step + 1) % c.save_every == 0:
+                        self._save(state_dir / STATE_FILE, (c.ti_steps, step + 1), opt)
+            finally:
+                if tune_unet is not self.infer_unet:
+                    self._copy_adapter(tune_unet, self.infer_unet)
+                self.unet = self.infer_unet
         bar.close()
         return self.history
 
