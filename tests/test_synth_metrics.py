@@ -249,3 +249,27 @@ def test_eval_generator_report_and_cli(tmp_path, capsys):
     assert main(["eval-generator", str(data)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("pvchat eval-generator: error:") and "missing.mp4" in err and "\n" not in err
+
+
+def test_eval_generator_reads_a_synthesize_output(tmp_path, two_people_analysis):
+    """A 'pvchat synthesize' directory: faces from the analysis, negative clips as hard negatives."""
+    import json
+
+    from pvchat.synth.report import eval_generator
+
+    data = tmp_path / "synth"
+    _write_eval_data(data)
+    (data / "clips.jsonl").unlink()
+    (data / "settings.json").write_text(json.dumps({"name": "astro", "analysis": str(two_people_analysis),
+                                                    "backend": "classic"}))
+    recs = [{"clip": "a.mp4", "people": ["astro"], "qa": [], "kind": "positive", "provenance": {"backend": "classic"}},
+            {"clip": "none.mp4", "people": ["astro"], "qa": [], "kind": "positive", "provenance": {"backend": "classic"}},
+            {"clip": "g.mp4", "people": [], "qa": [], "kind": "negative", "provenance": {"backend": "classic"}}]
+    (data / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    assert eval_generator(data, num_frames=4) == 0
+    rep = json.loads((data / "eval" / "report.json").read_text())
+    keep = {r["path"]: r["keep"] for r in rep["clips"]}
+    assert keep == {"a.mp4": True, "none.mp4": False, "g.mp4": True}
+    th = rep["thresholds"]["astro"]
+    assert th["separable"] and th["negative_high"] < th["face"] < th["own_median"]
+    assert rep["backends"]["classic"]["clips"] == 3 and rep["clips"][0]["scores"]["vid_s"] is None  # no CLIP given

@@ -438,10 +438,13 @@ class VideoAlchemyMetrics:
                 self._face_embedder = torch_face_embedder(c.face_encoder, c.detect_max_side, c.device)
         return self._face_embedder
 
-    def embed_faces(self, faces: Sequence[np.ndarray]) -> np.ndarray:
-        """(R, D) embeddings of reference face images (images with no detectable face are skipped)."""
+    def embed_faces(self, faces: Sequence[np.ndarray], allow_empty: bool = False) -> np.ndarray | None:
+        """(R, D) embeddings of face images (images with no detectable face are skipped); no face at
+        all is an InputError, or None with ``allow_empty``."""
         embs = [hit[1] for hit in (self.face_embedder(np.ascontiguousarray(f)) for f in faces) if hit is not None]
         if not embs:
+            if allow_empty:
+                return None
             raise InputError("no face found in any reference face image")
         return np.stack(embs).astype(np.float32)
 
@@ -573,7 +576,8 @@ class QualityFilter:
 
     Args:
         ref_faces: the subject's face images (H, W, 3) uint8 (>= 2 for calibration).
-        negative_faces: hard-negative face images; with them the Face-S gate is calibrated.
+        negative_faces: hard-negative face images (or frames); with faces found in them the Face-S
+            gate is calibrated.
         metrics: the scorer (default: offline dlib Face-S + Farnebäck Dync-D, no CLIP).
         face_threshold: the face gate when it cannot be calibrated.
         min_text: Text-S gate (None: off).
@@ -589,7 +593,7 @@ class QualityFilter:
                  ref_frames: np.ndarray | None = None, ref_subject_crops: Sequence[np.ndarray] | None = None):
         self.metrics = metrics or VideoAlchemyMetrics()
         self.ref_embeddings = self.metrics.embed_faces(ref_faces)  # (R, D)
-        neg = self.metrics.embed_faces(negative_faces) if len(negative_faces) else None
+        neg = self.metrics.embed_faces(negative_faces, allow_empty=True) if len(negative_faces) else None
         if neg is not None and len(self.ref_embeddings) >= 2:
             self.thresholds = calibrate_face_threshold(self.ref_embeddings, neg)
         else:

@@ -13,6 +13,10 @@ Input (until the synthesis manifest exists, this is the minimal layout it reads)
                                  "reference": "anna.mp4",                 # optional: enables Vid-S
                                  "subject_crops": ["refs/anna_body.png"]}}# optional: enables Subj-S
 
+``DATA_DIR`` may also be a ``pvchat synthesize`` output (``settings.json`` + ``manifest.jsonl``): the
+subject's faces and reference frames then come from its analysis, and the faces in its negative
+clips are the hard negatives the gate is calibrated against.
+
 Output (``OUT``, default ``DATA_DIR/eval``): ``report.json`` (thresholds per subject; per backend
 the clip count, kept/dropped counts and mean scores; every clip's scores and reasons),
 ``decisions.jsonl`` (one row per clip) and ``contact_sheet.png`` (per backend a row of kept and a
@@ -76,16 +80,68 @@ def load_clips(data_dir: Path) -> list[ClipRow]:
     return rows
 
 
-def load_subjects(data_dir: Path) -> dict[str, dict[str, Any]]:
+@dataclass
+class SubjectRefs:
+    """What a subject's clips are compared with: face images, hard-negative face images, reference
+    video frames (Vid-S) and subject crops (Subj-S)."""
+
+    faces: list[np.ndarray]
+    negatives: list[np.ndarray]
+    reference: np.ndarray | None = None
+    crops: list[np.ndarray] | None = None
+
+
+def load_subjects(data_dir: Path, num_frames: int = 8) -> dict[str, SubjectRefs]:
+    """``subjects.json`` with its images read."""
     from pvchat.io import read_json
+    from pvchat.video import read_frames_uniform
 
     subjects = read_json(data_dir / "subjects.json")
     if not isinstance(subjects, dict):
         raise InputError(f"{data_dir / 'subjects.json'}: expected an object of subjects")
+    out = {}
     for name, s in subjects.items():
         if not isinstance(s, dict) or not s.get("faces"):
             raise InputError(f"subjects.json: subject {name!r} needs a non-empty 'faces' list")
-    return subjects
+        out[name] = SubjectRefs(
+            faces=[_read_image(data_dir / p) for p in s["faces"]],
+            negatives=[_read_image(data_dir / p) for p in s.get("negatives", [])],
+            reference=read_frames_uniform(data_dir / s["reference"], num_frames) if s.get("reference") else None,
+            crops=[_read_image(data_dir / p) for p in s.get("subject_crops", [])] or None)
+    return out
+
+
+def load_synthesis(data_dir: Path, num_frames: int = 8, max_side: int = 512) -> tuple[list[ClipRow], dict[str, SubjectRefs]]:
+    """A ``pvchat synthesize`` output (settings.json + manifest.jsonl): the subject's faces and reference
+    frames come from its analysis; the middle frames of the negative clips are the hard negatives."""
+    from pvchat.data import ClipRecord
+    from pvchat.io import read_json
+    from pvchat.synth.identity import identity_from_analysis
+
+    settings = read_json(data_dir / "settings.json")
+    name = settings.get("name") if isinstance(settings, dict) else None
+    if not name or not settings.get("analysis"):
+        raise InputError(f"{data_dir / 'settings.json'}: not a 'pvchat synthesize' output (needs name and analysis)")
+    rows = []
+    for n, line in enumerate((data_dir / "manifest.jsonl").read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = ClipRecord.from_dict(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise InputError(f"{data_dir / 'manifest.jsonl'}:{n}: not JSON ({e.msg})") from None
+        path = data_dir / rec.clip
+        if not path.is_file():
+            raise InputError(f"{data_dir / 'manifest.jsonl'}:{n}: clip {path} does not exist")
+        rows.append(ClipRow(path=path, backend=str(rec.provenance.get("backend", "unknown")), subject=name,
+                            prompt=rec.provenance.get("prompt"), positive=rec.kind != "negative"))
+    if not rows:
+        raise InputError(f"{data_dir / 'manifest.jsonl'}: no clips listed")
+    ident = identity_from_analysis(settings["analysis"], name, max_frames=num_frames)
+    negatives = [_clip_frames(r.path, 8.0, 64, max_side) for r in rows if not r.positive]
+    refs = SubjectRefs(faces=list(ident.faces[:8]), negatives=[f[len(f) // 2] for f in negatives],
+                       reference=np.stack(ident.frames) if ident.frames else None)
+    return rows, {name: refs}
 
 
 def _clip_frames(path: Path, fps: float, max_frames: int, max_side: int) -> np.ndarray:
@@ -124,12 +180,13 @@ def eval_generator(
 ) -> int:
     """Score generated clips with VideoAlchemy's metrics and keep or drop each, per backend.
 
-    Reads DATA_DIR/clips.jsonl and DATA_DIR/subjects.json (layout in pvchat.synth.report) and writes
-    report.json, decisions.jsonl and contact_sheet.png to OUT. Text-S and Vid-S need a local CLIP
+    Reads DATA_DIR/clips.jsonl and DATA_DIR/subjects.json (layout in pvchat.synth.report), or a
+    'pvchat synthesize' output (manifest.jsonl), and writes report.json, decisions.jsonl and
+    contact_sheet.png to OUT. Text-S and Vid-S need a local CLIP
     directory, Subj-S a local DINO-style encoder directory; Face-S uses dlib offline by default.
 
     Args:
-        data_dir: directory with clips.jsonl, subjects.json and the files they name.
+        data_dir: clips.jsonl + subjects.json + their files, or a 'pvchat synthesize' output.
         out: output directory (default DATA_DIR/eval).
         clip_dir: local CLIP model directory for Text-S and Vid-S (paper: ViT-L/14).
         subject_dir: local vision encoder directory for Subj-S (paper: DINO ViT-B/16).
@@ -147,8 +204,11 @@ def eval_generator(
 
     data_dir = Path(data_dir)
     out = Path(out) if out is not None else data_dir / "eval"
-    clips = load_clips(data_dir)
-    subjects = load_subjects(data_dir)
+    if not (data_dir / "clips.jsonl").is_file() and (data_dir / "manifest.jsonl").is_file():
+        clips, subjects = load_synthesis(data_dir, num_frames, max_side)
+    else:
+        clips = load_clips(data_dir)
+        subjects = load_subjects(data_dir, num_frames)
     unknown = sorted({c.subject for c in clips} - set(subjects))
     if unknown:
         raise InputError(f"clips.jsonl names subjects missing from subjects.json: {', '.join(unknown)}")
@@ -157,15 +217,9 @@ def eval_generator(
     filters: dict[str, M.QualityFilter] = {}
     for name in sorted({c.subject for c in clips}):
         s = subjects[name]
-        ref_video = None
-        if s.get("reference"):
-            from pvchat.video import read_frames_uniform
-
-            ref_video = read_frames_uniform(data_dir / s["reference"], num_frames)
         filters[name] = M.QualityFilter(
-            [_read_image(data_dir / p) for p in s["faces"]], [_read_image(data_dir / p) for p in s.get("negatives", [])],
-            metrics=scorer, face_threshold=face_threshold, min_text=min_text, min_dync=min_dync, max_vid_s=max_vid_s,
-            ref_frames=ref_video, ref_subject_crops=[_read_image(data_dir / p) for p in s.get("subject_crops", [])])
+            s.faces, s.negatives, metrics=scorer, face_threshold=face_threshold, min_text=min_text, min_dync=min_dync,
+            max_vid_s=max_vid_s, ref_frames=s.reference, ref_subject_crops=s.crops)
 
     rows: list[dict[str, Any]] = []
     thumbs: dict[tuple[str, bool], list[np.ndarray]] = {}
