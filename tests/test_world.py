@@ -198,6 +198,11 @@ def test_registries_and_bad_arguments(tmp_path, capsys):
     assert main(["world", str(tmp_path / "exists"), "--people", "2", "--clips", "1"]) == 2
     assert "already exists" in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+    ok = tmp_path / "ok"
+    assert main(["world", str(ok), "--people", "2", "--clips", "1", "--no-references", "--seed", "3"]) == 0
+    assert sorted(x.name for x in ok.iterdir()) == ["clips", "clips.jsonl", "embeddings.safetensors", "people.json",
+                                                    "people.png", "world.json"]
+    assert load_world(ok).references() == [] and len(load_world(ok).clips()) == 1
     with pytest.raises(InputError, match="no person"):
         make_world(people=2).person("nobody")
 
