@@ -3,11 +3,13 @@
 Sources that ship with the installed packages (nothing is downloaded):
 
 - ``lfw-NNN``: the first 100 images of scikit-image's LFW subset (25×25 grey, tightly cropped).
-  Not all of them are distinct people (George W. Bush appears three times) and dlib finds no
-  face in a few, so :func:`survey` runs dlib once over all of them and keeps a *pool*: faces
-  dlib detects whose embedding is at least :data:`DISTINCT_MIN` from every face kept before
-  them. The survey ships as ``faces_survey.json`` next to this module (regenerate with
-  ``python -m pvchat.world.faces``); loading a face then needs no dlib call.
+  Not all of them are distinct people (George W. Bush appears three times), dlib finds no
+  face in 6, and many squint, so :func:`survey` runs dlib once over all of them and keeps a
+  *pool*: faces dlib detects whose embedding is at least :data:`DISTINCT_MIN` from every face
+  kept before them (94 detected → 80 distinct) and whose eyes read as open on a rendered
+  portrait (EAR >= :data:`EYES_OPEN_MIN`, the gate ``pvchat analyze`` uses for the best face;
+  → 61). The survey ships as ``faces_survey.json`` next to this module (regenerate with
+  ``python -m pvchat.world.faces``, about a minute); loading a face then needs no dlib call.
 - ``astronaut`` (Eileen Collins, scikit-image) and ``grace_hopper`` (matplotlib), colour photos.
 
 Every face is warped by a similarity transform that maps its 68 dlib landmarks onto

@@ -151,9 +151,15 @@ def plan_clip(people: list[Person], clip_id: str, seed: int, max_people: int = 3
                 blur=float(rng.choice([0.0, 0.0, 0.6, 0.9])), noise=float(rng.uniform(0.0, 4.0)))
     occluder = str(rng.choice(OCCLUDERS)) if rng.random() < 0.25 else None
     return ClipSpec(clip_id=clip_id, seed=seed, cast=tuple(cast), background=str(rng.choice(list(BACKGROUNDS))),
-                    camera=str(rng.choice(list(CAMERAS), p=[0.35, 0.13, 0.13, 0.13, 0.13, 0.13])),
+                    camera=str(rng.choice(list(CAMERAS), p=_camera_weights())),
                     occluder=occluder, occluder_x=float(rng.choice([1 / 3, 2 / 3]) + rng.uniform(-0.04, 0.04)),
                     look=look, num_frames=num_frames, fps=fps, size=size)
+
+
+def _camera_weights(static: float = 0.35) -> list[float]:
+    """A static camera in ``static`` of the clips, the moving cameras sharing the rest equally."""
+    moving = (1.0 - static) / (len(CAMERAS) - 1)
+    return [static if name == "static" else moving for name in CAMERAS]
 
 
 def position_word(x_centre: float, width: int) -> str:
