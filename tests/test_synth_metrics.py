@@ -227,7 +227,8 @@ def test_eval_generator_report_and_cli(tmp_path, capsys):
     assert not by[("g.mp4", "positive")]["keep"] and "face cos" in by[("g.mp4", "positive")]["reasons"][0]
     assert not by[("none.mp4", "positive")]["keep"] and "face found in 0.00" in by[("none.mp4", "positive")]["reasons"][0]
     assert by[("a.mp4", "positive")]["scores"]["text_s"] is not None  # prompt given → Text-S
-    assert rep["backends"]["classic"] == {**rep["backends"]["classic"], "clips": 2, "kept": 2, "dropped": 0}
+    assert rep["backends"]["classic"] == {**rep["backends"]["classic"], "clips": 2, "positives": 1, "negatives": 1,
+                                         "kept": 2, "dropped": 0}
     assert rep["backends"]["consisid"]["dropped"] == 2 and rep["thresholds"]["astro"]["separable"]
     assert by[("none.mp4", "positive")]["scores"]["dynamic"] and rep["backends"]["consisid"]["mean"]["dync_d"] == 0.5
     sheet = cv2.imread(str(tmp_path / "out" / "contact_sheet.png"))

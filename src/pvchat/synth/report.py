@@ -18,9 +18,9 @@ subject's faces and reference frames then come from its analysis, and the faces 
 clips are the hard negatives the gate is calibrated against.
 
 Output (``OUT``, default ``DATA_DIR/eval``): ``report.json`` (thresholds per subject; per backend
-the clip count, kept/dropped counts and mean scores; every clip's scores and reasons),
+the clip counts, kept/dropped counts and the mean scores of its positives and of its negatives; every clip's scores and reasons),
 ``decisions.jsonl`` (one row per clip) and ``contact_sheet.png`` (per backend a row of kept and a
-row of dropped clips, the middle frame of each).
+row of dropped positives, and of negatives if any: the middle frame of each clip).
 
 The Face-S gate of a subject is calibrated between its own reference faces and its hard negatives
 (:func:`pvchat.synth.metrics.calibrate_face_threshold`) when it has >= 2 faces and >= 1 negative,
@@ -222,20 +222,23 @@ def eval_generator(
             max_vid_s=max_vid_s, ref_frames=s.reference, ref_subject_crops=s.crops)
 
     rows: list[dict[str, Any]] = []
-    thumbs: dict[tuple[str, bool], list[np.ndarray]] = {}
+    thumbs: dict[tuple[str, bool, bool], list[np.ndarray]] = {}  # (backend, positive, kept) → middle frames
     for c in clips:
         frames = _clip_frames(c.path, 8.0, max(2 * num_frames, 16), max_side)
         d = filters[c.subject](frames, fps=8.0, prompt=c.prompt, positive=c.positive)
         rows.append({"path": str(c.path.relative_to(data_dir)), "backend": c.backend, "subject": c.subject,
                      "label": "positive" if c.positive else "negative", **d.to_dict()})
-        thumbs.setdefault((c.backend, d.keep), []).append(frames[len(frames) // 2])
+        thumbs.setdefault((c.backend, c.positive, d.keep), []).append(frames[len(frames) // 2])
 
     backends = sorted({c.backend for c in clips})
     summary = {}
     for b in backends:
         br = [r for r in rows if r["backend"] == b]
-        summary[b] = {"clips": len(br), "kept": sum(r["keep"] for r in br), "dropped": sum(not r["keep"] for r in br),
-                      "mean": _means(br)}
+        pos = [r for r in br if r["label"] == "positive"]
+        neg = [r for r in br if r["label"] == "negative"]
+        summary[b] = {"clips": len(br), "positives": len(pos), "negatives": len(neg),
+                      "kept": sum(r["keep"] for r in br), "dropped": sum(not r["keep"] for r in br),
+                      "mean": _means(pos), "mean_negatives": _means(neg)}
     report = {"data_dir": str(data_dir), "backends": summary,
               "thresholds": {n: f.thresholds.to_dict() for n, f in filters.items()}, "clips": rows}
     out.mkdir(parents=True, exist_ok=True)
@@ -243,9 +246,12 @@ def eval_generator(
     write_text(out / "decisions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     sheet_rows = []
     for b in backends:
-        for keep in (True, False):
-            imgs = thumbs.get((b, keep), [])[:tiles]
-            sheet_rows.append((f"{b}\n{'kept' if keep else 'dropped'} {len(thumbs.get((b, keep), []))}", imgs))
+        for positive in (True, False):
+            for keep in (True, False):
+                found = thumbs.get((b, positive, keep), [])
+                if found or positive:  # positives always show both rows; negatives only when present
+                    label = f"{b}\n{'positive' if positive else 'negative'}\n{'kept' if keep else 'dropped'} {len(found)}"
+                    sheet_rows.append((label, found[:tiles]))
     sheet = contact_sheet(sheet_rows)
     ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     from pvchat.io import atomic_path
@@ -256,7 +262,7 @@ def eval_generator(
     def fmt(v: float | None) -> str:
         return "   -  " if v is None else f"{v:6.3f}"
 
-    print(f"{'backend':<14} {'clips':>5} {'kept':>5} {'drop':>5}  Text-S  Vid-S  Subj-S Face-S Dync-D")
+    print(f"{'backend':<14} {'clips':>5} {'kept':>5} {'drop':>5}  Text-S  Vid-S  Subj-S Face-S Dync-D  (means over positives)")
     for b, s in summary.items():
         m = s["mean"]
         print(f"{b:<14} {s['clips']:>5} {s['kept']:>5} {s['dropped']:>5}  {fmt(m['text_s'])} {fmt(m['vid_s'])} "
