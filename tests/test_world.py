@@ -230,3 +230,7 @@ def test_face_pipeline_on_a_two_person_world_video(tmp_path):
     # Near-frontal by the official frontal term (nose over the eye centre); the solvePnP yaw of a
     # generic 3-D head is not reliable on faces whose source is 25 px, so it is not asserted.
     assert q.passed and min(q.ear_left, q.ear_right) >= 0.25 and q.frontal >= 0.8, q
+    # The world blinks; the best face comes from a frame where the subject's eyes were drawn open.
+    entry = next(e for e in r.truth["people"] if e["id"] == matched[result.subject])
+    assert any(f["eyes_open"] is False for e in r.truth["people"] for f in e["frames"])
+    assert entry["frames"][subject.best.frame]["eyes_open"] is True

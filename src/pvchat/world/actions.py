@@ -28,6 +28,7 @@ class Pose:
     mouth: float = 0.0  # 0 closed .. 1 open
     smile: float = 0.0  # 0 .. 1
     brows: float = 0.0  # 0 .. 1 raised
+    blink: float = 0.0  # 0 open .. 1 closed (set by the renderer, not by actions)
     left_arm: tuple[float, float] = (8.0, 8.0)  # image-left arm: shoulder, elbow angles (0 = hanging down)
     right_arm: tuple[float, float] = (8.0, 8.0)  # image-right arm
     sit: float = 0.0  # 0 standing .. 1 seated

@@ -118,6 +118,24 @@ def _open_eyes(tex: np.ndarray, lm: np.ndarray, unit: float) -> np.ndarray:
     return cv2.remap(tex, xx, map_y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
 
 
+def _close_eyes(tex: np.ndarray, lm: np.ndarray, skin: tuple[int, int, int], amount: float) -> np.ndarray:
+    """Eyelids drawn shut over both eyes (a blink), blended in by ``amount`` (0..1)."""
+    lids = tex.copy()
+    lid = tuple(float(c) * 0.93 for c in skin)
+    for start in (36, 42):
+        eye = lm[start:start + 6]
+        c = eye.mean(axis=0)
+        width = float(np.linalg.norm(eye[0] - eye[3]))
+        centre = (int(round(c[0] * 16)), int(round(c[1] * 16)))
+        axes = (int(round(0.62 * width * 16)), int(round(0.3 * width * 16)))
+        cv2.ellipse(lids, centre, axes, 0, 0, 360, lid, -1, AA, shift=4)
+        lash = np.round(np.array([eye[0], eye[5], eye[4], eye[3]])
+                        * 16).astype(np.int32)
+        cv2.polylines(lids, [lash], False, (40, 30, 30), 1, AA, shift=4)
+    lids = cv2.GaussianBlur(lids, (0, 0), 0.6)
+    return cv2.addWeighted(lids, amount, tex, 1.0 - amount, 0)
+
+
 @functools.lru_cache(maxsize=256)
 def face_kit(face_key: str, tone: tuple[int, int, int], glasses: bool) -> FaceKit:
     """The renderable face of ``face_key``, grey faces tinted with ``tone`` (luminance kept)."""
@@ -268,6 +286,8 @@ def _paste_face(frame: np.ndarray, idmap: np.ndarray, label: int, kit: FaceKit, 
             cv2.fillPoly(overlay, [inner], (70, 25, 30), AA, shift=4)
             a = min(1.0, pose.mouth) * 0.8
             tex = cv2.addWeighted(overlay, a, tex, 1 - a, 0)
+    if pose.blink > 0:
+        tex = _close_eyes(tex, lm, kit.skin, pose.blink)
     if abs(light) > 1e-3:  # light from one side
         ramp = 1.0 + light * (np.arange(CANON, dtype=np.float32) - c0[0]) / unit0
         tex = np.clip(tex * ramp[None, :, None], 0, 255)

@@ -10,7 +10,7 @@ each other). A clip is a pure function of its spec: the same spec gives the same
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -24,7 +24,7 @@ from pvchat.world.scenes import (BACKGROUNDS, CAMERAS, DEPTH_HEAD_Y, DEPTH_SCALE
 
 SIZE = (480, 360)  # default frame (w, h)
 UNIT = 0.2  # face width as a fraction of the frame height (front row: 72 px at 360 px)
-OCCLUDER_LABEL = 255
+BLINK_RATE = 1 / 12  # share of frames in which a person's eyes are closed
 
 
 @dataclass(frozen=True)
@@ -218,6 +218,9 @@ def render_clip(spec: ClipSpec, people: dict[str, Person], hide: tuple[str, ...]
     views = camera_path(spec.camera, rng, spec.num_frames, spec.size)
     params = [get_action(c.action).params(rng) for c in spec.cast]
     grain = _Grain(np.random.default_rng([spec.seed, 13]), spec.size, spec.look.noise)
+    # Blinks: about one frame in twelve, never the first; drawn apart from the scene's randomness.
+    blinks = [{t for t in range(1, spec.num_frames) if np.random.default_rng([spec.seed, 17, k, t]).random() < BLINK_RATE}
+              for k in range(len(spec.cast))]
     base_unit = UNIT * h
     order = sorted(range(len(spec.cast)), key=lambda k: (spec.cast[k].depth != "behind",
                                                          get_action(spec.cast[k].action).travels, k))
@@ -234,6 +237,8 @@ def render_clip(spec: ClipSpec, people: dict[str, Person], hide: tuple[str, ...]
             person = people[c.person]
             action = get_action(c.action)
             pose = action.pose(t, spec.num_frames, params[k])
+            if t in blinks[k]:
+                pose = replace(pose, blink=1.0)
             ax, ay = view.to_frame(slot_x(c.slot, len(spec.cast)) * w + MARGIN * w, DEPTH_HEAD_Y[c.depth] * h + MARGIN * h)
             unit = base_unit * DEPTH_SCALE[c.depth] * c.scale * view.zoom
             placements[k] = draw_person(frame, idmap, k + 1, person, c.outfit or person.outfit, pose, (ax, ay), unit,
@@ -242,7 +247,9 @@ def render_clip(spec: ClipSpec, people: dict[str, Person], hide: tuple[str, ...]
             draw_occluder(frame, idmap, spec.occluder, spec.occluder_x * w, 0.62 * h, base_unit * view.zoom)
         frames[t] = _post(frame, spec.look, grain)
         for k in range(len(spec.cast)):
-            per_frame[k].append(_frame_truth(idmap, k + 1, placements.get(k), w, h))
+            truth_k = _frame_truth(idmap, k + 1, placements.get(k), w, h)
+            truth_k["eyes_open"] = t not in blinks[k] if truth_k["box"] else None
+            per_frame[k].append(truth_k)
     truth = _clip_truth(spec, people, per_frame, hide)
     return Rendered(frames=frames, truth=truth)
 
