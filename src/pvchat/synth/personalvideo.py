@@ -33,7 +33,6 @@ and the optimizer moments are saved to ``workdir/personalvideo/<name>/state.safe
 
 from __future__ import annotations
 
-import math
 import random
 import re
 from dataclasses import asdict, dataclass

@@ -15,7 +15,6 @@ the pixels and, through the VAE decoder, the latents.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
