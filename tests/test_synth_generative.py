@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from pvchat.errors import ConfigError
-from pvchat.synth.base import ClipRequest, Identity, get_generator
+from pvchat.errors import ConfigError, InputError
+from pvchat.synth.base import ClipRequest, Generator, Identity, get_generator
 from pvchat.synth.consisid import FaceCondition
 from test_synth_metrics import textured, tiny_clip_tokenizer
 
@@ -156,6 +156,8 @@ def test_prepare_resumes_and_saves_per_person(tiny_animatediff, tmp_path):
     again = PersonalVideoGenerator(**_options(tiny_animatediff, sia_steps=4))
     again.prepare(ident, tmp_path)  # loads the saved adapter, no tuning
     assert again.history == [] and all(torch.equal(b[n], p) for n, p in _adapter(again).items())
+    with pytest.raises(InputError, match="delete it to retune"):
+        PersonalVideoGenerator(**_options(tiny_animatediff, rank=2)).prepare(ident, tmp_path)
 
 
 def test_generate_shapes_and_adapter_off_is_base(tiny_animatediff, tmp_path):
@@ -210,6 +212,8 @@ def test_missing_weights_are_config_errors(tiny_animatediff, tmp_path):
         gen.prepare(_identity())
     with pytest.raises(ConfigError, match="face_crop"):
         get_generator("personalvideo", face_crop="eyes")
+    for name in ("personalvideo", "consisid", "liveportrait", "photomaker"):  # constructing loads nothing
+        assert isinstance(get_generator(name), Generator) and get_generator(name).name == name
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert get_generator("personalvideo").config.device == get_generator("consisid").config.device == expected
     if not torch.cuda.is_available():

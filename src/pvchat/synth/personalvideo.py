@@ -482,9 +482,10 @@ class PersonalVideoGenerator:
             self.token_vec.copy_(tensors["token"])
             params = self.adapter_parameters()
             for n, p in params.items():
-                if f"adapter.{n}" not in tensors:
-                    raise InputError(f"{path}: adapter does not match the model ({n} missing)")
-                p.copy_(tensors[f"adapter.{n}"])
+                saved = tensors.get(f"adapter.{n}")
+                if saved is None or saved.shape != p.shape:
+                    raise InputError(f"{path}: adapter does not match the model or rank ({n}); delete it to retune")
+                p.copy_(saved)
         return (int(meta.get("ti_step", 0)), int(meta.get("sia_step", 0))), tensors
 
     @staticmethod
