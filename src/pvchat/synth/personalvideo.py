@@ -18,13 +18,18 @@ reconstructing the reference:
 4. **Inference** (§4.4, A.1): DDIM, 25 steps, CFG 7.5, 16 frames; the adapter is active only in the
    **final quarter** of the steps.
 
-The paper tunes on AnimateLCM and generates with AnimateDiff; the adapter transfers because both
-share the SD1.5 spatial layers. Build the tuning model once with diffusers and point
+The paper tunes with AnimateLCM's 4-step sampler and reports 25-step DDIM inference (whether for
+PersonalVideo itself or only its baselines is unclear; research/generators.md §1.2). Here the
+adapter can be tuned on an AnimateLCM model and used on the AnimateDiff one — it transfers because
+both share the SD1.5 spatial layers. Build the tuning model once with diffusers and point
 ``tune_model_dir`` at it::
 
     pipe = AnimateDiffPipeline.from_pretrained(SD15_DIR, motion_adapter=MotionAdapter.from_pretrained(ANIMATELCM_DIR))
     pipe.load_lora_weights(ANIMATELCM_DIR, weight_name="AnimateLCM_sd15_t2v_lora.safetensors", adapter_name="lcm")
     pipe.fuse_lora(lora_scale=0.8); pipe.unload_lora_weights(); pipe.save_pretrained(TUNE_DIR)
+
+The face encoder (ArcFace R100 / Glint360K in the paper) is a local directory made by
+:func:`pvchat.synth.pv_face.import_arcface_torch` from arcface_torch's ``backbone.pth``.
 
 Everything loads with ``from_pretrained(local_dir)``. Tuning is resumable: the token, the adapter
 and the optimizer moments are saved to ``workdir/personalvideo/<name>/state.safetensors`` every
