@@ -78,3 +78,13 @@ def test_missing_analysis_and_empty_pool(two_people_analysis, tmp_path):
         synthesize_dataset(two_people_analysis, "astro", tmp_path / "d2", pool=tmp_path / "empty", recipe=RECIPE,
                            progress=False)
     assert not (tmp_path / "d2").exists()
+
+
+def test_text_driven_clip_without_motion_gets_no_action_question():
+    from pvchat.synth.base import ClipRequest, GeneratedClip
+    from pvchat.synth.pipeline import _action, _person_facts
+
+    clip = GeneratedClip(np.zeros((2, 64, 64, 3), np.uint8), 8.0, ClipRequest(), "consisid", {"prompt": "a walk"})
+    assert _action(clip) is None
+    facts = _person_facts("astro", clip, (20, 10, 40, 30), _action(clip))
+    assert facts.action is None and facts.position == "centre"

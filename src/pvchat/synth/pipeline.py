@@ -65,6 +65,12 @@ def get_synth_recipe(name: str) -> SynthRecipe:
     return SYNTH_RECIPES[name]
 
 
+def _action(clip: GeneratedClip) -> str | None:
+    """What the person does: the motion of motion-driven backends; text-driven backends (a prompt,
+    no motion) leave it to the captioner, so no action question is made up."""
+    return MOTION_WORDS.get(clip.info.get("motion") or "", None)
+
+
 def _face_scores(engine, clip: GeneratedClip, reference: np.ndarray, every: int = 2):
     """Per sampled frame: the distance of the face nearest the reference, and its box."""
     dists, boxes = [], []
@@ -148,12 +154,12 @@ def synthesize_dataset(
         records = []
         for stage in (1, 2):
             rng = random.Random(f"{recipe.seed}:{clip_id}:{stage}")
-            for q in make_qa(facts, [name], stage=stage, rng=rng, recipe=recipe.qa):
+            for q in make_qa(facts, [name], stage=stage, rng=rng, recipe=recipe.qa, on_missing="skip"):
                 records.append(QARecord(**q.to_manifest()))
         rec = ClipRecord(clip=f"clips/{clip_id}.mp4", people=[name] if kind == "positive" else [],
                          qa=_dedupe(records), stage=[1, 2], kind=kind,
                          provenance={"backend": clip.backend, "seed": clip.request.seed, "source": source,
-                                     **{k: v for k, v in clip.info.items() if k in ("motion", "background", "position")}},
+                                     **{k: v for k, v in clip.info.items() if k in ("motion", "background", "position", "prompt")}},
                          quality=quality)
         write_json(out / "records" / f"{clip_id}.json", rec.to_dict())
 
@@ -181,7 +187,7 @@ def synthesize_dataset(
             continue
         quality = {"face_distance": round(float(np.median(dists)), 4), "face_threshold": round(threshold, 4),
                    "faces_found": len(dists), "dync_d": round(dyn.score, 4)}
-        emit(clip_id, clip, _person_facts(name, clip, boxes[0], MOTION_WORDS[clip.info["motion"]]), "positive",
+        emit(clip_id, clip, _person_facts(name, clip, boxes[0], _action(clip)), "positive",
              quality, str(analysis))
         kept += 1
         bar.update(1)
@@ -198,7 +204,7 @@ def synthesize_dataset(
             gen.prepare(person.identity("stranger"))
             clip = gen.generate(request(recipe.seed * 7_919 + j + (0 if kind == "hard" else 10_000)))
             _, boxes = _face_scores(engine, clip, person.embedding)
-            facts = _person_facts(None, clip, boxes[0] if boxes else None, MOTION_WORDS[clip.info["motion"]])
+            facts = _person_facts(None, clip, boxes[0] if boxes else None, _action(clip))
             emit(clip_id, clip, facts, "negative", {"subject_distance": round(dist, 4)}, person.source)
             bar.update(1)
     bar.close()
