@@ -129,8 +129,7 @@ def _close_eyes(tex: np.ndarray, lm: np.ndarray, skin: tuple[int, int, int], amo
         centre = (int(round(c[0] * 16)), int(round(c[1] * 16)))
         axes = (int(round(0.62 * width * 16)), int(round(0.3 * width * 16)))
         cv2.ellipse(lids, centre, axes, 0, 0, 360, lid, -1, AA, shift=4)
-        lash = np.round(np.array([eye[0], eye[5], eye[4], eye[3]])
-                        * 16).astype(np.int32)
+        lash = np.round(eye[[0, 5, 4, 3]] * 16).astype(np.int32)  # along the lower lid
         cv2.polylines(lids, [lash], False, (40, 30, 30), 1, AA, shift=4)
     lids = cv2.GaussianBlur(lids, (0, 0), 0.6)
     return cv2.addWeighted(lids, amount, tex, 1.0 - amount, 0)
