@@ -133,8 +133,8 @@ def test_ablation_routing_modes_train(routing):
 
 
 def test_paper_preset_on_meta_device_and_presets_registry():
-    assert list_presets() == ["paper", "tiny"]
-    with pytest.raises(ConfigError, match="choose one of: paper, tiny"):
+    assert list_presets() == ["demo", "paper", "tiny"]
+    with pytest.raises(ConfigError, match="choose one of: demo, paper, tiny"):
         get_preset("huge")
     cfg = get_preset("paper")
     cfg.subjects = ["sks"]

@@ -70,7 +70,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     lap("synthesize", t)
     # 4. train both stages on the tiny preset
     t = time.perf_counter()
-    model = base_model(out / "run", "tiny", [name], seed=seed)
+    model = base_model(out / "run", "demo", [name], seed=seed)
     r1, r2 = learn_stages(model, manifest, out / "run", recipe="demo", subjects=[name], resume=True, progress=progress)
     lap("train", t)
 

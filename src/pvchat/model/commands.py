@@ -11,14 +11,14 @@ def info(preset: str = "tiny", subjects: int = 1) -> int:
     """Print a preset's parts and parameter counts (the paper preset is built on the meta device).
 
     Args:
-        preset: model preset name (tiny or paper).
+        preset: model preset name (tiny, demo or paper).
         subjects: number of subjects (persons) to add.
     """
     from pvchat.model.pvchat import PVChat, count_parameters
 
     cfg = get_preset(preset)
     cfg.subjects = [f"person{i}" for i in range(subjects)]
-    device = "meta" if preset != "tiny" else "cpu"
+    device = "meta" if preset == "paper" else "cpu"
     with torch.device(device):
         model = PVChat.from_config(cfg)
     counts = count_parameters(model)

@@ -1,6 +1,8 @@
 """Model presets: a small registry of named :class:`PVChatConfig` builders.
 
-* ``tiny``  random init, CPU-sized: one forward+backward in well under a second. Tests, demo.
+* ``tiny``  random init, CPU-sized: one forward+backward in well under a second. Tests.
+* ``demo``  ``tiny`` with the LLM trained in full instead of through LoRA: a random-init LLM has
+  nothing for an adapter to preserve, and LoRA alone cannot teach it language. The demo.
 * ``paper`` the paper's sizes (§4.1, pvchat-official.md §2): InternVideo2-1B-sized ViT (1408 wide,
   39 blocks used of 40, 16 heads, patch 14, 224 px), BERT-base Q-former (ReMoH in layers 6–11,
   8 shared + 4 routed heads, target 2, 96 general + 16 per subject), Mistral-7B-Instruct-v0.3 with
@@ -65,7 +67,14 @@ def paper() -> PVChatConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], PVChatConfig]] = {"tiny": tiny, "paper": paper}
+def demo() -> PVChatConfig:
+    cfg = tiny()
+    cfg.llm.lora_r = 0
+    cfg.preset = "demo"
+    return cfg
+
+
+PRESETS: dict[str, Callable[[], PVChatConfig]] = {"tiny": tiny, "demo": demo, "paper": paper}
 
 
 def list_presets() -> list[str]:

@@ -143,9 +143,15 @@ def synthesize_dataset(
             self_d.append(float(np.linalg.norm(found[0].embedding - identity.embedding)))
     threshold = identity_threshold(self_d, [d for d, _ in hard])
 
-    def request(seed: int) -> ClipRequest:
-        return ClipRequest(num_frames=recipe.num_frames, fps=recipe.fps, width=recipe.width,
-                           height=recipe.height, seed=seed)
+    from pvchat.synth.prompts import PromptLibrary
+
+    library = PromptLibrary.load()
+
+    def request(seed: int, gender: str | None = None, age: str | None = None) -> ClipRequest:
+        # text-driven backends draw a scenario from the paper's prompt library (supp. Fig. 6-7)
+        entry = library.sample(gender=gender, age=age, rng=seed)
+        return ClipRequest(prompt=entry.text, scene=entry.scenario, num_frames=recipe.num_frames, fps=recipe.fps,
+                           width=recipe.width, height=recipe.height, seed=seed)
 
     def emit(clip_id: str, clip: GeneratedClip, facts_person, kind: str, quality: dict, source: str) -> None:
         path = out / "clips" / f"{clip_id}.mp4"
@@ -167,7 +173,7 @@ def synthesize_dataset(
     gen = get_generator(backend)
     bar = tqdm(total=recipe.positives + len(hard) + len(random_), desc="synthesize", disable=not progress)
     # positives: generate, filter on identity and motion, keep until enough
-    gen.prepare(identity)
+    gen.prepare(identity, out / "backend")  # a tuning backend keeps (and resumes) its adapter here
     kept = sum(1 for d in done if d.startswith("pos_"))
     bar.update(kept)
     attempt = 0
@@ -175,7 +181,7 @@ def synthesize_dataset(
         clip_id = f"pos_{kept:04d}"
         seed = recipe.seed * 1_000_003 + attempt
         attempt += 1
-        clip = gen.generate(request(seed))
+        clip = gen.generate(request(seed, identity.gender, identity.age))
         dists, boxes = _face_scores(engine, clip, identity.embedding)
         face_ok = bool(dists) and float(np.median(dists)) < threshold
         if not face_ok:
@@ -201,7 +207,7 @@ def synthesize_dataset(
             if clip_id in done:
                 bar.update(1)
                 continue
-            gen.prepare(person.identity("stranger"))
+            gen.prepare(person.identity(f"stranger_{kind}_{j}"), out / "backend")
             clip = gen.generate(request(recipe.seed * 7_919 + j + (0 if kind == "hard" else 10_000)))
             _, boxes = _face_scores(engine, clip, person.embedding)
             facts = _person_facts(None, clip, boxes[0] if boxes else None, _action(clip))

@@ -71,7 +71,7 @@ def train_command(data: Path, out: Path, preset: str = "tiny", recipe: str = "de
     Args:
         data: the directory written by 'pvchat synthesize' (holds manifest.jsonl).
         out: the run directory.
-        preset: model preset (tiny or paper).
+        preset: model preset (tiny, demo or paper).
         recipe: training recipe: a name (demo, paper) or a YAML path.
         resume: continue a stopped run in OUT.
     """
