@@ -119,19 +119,27 @@ def _open_eyes(tex: np.ndarray, lm: np.ndarray, unit: float) -> np.ndarray:
 
 
 def _close_eyes(tex: np.ndarray, lm: np.ndarray, skin: tuple[int, int, int], amount: float) -> np.ndarray:
-    """Eyelids drawn shut over both eyes (a blink), blended in by ``amount`` (0..1)."""
+    """Eyelids drawn shut over both eyes (a blink), blended in by ``amount`` (0..1).
+
+    Each eye is covered by a lid a shade darker than the skin, with a dark lash line where the
+    lids meet and a faint crease above, the cues dlib's landmarks need to read the eye as shut.
+    """
     lids = tex.copy()
-    lid = tuple(float(c) * 0.93 for c in skin)
+    lid = tuple(float(c) * 0.86 for c in skin)
+    crease = tuple(float(c) * 0.7 for c in skin)
     for start in (36, 42):
         eye = lm[start:start + 6]
         c = eye.mean(axis=0)
         width = float(np.linalg.norm(eye[0] - eye[3]))
         centre = (int(round(c[0] * 16)), int(round(c[1] * 16)))
-        axes = (int(round(0.62 * width * 16)), int(round(0.3 * width * 16)))
+        axes = (int(round(0.62 * width * 16)), int(round(0.34 * width * 16)))
         cv2.ellipse(lids, centre, axes, 0, 0, 360, lid, -1, AA, shift=4)
-        lash = np.round(eye[[0, 5, 4, 3]] * 16).astype(np.int32)  # along the lower lid
-        cv2.polylines(lids, [lash], False, (40, 30, 30), 1, AA, shift=4)
-    lids = cv2.GaussianBlur(lids, (0, 0), 0.6)
+        mid = np.array([eye[0], (eye[1] + eye[5]) / 2, (eye[2] + eye[4]) / 2, eye[3]])
+        mid[1:3, 1] += 0.06 * width  # a closed lid line sags slightly
+        cv2.polylines(lids, [np.round(mid * 16).astype(np.int32)], False, (30, 22, 22), 2, AA, shift=4)
+        upper = np.array([eye[0], eye[1], eye[2], eye[3]]) - (0.0, 0.22 * width)
+        cv2.polylines(lids, [np.round(upper * 16).astype(np.int32)], False, crease, 1, AA, shift=4)
+    lids = cv2.GaussianBlur(lids, (0, 0), 0.5)
     return cv2.addWeighted(lids, amount, tex, 1.0 - amount, 0)
 
 
