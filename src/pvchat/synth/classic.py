@@ -128,7 +128,8 @@ class ClassicGenerator:
         T, W, H = request.num_frames, request.width, request.height
 
         # 1. source frames: a time-resampled run, or one frame held
-        if rng.random() < self.still_prob or n == 1:
+        held = rng.random() < self.still_prob or n == 1
+        if held:
             idx = [int(rng.integers(n))] * T
         else:
             speed = float(rng.choice([0.5, 1.0, 1.5, 2.0]))
@@ -136,7 +137,8 @@ class ClassicGenerator:
             idx = [int(min(n - 1, start + speed * t)) for t in range(T)]
             if rng.random() < 0.3:
                 idx = idx[::-1]
-        motion = request.motion or str(rng.choice(MOTIONS))
+        # a held frame needs a real motion, or the clip is frozen (and the Dync-D filter drops it)
+        motion = request.motion or str(rng.choice([m for m in MOTIONS if not (held and m == "still")]))
         if motion not in MOTIONS:
             raise ConfigError(f"unknown motion {motion!r}; choose one of: {', '.join(MOTIONS)}")
 

@@ -47,7 +47,7 @@ class SynthRecipe:
     width: int = 320
     height: int = 256
     qa: str = "paper"  # QA recipe of pvchat.qa
-    max_attempts: float = 2.0  # generation attempts per kept positive before giving up
+    max_attempts: float = 4.0  # generation attempts per kept positive before giving up
     min_motion: float = 0.5  # Dync-D score (flow px) under which a clip counts as frozen and is dropped
     seed: int = 0
 
