@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerFast
 
 from pvchat.errors import ConfigError, InputError
 from pvchat.model import llm as L
-from pvchat.model.tokenizer import CHAT_TOKENS, SPECIAL_TOKENS, build_tiny_tokenizer, ensure_chat_tokens
+from pvchat.model.tokenizer import SPECIAL_TOKENS, build_tiny_tokenizer, ensure_chat_tokens
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 

@@ -48,7 +48,7 @@ def test_manifest_round_trip_and_errors(manifest, tmp_path):
     assert len(recs) == 4 and recs[0].qa[0].label is True
     assert len(QADataset(manifest, stage=1, image_size=32)) == 6  # existence + appearance
     (tmp_path / "bad.jsonl").write_text("{not json\n")
-    with pytest.raises(InputError, match="not JSON"):
+    with pytest.raises(InputError, match="not valid JSON"):
         read_manifest(tmp_path / "bad.jsonl")
     with pytest.raises(InputError, match="QA type"):
         QARecord("smell", "q", "a")

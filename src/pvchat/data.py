@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pvchat.errors import InputError
-from pvchat.io import write_text
+from pvchat.io import read_jsonl, write_text
 
 QA_TYPES = ("existence", "appearance", "action", "location")
 STAGE_TYPES = {1: ("existence", "appearance"), 2: QA_TYPES}
@@ -73,17 +73,7 @@ def write_manifest(path: str | Path, records: Iterable[ClipRecord]) -> None:
 
 
 def read_manifest(path: str | Path) -> list[ClipRecord]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such manifest")
-    records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(ClipRecord.from_dict(json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: not JSON ({e.msg})") from None
+    records = [ClipRecord.from_dict(d) for d in read_jsonl(path)]
     if not records:
         raise InputError(f"{path}: the manifest is empty")
     return records

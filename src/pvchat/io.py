@@ -83,6 +83,21 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}: not valid JSON ({e})") from None
 
 
+def read_jsonl(path: str | os.PathLike) -> list[Any]:
+    """Lines of a JSONL file (blank lines skipped); a missing file or bad line is an :class:`InputError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    return rows
+
+
 def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Write a safetensors file atomically (tensors made contiguous and detached)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}

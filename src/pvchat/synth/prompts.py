@@ -18,7 +18,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pvchat.errors import ConfigError, InputError, unknown_choice
+from pvchat.errors import InputError, unknown_choice
+from pvchat.qa.generate import as_rng
 
 GENDERS = ("male", "female")
 AGES = ("young", "middle-aged", "elderly")
@@ -44,15 +45,6 @@ def _norm(value: str | None, aliases: dict[str, str], choices: tuple[str, ...], 
     if v not in choices:
         raise unknown_choice(kind, str(value), choices)
     return v
-
-
-def as_rng(rng: random.Random | int | None) -> random.Random:
-    """A ``random.Random`` from a generator, a seed, or None (seed 0)."""
-    if isinstance(rng, random.Random):
-        return rng
-    if rng is None or isinstance(rng, int):
-        return random.Random(rng or 0)
-    raise ConfigError(f"rng must be a random.Random or an int seed, got {type(rng).__name__}")
 
 
 def subject_words(gender: str | None = None, age: str | None = None) -> str:

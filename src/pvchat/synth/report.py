@@ -37,7 +37,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from pvchat.data import read_manifest
 from pvchat.errors import InputError
+from pvchat.io import read_json, read_jsonl
 from pvchat.synth import metrics as M
 
 
@@ -63,15 +65,12 @@ def load_clips(data_dir: Path) -> list[ClipRow]:
     if not f.is_file():
         raise InputError(f"{f}: no such file (eval-generator reads DATA_DIR/clips.jsonl and subjects.json)")
     rows = []
-    for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, d in enumerate(read_jsonl(f), 1):
         try:
-            d = json.loads(line)
             row = ClipRow(path=data_dir / d["path"], backend=str(d["backend"]), subject=str(d["subject"]),
                           prompt=d.get("prompt"), positive=d.get("label", "positive") != "negative")
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise InputError(f"{f}:{n}: need a JSON object with path, backend and subject ({type(e).__name__}: {e})") from None
+        except (KeyError, TypeError) as e:
+            raise InputError(f"{f}: record {n}: need a JSON object with path, backend and subject ({type(e).__name__}: {e})") from None
         if not row.path.is_file():
             raise InputError(f"{f}:{n}: clip {row.path} does not exist")
         rows.append(row)
@@ -93,7 +92,6 @@ class SubjectRefs:
 
 def load_subjects(data_dir: Path, num_frames: int = 8) -> dict[str, SubjectRefs]:
     """``subjects.json`` with its images read."""
-    from pvchat.io import read_json
     from pvchat.video import read_frames_uniform
 
     subjects = read_json(data_dir / "subjects.json")
@@ -114,8 +112,6 @@ def load_subjects(data_dir: Path, num_frames: int = 8) -> dict[str, SubjectRefs]
 def load_synthesis(data_dir: Path, num_frames: int = 8, max_side: int = 512) -> tuple[list[ClipRow], dict[str, SubjectRefs]]:
     """A ``pvchat synthesize`` output (settings.json + manifest.jsonl): the subject's faces and reference
     frames come from its analysis; the middle frames of the negative clips are the hard negatives."""
-    from pvchat.data import ClipRecord
-    from pvchat.io import read_json
     from pvchat.synth.identity import identity_from_analysis
 
     settings = read_json(data_dir / "settings.json")
@@ -123,13 +119,7 @@ def load_synthesis(data_dir: Path, num_frames: int = 8, max_side: int = 512) -> 
     if not name or not settings.get("analysis"):
         raise InputError(f"{data_dir / 'settings.json'}: not a 'pvchat synthesize' output (needs name and analysis)")
     rows = []
-    for n, line in enumerate((data_dir / "manifest.jsonl").read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = ClipRecord.from_dict(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise InputError(f"{data_dir / 'manifest.jsonl'}:{n}: not JSON ({e.msg})") from None
+    for n, rec in enumerate(read_manifest(data_dir / "manifest.jsonl"), 1):
         path = data_dir / rec.clip
         if not path.is_file():
             raise InputError(f"{data_dir / 'manifest.jsonl'}:{n}: clip {path} does not exist")

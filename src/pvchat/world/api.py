@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from pvchat.errors import ConfigError, InputError
-from pvchat.io import atomic_dir, load_tensors, read_json, save_tensors, write_json, write_text
+from pvchat.io import atomic_dir, load_tensors, read_json, save_tensors, write_json, write_text, read_jsonl
 from pvchat.world.faces import available_faces
 from pvchat.world.negatives import hard_negatives, person_embeddings, portrait
 from pvchat.world.people import Person, make_people
@@ -102,12 +102,12 @@ class World:
 
     def clips(self) -> list[dict]:
         """The ground truth of every clip written to this world's directory."""
-        return _read_jsonl(self._root() / "clips.jsonl")
+        return read_jsonl(self._root() / "clips.jsonl")
 
     def references(self) -> list[dict]:
         """The ground truth of every reference video written (empty list if none were)."""
         path = self._root() / "references.jsonl"
-        return _read_jsonl(path) if path.is_file() else []
+        return read_jsonl(path) if path.is_file() else []
 
     def embeddings(self) -> np.ndarray:
         """(N, 128) float32 portrait embeddings, row order = ``people``."""
@@ -123,17 +123,6 @@ class World:
                 "fps": self.fps, "max_people_per_clip": self.max_people_per_clip, "people": len(self.people)}
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: not valid JSON ({e})") from None
-    return rows
 
 
 def make_world(people: int = 20, seed: int = 0, max_people_per_clip: int = 3, num_frames: int = 24, fps: float = 8.0,

@@ -358,7 +358,6 @@ def draw_person(frame: np.ndarray, idmap: np.ndarray, label: int, person: Person
     skin = kit.skin
     cx = anchor[0] + pose.dx * u
     cy = anchor[1] + pose.dy * u + 1.15 * pose.sit * u
-    c = np.array([cx, cy])
     p = Painter(frame, idmap, label)
     top = COLOURS[outfit.top_colour]
     second = COLOURS[outfit.pattern_colour]
