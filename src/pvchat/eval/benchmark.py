@@ -1,0 +1,208 @@
+"""The benchmark query set, built from the offline world (paper §4.1 on rendered real faces).
+
+A benchmark directory holds::
+
+    benchmark.json        recipe, subjects (reference, hard negatives with dlib distances, strangers),
+                          pool, counts
+    references/pNN.mp4    one reference video per subject (alone, 32 frames)
+    pool/pNN.png          portraits of the pool people (never in a query clip)
+    clips/sS_GROUP_KK.mp4 query clips: per subject, clips with it (positive), with strangers only
+                          (stranger) and with one of its hard negatives (hard_negative)
+    clips.jsonl           the world's ground truth of every clip (who, where, doing what, wearing what)
+    questions.jsonl       one line per question: id, subject, clip, group, type, question,
+                          reference answer, existence label
+
+Questions and reference answers come from the paper's templates filled from the ground truth
+(:func:`pvchat.qa.generate.make_qa` with the ``facts`` captioner). Everything is deterministic in
+the recipe's seed; the directory is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pvchat.errors import InputError
+from pvchat.eval.recipe import GROUPS, BenchmarkRecipe, load_recipe
+from pvchat.io import atomic_dir, read_json, read_jsonl, write_json, write_text
+
+FORMAT_VERSION = 1
+MAX_TRIES = 8  # re-plans of a clip whose ground truth does not fit its group
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.default_rng(list(parts)).integers(0, 2**31 - 1))
+
+
+@dataclass
+class Benchmark:
+    """A benchmark directory read back: its metadata and questions."""
+
+    root: Path
+    meta: dict[str, Any]
+    questions: list[dict[str, Any]]
+
+    @property
+    def subjects(self) -> list[dict[str, Any]]:
+        return self.meta["subjects"]
+
+    @property
+    def recipe(self) -> BenchmarkRecipe:
+        return BenchmarkRecipe.from_dict(self.meta["recipe"])
+
+    def subject(self, key: str) -> dict[str, Any]:
+        """A subject by name or world id; InputError listing the subjects otherwise."""
+        for s in self.subjects:
+            if key in (s["name"], s["id"]):
+                return s
+        raise InputError(f"no subject {key!r} in benchmark {self.root}; subjects: "
+                         + ", ".join(f"{s['name']} ({s['id']})" for s in self.subjects))
+
+    def reference(self, name: str) -> Path:
+        """The reference video of a subject."""
+        return self.root / self.subject(name)["reference"]
+
+    @property
+    def pool_dir(self) -> Path | None:
+        """Portraits of the pool people, or None when the recipe has no pool."""
+        d = self.root / "pool"
+        return d if d.is_dir() and any(d.iterdir()) else None
+
+
+def load_benchmark(path: str | os.PathLike) -> Benchmark:
+    """A directory written by :func:`build_benchmark`."""
+    root = Path(path)
+    meta = read_json(root / "benchmark.json")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        raise InputError(f"{root}/benchmark.json: not a pvchat benchmark (format {FORMAT_VERSION} expected)")
+    questions = read_jsonl(root / "questions.jsonl")
+    needed = {"id", "subject", "clip", "group", "type", "question", "reference", "label"}
+    for n, q in enumerate(questions, 1):
+        if not isinstance(q, dict) or not needed <= set(q):
+            raise InputError(f"{root}/questions.jsonl:{n}: a question needs the fields {sorted(needed)}")
+    return Benchmark(root=root, meta=meta, questions=questions)
+
+
+def _split(recipe: BenchmarkRecipe, people: list) -> tuple[list, list, list]:
+    """(subjects, query others, pool): a seeded permutation of the world's people."""
+    order = np.random.default_rng([recipe.seed, 101]).permutation(len(people))
+    shuffled = [people[i] for i in order]
+    subjects = shuffled[: recipe.subjects]
+    pool = shuffled[recipe.subjects: recipe.subjects + recipe.pool_people]
+    others = shuffled[recipe.subjects + recipe.pool_people:]
+    return subjects, others, pool
+
+
+def _qa_recipe(recipe: BenchmarkRecipe):
+    from pvchat.qa.generate import QARecipe
+
+    q = recipe.questions
+    return QARecipe(existence=q.get("existence", 1), appearance=q.get("appearance", 0), action=q.get("action", 0),
+                    location=q.get("location", 0))
+
+
+def build_benchmark(out: str | os.PathLike, recipe: str | os.PathLike | BenchmarkRecipe | None = None,
+                    overwrite: bool = False, progress: bool = False) -> Path:
+    """Render the benchmark of ``recipe`` (default: ``pvchat/eval/benchmark.yaml``) into ``out``.
+
+    Returns ``out``. Raises InputError when ``out`` exists (unless ``overwrite``) and ConfigError
+    for an invalid recipe.
+    """
+    from PIL import Image
+    from tqdm import tqdm
+
+    from pvchat.qa.generate import make_qa
+    from pvchat.qa.worldfacts import facts_from_world_record
+    from pvchat.video import write_video
+    from pvchat.world.api import make_world
+    from pvchat.world.negatives import person_embeddings
+    from pvchat.world.render import plan_clip, render_clip
+
+    start = time.perf_counter()
+    rcp = load_recipe(recipe)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} already exists (pass overwrite to replace it)")
+    world = make_world(people=rcp.world_people, seed=rcp.seed, max_people_per_clip=rcp.max_people_per_clip,
+                       num_frames=rcp.num_frames, fps=rcp.fps, size=rcp.size)
+    subjects, others, pool = _split(rcp, world.people)
+    by_id = world.by_id
+    qa_recipe = _qa_recipe(rcp)
+    total = len(subjects) + len(others) + rcp.num_clips + len(subjects)
+    with atomic_dir(out, overwrite=overwrite) as tmp, tqdm(total=total, desc="benchmark", unit="item",
+                                                         disable=not progress) as bar:
+        for d in ("references", "pool", "clips"):
+            (tmp / d).mkdir()
+        for p in pool:
+            Image.fromarray(world.portrait(p.id)).save(tmp / "pool" / f"{p.id}.png")
+        # hard negatives: the query people nearest to each subject by dlib portrait embedding
+        emb = {}
+        for p in subjects + others:
+            emb[p.id] = person_embeddings([p])[0]
+            bar.update(1)
+        subject_rows, clip_rows, question_rows = [], [], []
+        for si, subj in enumerate(subjects):
+            dist = sorted(((float(np.linalg.norm(emb[o.id] - emb[subj.id])), o) for o in others), key=lambda x: x[0])
+            hard = [o for _, o in dist[: rcp.hard_negatives]]
+            strangers = [o for _, o in dist[rcp.hard_negatives:]]
+            ref = world.render_reference(subj.id)
+            ref_rel = f"references/{subj.id}.mp4"
+            write_video(tmp / ref_rel, ref.frames, fps=rcp.fps)
+            bar.update(1)
+            subject_rows.append({
+                "id": subj.id, "name": subj.name, "face": subj.face, "reference": ref_rel,
+                "hard_negatives": [{"id": o.id, "name": o.name, "distance": round(d, 4)} for d, o in dist[: rcp.hard_negatives]],
+                "strangers": [o.id for o in strangers],
+            })
+            for gi, group in enumerate(GROUPS):
+                for k in range(rcp.clips_per_group):
+                    clip_id = f"s{si}_{group}_{k:02d}"
+                    if group == "positive":
+                        cast_pool, must = [subj, *others], subj.id
+                    elif group == "stranger":
+                        cast_pool, must = strangers, None
+                    else:
+                        must = hard[k % len(hard)].id
+                        cast_pool = [*hard, *strangers]
+                    for attempt in range(MAX_TRIES):
+                        spec = plan_clip(cast_pool, clip_id=clip_id, seed=_seed(rcp.seed, 7, si, gi, k, attempt),
+                                         max_people=rcp.max_people_per_clip, num_frames=rcp.num_frames, fps=rcp.fps,
+                                         size=rcp.size, must_include=must)
+                        rendered = render_clip(spec, by_id)
+                        present = set(rendered.truth["person_ids"])
+                        if must is None or must in present:
+                            break
+                    rel = f"clips/{clip_id}.mp4"
+                    write_video(tmp / rel, rendered.frames, fps=rcp.fps)
+                    truth = {"path": rel, "group": group, "subject": subj.name, **rendered.truth}
+                    clip_rows.append(truth)
+                    facts = facts_from_world_record(truth, names={subj.id: subj.name})
+                    pairs = make_qa(facts, [subj.name], stage=2, rng=random.Random(f"{rcp.seed}:{clip_id}"),
+                                    recipe=qa_recipe, captioner="facts", rewriter="rules", on_missing="skip")
+                    label = subj.id in present
+                    for j, qa in enumerate(pairs):
+                        question_rows.append({
+                            "id": f"{clip_id}:{j}", "subject": subj.name, "subject_id": subj.id, "clip": rel,
+                            "group": group, "type": qa.type, "question": qa.question, "reference": qa.answer,
+                            "label": label if qa.type == "existence" else None,
+                            "people": sorted(present), "num_people": len(present), "source": qa.source,
+                        })
+                    bar.update(1)
+        counts = {"subjects": len(subjects), "clips": len(clip_rows), "questions": len(question_rows),
+                  "by_type": {t: sum(q["type"] == t for q in question_rows) for t in rcp.questions},
+                  "by_group": {g: sum(c["group"] == g for c in clip_rows) for g in GROUPS}}
+        meta = {"format": FORMAT_VERSION, "recipe": rcp.to_dict(), "subjects": subject_rows,
+                "query_people": [o.id for o in others], "pool": [p.id for p in pool],
+                "people": {p.id: {"name": p.name, "face": p.face} for p in world.people}, "counts": counts,
+                "seconds": round(time.perf_counter() - start, 1)}
+        write_json(tmp / "benchmark.json", meta)
+        write_text(tmp / "clips.jsonl", "".join(json.dumps(r) + "\n" for r in clip_rows))
+        write_text(tmp / "questions.jsonl", "".join(json.dumps(r) + "\n" for r in question_rows))
+    return out

@@ -1,0 +1,103 @@
+"""The benchmark recipe: how big the offline-world query set is (``benchmark.yaml`` is the default)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from pvchat.errors import ConfigError, InputError
+
+GROUPS = ("positive", "stranger", "hard_negative")
+QUESTION_TYPES = ("existence", "appearance", "action", "location")
+
+
+@dataclass(frozen=True)
+class BenchmarkRecipe:
+    """Sizes and seed of a benchmark (see ``benchmark.yaml`` for what each field means)."""
+
+    seed: int = 0
+    world_people: int = 40
+    pool_people: int = 12
+    subjects: int = 6
+    clips_per_group: int = 6
+    hard_negatives: int = 3
+    max_people_per_clip: int = 3
+    num_frames: int = 16
+    fps: float = 8.0
+    size: tuple[int, int] = (480, 360)
+    questions: Mapping[str, int] = field(default_factory=lambda: {t: 1 for t in QUESTION_TYPES})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", tuple(int(v) for v in self.size))
+        object.__setattr__(self, "questions", dict(self.questions))
+        for k in ("world_people", "subjects", "clips_per_group", "hard_negatives", "num_frames"):
+            if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
+                raise ConfigError(f"benchmark recipe: {k} must be an integer >= 1, got {getattr(self, k)!r}")
+        if not isinstance(self.pool_people, int) or self.pool_people < 0:
+            raise ConfigError(f"benchmark recipe: pool_people must be an integer >= 0, got {self.pool_people!r}")
+        if not 1 <= self.max_people_per_clip <= 3:
+            raise ConfigError(f"benchmark recipe: max_people_per_clip must be 1, 2 or 3, got {self.max_people_per_clip}")
+        if self.fps <= 0 or len(self.size) != 2 or min(self.size) < 64:
+            raise ConfigError(f"benchmark recipe: fps must be > 0 and size two sides >= 64 px, got {self.fps}, {self.size}")
+        others = self.world_people - self.pool_people - self.subjects
+        if others < self.hard_negatives + 1:
+            raise ConfigError(f"benchmark recipe: world_people ({self.world_people}) must leave at least hard_negatives + 1 "
+                              f"= {self.hard_negatives + 1} query people besides {self.subjects} subjects and "
+                              f"{self.pool_people} pool people (strangers are the query people that are not hard negatives)")
+        unknown = set(self.questions) - set(QUESTION_TYPES)
+        if unknown:
+            raise ConfigError(f"benchmark recipe: unknown question type(s) {sorted(unknown)}; use {', '.join(QUESTION_TYPES)}")
+        for k, v in self.questions.items():
+            if not isinstance(v, int) or v < 0:
+                raise ConfigError(f"benchmark recipe: questions.{k} must be an integer >= 0, got {v!r}")
+        if self.questions.get("existence", 0) < 1:
+            raise ConfigError("benchmark recipe: questions.existence must be >= 1 (every clip gets an existence label)")
+
+    @property
+    def num_clips(self) -> int:
+        return self.subjects * len(GROUPS) * self.clips_per_group
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["size"] = list(self.size)
+        d["questions"] = dict(self.questions)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "BenchmarkRecipe":
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"benchmark recipe must be a mapping, got {type(d).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"benchmark recipe: unknown field(s) {sorted(unknown)}; known: {', '.join(sorted(names))}")
+        questions = d.get("questions")
+        if questions is not None and not isinstance(questions, Mapping):
+            raise ConfigError("benchmark recipe: questions must be a mapping of question type to count")
+        return cls(**{**d, **({"questions": {t: 0 for t in QUESTION_TYPES} | dict(questions)} if questions else {})})
+
+
+def load_recipe(recipe: str | os.PathLike | BenchmarkRecipe | Mapping[str, Any] | None = None) -> BenchmarkRecipe:
+    """A recipe as given, from a YAML file, or the shipped default (``pvchat/eval/benchmark.yaml``)."""
+    if isinstance(recipe, BenchmarkRecipe):
+        return recipe
+    if isinstance(recipe, Mapping):
+        return BenchmarkRecipe.from_dict(recipe)
+    if recipe is None:
+        text = resources.files("pvchat.eval").joinpath("benchmark.yaml").read_text(encoding="utf-8")
+        source = "pvchat/eval/benchmark.yaml"
+    else:
+        path = Path(recipe)
+        if not path.is_file():
+            raise InputError(f"{path}: no such benchmark recipe")
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return BenchmarkRecipe.from_dict(data or {})
