@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "synthesize": "pvchat.synth.pipeline:synthesize",
     "eval-generator": "pvchat.synth.report:eval_generator",
     "train": "pvchat.train.stages:train_command",
+    "eval": "pvchat.eval.command:eval_command",
     "demo": "pvchat.demo:demo",
 }
 
