@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -37,6 +37,10 @@ from pvchat.train.recipe import StageRecipe
 
 class TrainingError(PVChatError):
     """Training cannot go on (e.g. a non-finite loss); the last good checkpoint is kept."""
+
+
+class TrainingCancelled(PVChatError):
+    """Training was cancelled between steps; a checkpoint of the last step is kept, so a resume continues."""
 
 
 @dataclass
@@ -104,6 +108,8 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_after_steps: int | None = None,
+    on_step: Callable[[int, int, dict[str, Any]], None] | None = None,
+    cancel: Any | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``dataset`` with ``recipe``; logs, plot and checkpoints go to ``out_dir``.
 
@@ -116,6 +122,9 @@ def train(
         resume: continue from ``out_dir/checkpoint`` (bit-exact on CPU).
         progress: show a progress bar.
         stop_after_steps: stop (with a checkpoint) after this many steps in this call; for tests.
+        on_step: called after every step as ``on_step(step, total, record)`` with the log record.
+        cancel: a ``threading.Event`` (anything with ``is_set()``); once set, training checkpoints
+            and raises :class:`TrainingCancelled` before the next step.
     """
     from accelerate import Accelerator
 
@@ -165,7 +174,10 @@ def train(
             out.append(cache[clip].to(accelerator.device))
         return torch.cat(out)
 
+    saved = [step]  # the step of the newest checkpoint
+
     def checkpoint() -> None:
+        saved[0] = step
         if accelerator.is_main_process:
             save_checkpoint(ckpt, core, optimizer, {"step": step, "log_lines": log_lines, "recipe": recipe.to_dict()})
 
@@ -173,6 +185,11 @@ def train(
     bar = tqdm(total=total, initial=step, desc=f"stage {recipe.stage}", disable=not progress or not accelerator.is_main_process)
     with open(log_path, "a") as log:
         while step < total:
+            if cancel is not None and cancel.is_set():
+                if saved[0] != step:
+                    checkpoint()
+                bar.close()
+                raise TrainingCancelled(f"cancelled at step {step}/{total} of stage {recipe.stage}; run again to resume")
             epoch, in_epoch = divmod(step, batches_per_epoch)
             batch_ids = _batches(len(dataset), recipe.batch_size, recipe.seed, epoch)[in_epoch]
             batch_ids = batch_ids[accelerator.process_index :: accelerator.num_processes] or batch_ids[:1]
@@ -202,6 +219,8 @@ def train(
             if accelerator.is_main_process:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
+                if on_step is not None:
+                    on_step(step, total, record)
             log_lines += 1
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.3f}")
