@@ -32,11 +32,13 @@ from pvchat.errors import ConfigError, InputError
 from pvchat.io import atomic_dir, read_json
 from pvchat.model import llm as llm_lib
 from pvchat.model.config import PVChatConfig
+from pvchat.model.face_tokens import FaceTokens
 from pvchat.model.losses import SparsityController, routed_modules
 from pvchat.model.prompt import ChatTemplate, EncodedPrompt, pad_batch, validate_name
 from pvchat.model.qformer import QFormer
 from pvchat.model.tokenizer import build_tiny_tokenizer, ensure_chat_tokens
 from pvchat.model.vision import VisionTower
+from pvchat.video import IMAGENET_MEAN, IMAGENET_STD
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "pvchat_config.json"
@@ -90,6 +92,8 @@ class PVChat(nn.Module):
         vision = VisionTower.from_pretrained(v.path, feature_layer=v.feature_layer) if v.path else \
             VisionTower.from_config(v.model_type, feature_layer=v.feature_layer, **v.config)
         vision.set_trainable(v.train_last_k)
+        if v.face_tokens:
+            vision.face_tokens = FaceTokens(v.face_tokens, vision.hidden_size, IMAGENET_MEAN, IMAGENET_STD)
         lc = config.llm
         if lc.path:
             llm, tokenizer = llm_lib.load_llm(lc.path)

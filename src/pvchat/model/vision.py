@@ -104,6 +104,7 @@ class VisionTower(nn.Module):
         self.blocks[k - 1].register_forward_hook(self._keep_features)
         self.trainable_blocks = 0
         self.set_trainable(0)
+        self.face_tokens = None  # optional FaceTokens (model/face_tokens.py), appended to every frame's tokens
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -202,4 +203,7 @@ class VisionTower(nn.Module):
             feats = self._features[-1]  # (B·T, N, D)
         finally:
             self._features.clear()
-        return feats.reshape(B, T, *feats.shape[1:])  # (B, T, N, D)
+        feats = feats.reshape(B, T, *feats.shape[1:])  # (B, T, N, D)
+        if self.face_tokens is not None:  # + F face tokens per frame                   (B, T, N + F, D)
+            feats = torch.cat([feats, self.face_tokens(pixel_values).to(feats.dtype)], dim=2)
+        return feats
