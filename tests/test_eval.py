@@ -170,7 +170,7 @@ def baseline_report(tiny_bench, tmp_path_factory):
 
     fb = FaceBaseline.from_benchmark(tiny_bench, num_frames=4, reference_fps=2.0)
     out = tmp_path_factory.mktemp("eval") / "face"
-    return evaluate(fb, tiny_bench.root, out=out, answerer_info=fb.describe())
+    return evaluate(fb, tiny_bench.root, out=out)
 
 
 def test_benchmark_layout_and_labels(tiny_bench):
@@ -208,6 +208,8 @@ def test_face_baseline_beats_chance_and_writes_report(baseline_report):
     assert 0 < r.summary["BS"] <= 1 and "MiniLM" in r.bertscore_model["name"]
     subj = next(iter(r.answerer_info["subjects"].values()))
     assert 0.4 <= subj["threshold"] <= 0.6 and subj["nearest_pool_distance"] is not None
+    decisions = r.answerer_info["decisions"]
+    assert len(decisions) == 6 and all(d["frames"] == 4 for d in decisions.values())
     from pathlib import Path
 
     out = Path(r.out)

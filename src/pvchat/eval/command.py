@@ -40,6 +40,7 @@ def pack_answerer(pack: str, home: Path | None = None):
         return chat.ask(video, question).text
 
     answer.name = f"pack:{pack}"  # type: ignore[attr-defined]
+    answer.describe = lambda: {"pack": pack, "home": str(home) if home else None}  # type: ignore[attr-defined]
     return answer
 
 
@@ -106,7 +107,6 @@ def eval_command(
     judge = make_judge(judge_url, judge_model, judge_api_key)
     bench = load_benchmark(ensure_benchmark(benchmark, recipe))
     rename: dict[str, str] = {}
-    info: dict = {}
     if pack is not None:
         subjects, rename = _pack_subjects(bench, pack, subject)
         answer_fn = pack_answerer(pack, home)
@@ -117,12 +117,11 @@ def eval_command(
         subjects = [bench.subject(subject)["name"]] if subject else None
         print("face baseline: analysing the reference videos ...", flush=True)
         answer_fn = FaceBaseline.from_benchmark(bench, subjects=subjects, num_frames=frames)
-        info = answer_fn.describe()
         name = answer_fn.name
     out = Path(out) if out is not None else bench.root / "results" / name
     report = evaluate(answer_fn, bench.root, out=out, answerer=name, subjects=subjects, rename=rename, judge=judge,
                       bertscore_model=bertscore_model, bertscore_layers=bertscore_layers, limit=limit,
-                      answerer_info=info, progress=sys.stderr.isatty())
+                      progress=sys.stderr.isatty())
     _print(report)
     return 0
 

@@ -81,6 +81,7 @@ class FaceBaseline:
         self._bank = None
         self.subjects: dict[str, SubjectFace] = {}
         self._frames: dict[str, list[_Frame]] = {}
+        self.decisions: dict[str, dict] = {}  # "subject:clip file" -> closest distance, frames matched
 
     @classmethod
     def from_benchmark(cls, bench, subjects: list[str] | None = None, **kwargs) -> "FaceBaseline":
@@ -143,13 +144,18 @@ class FaceBaseline:
     def matches(self, video: str | os.PathLike, subject: str) -> list[tuple[int, float, tuple[int, int, int, int]]]:
         """Per sampled frame with a face closer than the threshold: (frame, distance, box) of the closest."""
         s = self._subject(subject)
-        out = []
-        for t, frame in enumerate(self._faces(video)):
+        out, closest = [], None
+        frames = self._faces(video)
+        for t, frame in enumerate(frames):
             if not frame.faces:
                 continue
             d, box = min(((float(np.linalg.norm(e - s.embedding)), b) for e, b in frame.faces), key=lambda x: x[0])
+            closest = d if closest is None else min(closest, d)
             if d < s.threshold:
                 out.append((t, d, box))
+        self.decisions[f"{subject}:{Path(video).name}"] = {
+            "closest": None if closest is None else round(closest, 4), "frames_matched": len(out),
+            "frames_with_faces": sum(bool(f.faces) for f in frames), "frames": len(frames)}
         return out
 
     def _subject(self, name: str) -> SubjectFace:
@@ -187,7 +193,7 @@ class FaceBaseline:
         return "in the centre of the frame" if majority == "centre" else f"on the {majority} of the frame"
 
     def describe(self) -> dict:
-        """Settings and per-subject calibration, for the report."""
+        """Settings, per-subject calibration and each clip's closest face distance, for the report."""
         return {"name": self.name, "num_frames": self.num_frames, "min_frames": self.min_frames,
                 "pool": str(self.pool) if self.pool else None, "default_threshold": DEFAULT_THRESHOLD,
-                "subjects": {n: s.to_dict() for n, s in self.subjects.items()}}
+                "subjects": {n: s.to_dict() for n, s in self.subjects.items()}, "decisions": dict(self.decisions)}

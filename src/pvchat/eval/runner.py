@@ -173,7 +173,8 @@ def evaluate(
         judge: an LLM judge for ES and DC (:func:`pvchat.eval.judge.make_judge`); None: not measured.
         bertscore_model, bertscore_layers: a local encoder directory and layer (default: packaged MiniLM).
         limit: ask only the first ``limit`` selected questions (smoke runs).
-        answerer_info: extra facts about the answerer recorded in the report (settings, calibration).
+        answerer_info: facts about the answerer recorded in the report (settings, calibration);
+            default: ``answer_fn.describe()`` after answering, when it has one.
         progress: progress bars on stderr.
     """
     from pvchat.eval.benchmark import load_benchmark
@@ -188,6 +189,8 @@ def evaluate(
     _ask(answer_fn, bench.root, rows, progress)
     timings["answer"] = round(time.perf_counter() - start, 2)
     timings["answer_per_question"] = round(timings["answer"] / len(rows), 4)
+    if answerer_info is None and callable(getattr(answer_fn, "describe", None)):
+        answerer_info = answer_fn.describe()
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         _write_rows(out_dir / "answers.jsonl", rows)
