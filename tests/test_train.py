@@ -101,3 +101,18 @@ def test_resume_is_bit_exact(manifest, tmp_path):
         assert torch.equal(a, b), n
     assert torch.equal(full.sparsity.beta, resumed.sparsity.beta)
     assert len(read_log(tmp_path / "part" / "log.jsonl")) == 6
+
+
+def test_recipe_numbers_are_checked(tmp_path):
+    from pvchat.errors import ConfigError
+    from pvchat.train.recipe import load_recipes
+
+    p = tmp_path / "r.yaml"
+    p.write_text("stage2:\n  lr_lora: 1e-4\n")  # YAML 1.1 reads this as a string
+    assert load_recipes(p)["stage2"].lr_lora == 1e-4
+    p.write_text("stage2:\n  lr_lora: fast\n")
+    with pytest.raises(ConfigError, match="lr_lora must be a number"):
+        load_recipes(p)
+    p.write_text("stage2:\n  batch_size: 2.5\n")
+    with pytest.raises(ConfigError, match="batch_size must be an integer"):
+        load_recipes(p)

@@ -45,6 +45,16 @@ class StageRecipe:
     mixed_precision: str = "no"  # "bf16" on GPU (fp32 master weights; autocast)
 
     def __post_init__(self):
+        # YAML 1.1 reads "1e-4" (no dot) as a string: accept numbers written that way, reject the rest
+        for name in ("lr_subject", "lr_qformer", "lr_lora", "lr_vision", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            try:
+                setattr(self, name, float(value))
+            except (TypeError, ValueError):
+                raise ConfigError(f"recipe field {name} must be a number, got {value!r}") from None
+        for name in ("stage", "batch_size", "num_frames", "train_last_k", "seed", "checkpoint_every"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise ConfigError(f"recipe field {name} must be an integer, got {getattr(self, name)!r}")
         if self.stage not in (1, 2):
             raise ConfigError(f"stage must be 1 or 2, got {self.stage}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
