@@ -257,3 +257,35 @@ def test_eval_cli_errors(tmp_path, tiny_bench):
     (tmp_path / "junk" / "x.txt").write_text("x")
     assert main(["eval", str(tmp_path / "junk"), "--baseline", "face"]) == 2
     assert main(["eval", str(tiny_bench.root), "--pack", "Nobody", "--subject", "Nobody"]) == 2
+
+
+def test_eval_cli_pack_path_against_the_chat_contract(tiny_bench, tmp_path, monkeypatch, capsys):
+    """--pack goes through pvchat.api.Chat(packs=[name], home=...).ask(video, question).text; a
+    stand-in Chat (the contract only) checks the wiring: the benchmark subject is renamed to the
+    pack's person in every question."""
+    import sys
+    import types
+
+    from pvchat.cli import main
+
+    asked = []
+
+    class Chat:
+        def __init__(self, packs, home=None):
+            assert packs == ["Zed"] and str(home) == str(tmp_path / "home")
+            self.people, self.home, self.base = ["Zed"], home, "base"
+
+        def ask(self, video, question):
+            asked.append(question)
+            return types.SimpleNamespace(text="Yes, <Zed> is in this video.")
+
+    monkeypatch.setitem(sys.modules, "pvchat.api", types.SimpleNamespace(Chat=Chat))
+    subj = tiny_bench.subjects[0]
+    out = tmp_path / "out"
+    rc = main(["eval", str(tiny_bench.root), "--pack", "Zed", "--home", str(tmp_path / "home"), "--subject", subj["id"],
+               "--out", str(out), "--limit", "2"])
+    assert rc == 0 and len(asked) == 2 and all("<Zed>" in q and f"<{subj['name']}>" not in q for q in asked)
+    report = json.loads((out / "report.json").read_text())
+    assert report["answerer"] == "pack-Zed" and report["answerer_info"]["subject"] == "Zed"
+    assert "pack-Zed" in capsys.readouterr().out
+    assert main(["eval", str(tiny_bench.root), "--pack", "Zed", "--home", str(tmp_path / "home")]) == 2  # Zed is no subject

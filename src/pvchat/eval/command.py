@@ -29,31 +29,43 @@ def ensure_benchmark(benchmark: Path, recipe: Path | None = None) -> Path:
 
 
 def pack_answerer(pack: str, home: Path | None = None):
-    """``answer_fn`` over a learned concept pack through :class:`pvchat.api.Chat` (imported here)."""
+    """(``answer_fn``, the pack's subject name) over a learned concept pack through :class:`pvchat.api.Chat`.
+
+    ``pack`` is a learned person's name or a pack directory (whatever ``Chat`` accepts); the
+    pack must hold one person, or ``pack`` must be one of its names.
+    """
     try:
         from pvchat.api import Chat
     except ImportError as e:
         raise ConfigError(f"--pack needs the Python API pvchat.api, which could not be imported ({e})") from None
     chat = Chat(packs=[pack], **({"home": home} if home is not None else {}))
+    people = list(chat.people)
+    if pack in people:
+        learned = pack
+    elif len(people) == 1:
+        learned = people[0]
+    else:
+        raise ConfigError(f"pack {pack!r} holds {', '.join(people)}; name one of them with --pack")
 
     def answer(video: str, question: str, subject: str) -> str:
         return chat.ask(video, question).text
 
-    answer.name = f"pack:{pack}"  # type: ignore[attr-defined]
-    answer.describe = lambda: {"pack": pack, "home": str(home) if home else None}  # type: ignore[attr-defined]
-    return answer
+    answer.name = f"pack-{learned}"  # type: ignore[attr-defined]
+    answer.describe = lambda: {"pack": str(pack), "subject": learned,  # type: ignore[attr-defined]
+                               "home": str(chat.home), "base": str(chat.base)}
+    return answer, learned
 
 
-def _pack_subjects(bench, pack: str, subject: str | None) -> tuple[list[str], dict[str, str]]:
-    """(benchmark subjects to ask about, renames) for a pack learned under the name ``pack``."""
+def _pack_subjects(bench, learned: str, subject: str | None) -> tuple[list[str], dict[str, str]]:
+    """(benchmark subjects to ask about, renames) for a pack that learned the name ``learned``."""
     if subject is None:
         names = [s["name"] for s in bench.subjects]
-        if pack not in names:
-            raise ConfigError(f"pack {pack!r} is not a subject of {bench.root}; pass --subject with the benchmark subject "
-                              f"it learned (one of: {', '.join(names)})")
-        return [pack], {}
+        if learned not in names:
+            raise ConfigError(f"the pack's person {learned!r} is not a subject of {bench.root}; pass --subject with "
+                              f"the benchmark subject it learned (one of: {', '.join(names)})")
+        return [learned], {}
     name = bench.subject(subject)["name"]
-    return [name], ({name: pack} if name != pack else {})
+    return [name], ({name: learned} if name != learned else {})
 
 
 def eval_command(
@@ -84,7 +96,7 @@ def eval_command(
     Args:
         benchmark: The benchmark directory (built here when missing).
         baseline: A training-free answerer: face (dlib face matching against the reference video).
-        pack: Evaluate this learned concept pack through pvchat.api (its name is the subject's name).
+        pack: Evaluate this learned person (a name in HOME, or a concept pack directory) through pvchat.api.
         home: Where pvchat.api finds packs (its default when not given).
         subject: With --pack: the benchmark subject (name or id) the pack learned, when the names differ;
             with --baseline: only this subject's questions.
@@ -108,9 +120,11 @@ def eval_command(
     bench = load_benchmark(ensure_benchmark(benchmark, recipe))
     rename: dict[str, str] = {}
     if pack is not None:
-        subjects, rename = _pack_subjects(bench, pack, subject)
-        answer_fn = pack_answerer(pack, home)
-        name = f"pack-{pack}"
+        if subject is not None:
+            bench.subject(subject)  # a wrong name fails before the model loads
+        answer_fn, learned = pack_answerer(pack, home)
+        subjects, rename = _pack_subjects(bench, learned, subject)
+        name = answer_fn.name
     else:
         from pvchat.eval.face_baseline import FaceBaseline
 
