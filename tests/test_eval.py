@@ -110,7 +110,7 @@ class _FakeJudge(BaseHTTPRequestHandler):
 @pytest.fixture
 def fake_judge_server():
     server = HTTPServer(("127.0.0.1", 0), _FakeJudge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     _FakeJudge.replies, _FakeJudge.requests = [], []
     yield f"http://127.0.0.1:{server.server_port}/v1"
