@@ -1,0 +1,196 @@
+"""What one ``pvchat serve`` shares across tabs, and every action the page calls.
+
+:class:`WebService` wraps :mod:`pvchat.api` (or any object with the same functions, for tests):
+the enrolment queue, a small cache of loaded :class:`pvchat.api.Chat` objects, and the checks on
+uploads and names. Actions raise :class:`pvchat.errors.PVChatError` for anything a user got
+wrong; the page shows the message and carries on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from pvchat.errors import InputError
+from pvchat.model.prompt import validate_name
+from pvchat.video import read_frames_uniform
+from pvchat.web.jobs import EnrollJob, EnrollQueue, Progress
+from pvchat.web.uploads import VIDEO_SUFFIXES, UploadLimits, check_video, keep_upload
+from pvchat.web.views import card_name, card_names, names_in
+
+MAX_PEOPLE_PER_CHAT = 3
+WORK_DIR = ".web"  # under the home: kept uploads and people-finding results
+
+
+class WebService:
+    """The server-wide state of the web app.
+
+    Args:
+        home: the pvchat home (concept packs live there).
+        preset: model preset new people are learned on.
+        recipe: training recipe (a name or a YAML path).
+        limits: upload limits.
+        api: the module the app is a client of (default :mod:`pvchat.api`).
+        max_chats: loaded chats kept in memory (one per set of people).
+    """
+
+    def __init__(self, home: Path, preset: str = "demo", recipe: str = "demo", limits: UploadLimits | None = None,
+                 api: Any = None, max_chats: int = 2):
+        self.home = Path(home)
+        self.preset, self.recipe = preset, recipe
+        self.limits = limits or UploadLimits()
+        self.api = api if api is not None else importlib.import_module("pvchat.api")
+        self.work = self.home / WORK_DIR
+        self.queue = EnrollQueue(self._learn, on_finish=self._finished)
+        self._chats: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+        self._chats_lock = threading.Lock()
+        self._max_chats = max(1, int(max_chats))
+        self._version = 0  # bumped when the people change through this server
+
+    @property
+    def people_version(self) -> int:
+        """Changes whenever a person is learned or forgotten through this server."""
+        return self._version + self.queue.version
+
+    # --- enrolment ------------------------------------------------------------------------------
+
+    def find_people(self, upload: str | Path | None) -> dict:
+        """Check an uploaded reference video, keep it, and find the people in it.
+
+        Returns ``{"reference": kept path, "people": [...], "contact_sheet": png}`` as
+        :func:`pvchat.api.find_people` (plus the kept path).
+        """
+        check_video(upload, self.limits)
+        reference = keep_upload(upload, self.work / "uploads")
+        found = self.api.find_people(reference, self.work / "people" / reference.parent.name)
+        if not found.get("people"):
+            raise InputError(f"{Path(upload).name}: no face found; upload a video where the person's face is visible")
+        return {**found, "reference": reference}
+
+    def enroll(self, reference: Path | None, name: str, person: int | None, num_found: int) -> EnrollJob:
+        """Queue learning ``name`` from a kept reference video (``person``: which one, if several)."""
+        if not reference:
+            raise InputError("upload a reference video first")
+        name = validate_name((name or "").strip())
+        if num_found > 1 and person is None:
+            raise InputError(f"{num_found} people are in this video: pick the one to learn")
+        return self.queue.submit(name, Path(reference), person)
+
+    def _learn(self, job: EnrollJob, progress: Progress) -> dict:
+        return self.api.learn(job.reference, job.name, home=self.home, preset=self.preset, recipe=self.recipe,
+                              person=job.person, progress=progress, cancel=job.cancel)
+
+    def _finished(self, job: EnrollJob) -> None:
+        if job.state == "done":
+            self._drop_chats(job.name)
+
+    # --- people ---------------------------------------------------------------------------------
+
+    def people(self) -> list[dict]:
+        """Every pack card in the home, sorted by name."""
+        if not self.home.is_dir():
+            return []
+        return sorted(self.api.list_people(self.home), key=card_name)
+
+    def card(self, name: str | None) -> dict | None:
+        """The card of the pack called ``name`` (None if there is none)."""
+        return next((c for c in self.people() if card_name(c) == name), None) if name else None
+
+    def forget(self, name: str | None) -> list[Path]:
+        """Delete a pack; returns what was removed."""
+        if not name:
+            raise InputError("select a person to forget")
+        if any(j.active and j.name == name for j in self.queue.jobs()):
+            raise InputError(f"{name} is being learned right now; cancel that first")
+        removed = self.api.forget(name, home=self.home)
+        self._drop_chats(name)
+        self._version += 1
+        return removed
+
+    # --- chat -----------------------------------------------------------------------------------
+
+    def query_video(self, upload: str | Path | None) -> Path:
+        """Check an uploaded query video and keep it (it then shows among the recent videos)."""
+        check_video(upload, self.limits)
+        return keep_upload(upload, self.work / "uploads")
+
+    def recent_videos(self, limit: int = 30) -> list[Path]:
+        """Kept uploads, newest first: the videos a user can pick instead of uploading again."""
+        folder = self.work / "uploads"
+        if not folder.is_dir():
+            return []
+        files = [p for p in folder.glob("*/*") if p.suffix in VIDEO_SUFFIXES and p.is_file()]
+        return sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
+
+    def check_question(self, people: list[str], question: str) -> None:
+        """InputError unless 1–3 people are chosen and the question names only them."""
+        if not people:
+            raise InputError("choose who to ask about (1 to 3 people)")
+        if len(people) > MAX_PEOPLE_PER_CHAT:
+            raise InputError(f"choose at most {MAX_PEOPLE_PER_CHAT} people, got {len(people)}")
+        if not (question or "").strip():
+            raise InputError("type a question (click a person's button to insert their <Name>)")
+        known = {n for c in self.people() if card_name(c) in people for n in card_names(c)} | set(people)
+        unknown = [n for n in names_in(question) if n not in known]
+        if unknown:
+            raise InputError(f"the question names {', '.join('<' + n + '>' for n in unknown)}, "
+                             f"who is not chosen; chosen: {', '.join(people)}")
+
+    def stream(self, video: Path, people: list[str], question: str,
+               history: list[tuple[str, str]] | None = None) -> Iterator[str]:
+        """Growing partial answers to ``question`` about ``video`` (:meth:`pvchat.api.Chat.stream`)."""
+        self.check_question(people, question)
+        check_video(video, self.limits)
+        chat = self._chat(people)
+        with contextlib.closing(chat.stream(Path(video), question.strip(), history=list(history or []))) as parts:
+            yield from parts  # closed even when the page goes away mid-answer (the chat's lock is released)
+
+    def ask(self, video: Path, people: list[str], question: str,
+            history: list[tuple[str, str]] | None = None):
+        """The whole answer at once (:meth:`pvchat.api.Chat.ask`): text, frames seen, people."""
+        self.check_question(people, question)
+        check_video(video, self.limits)
+        return self._chat(people).ask(Path(video), question.strip(), history=list(history or []))
+
+    def frames_seen(self, video: Path, people: list[str]) -> np.ndarray:
+        """(T, H, W, 3) uint8: the frames a chat with ``people`` samples from ``video``.
+
+        :meth:`pvchat.api.Chat.stream` yields text only; these are the frames its model reads,
+        sampled as :meth:`~pvchat.api.Chat.ask` samples them (``config.num_frames`` uniformly).
+        """
+        model = getattr(self._chat(people), "model", None)
+        return read_frames_uniform(video, int(model.config.num_frames) if model is not None else 8)
+
+    def head_activation(self, video: Path, people: list[str], question: str) -> dict:
+        """Per-head activation with and without the person for one question (paper Fig. 7)."""
+        self.check_question(people, question)
+        return self._chat(people).head_activation(Path(video), question.strip())
+
+    def _chat(self, people: list[str]):
+        """The loaded chat for a set of people (cached; a Chat serialises its own questions)."""
+        key = tuple(sorted(people))
+        with self._chats_lock:
+            if key in self._chats:
+                self._chats.move_to_end(key)
+                return self._chats[key]
+        chat = self.api.Chat(list(key), home=self.home)  # slow: loads the base and the packs
+        with self._chats_lock:
+            chat = self._chats.setdefault(key, chat)
+            while len(self._chats) > self._max_chats:
+                self._chats.popitem(last=False)
+            return chat
+
+    def _drop_chats(self, name: str) -> None:
+        with self._chats_lock:
+            for key in [k for k in self._chats if name in k]:
+                del self._chats[key]
+
+    def close(self) -> None:
+        """Stop the enrolment worker (after the running job)."""
+        self.queue.close()
