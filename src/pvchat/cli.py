@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "train": "pvchat.train.stages:train_command",
     "eval": "pvchat.eval.command:eval_command",
     "demo": "pvchat.demo:demo",
+    "serve": "pvchat.web.serve:serve",
 }
 
 
