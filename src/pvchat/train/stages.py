@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from pvchat.data import QADataset, read_manifest
 from pvchat.errors import InputError
 from pvchat.model.presets import get_preset
-from pvchat.model.pvchat import PVChat
+from pvchat.model.pvchat import CONFIG_NAME, PVChat
 from pvchat.train.loop import TrainResult, train
 from pvchat.train.recipe import StageRecipe, load_recipes, stage1, stage2
 
@@ -32,32 +33,66 @@ def stage_recipes(recipe: str | Path) -> tuple[StageRecipe, StageRecipe]:
     return loaded.get("stage1", stage1()), loaded.get("stage2", stage2())
 
 
-def base_model(out: Path, preset: str, subjects: list[str], seed: int = 0) -> PVChat:
-    """The model training starts from: built once from ``preset`` and saved in ``out/base``, then
-    reloaded, so a resumed run continues on exactly the same frozen weights."""
-    base = out / "base"
-    if (base / "pvchat_config.json").is_file():
-        return PVChat.from_pretrained(base)
+def build_base(directory: Path, preset: str, seed: int = 0) -> Path:
+    """A base model: PVChat built from ``preset`` with ``seed`` and no subjects, saved once in ``directory``.
+
+    Every person is learned from the same base and adds its own subject after loading, so concept
+    packs learned separately fit one base. Returns ``directory``.
+    """
+    directory = Path(directory)
+    if (directory / CONFIG_NAME).is_file():
+        return directory
     torch.manual_seed(seed)
     cfg = get_preset(preset)
-    cfg.subjects = list(subjects)
+    cfg.subjects = []
     model = PVChat.from_config(cfg)
-    model.save_pretrained(base)
+    try:
+        model.save_pretrained(directory, overwrite=False)
+    except (InputError, OSError):  # another process saved the same base first
+        if not (directory / CONFIG_NAME).is_file():
+            raise
+    return directory
+
+
+def with_subjects(base: Path, subjects: list[str], seed: int = 0) -> PVChat:
+    """Load a saved model and add the subjects it lacks (their rows and query blocks drawn from ``seed``)."""
+    model = PVChat.from_pretrained(base)
+    torch.manual_seed(seed)
+    for name in subjects:
+        if name not in model.subject_ids:
+            model.add_subject(name)
     return model
+
+
+def base_model(out: Path, preset: str, subjects: list[str], seed: int = 0) -> PVChat:
+    """The model training starts from: the subject-free base of ``preset`` (built once and saved in
+    ``out/base``) with ``subjects`` added, so a resumed run continues on exactly the same weights."""
+    return with_subjects(build_base(Path(out) / "base", preset, seed), subjects, seed)
 
 
 def learn_stages(model: PVChat, manifest: Path, out: Path, recipe: str | Path = "demo",
                  subjects: list[str] | None = None, resume: bool = False,
-                 progress: bool = True) -> tuple[TrainResult, TrainResult]:
-    """Stage 1 (first frames; existence + appearance) then stage 2 (T frames; all types)."""
+                 progress: bool = True, on_step: Callable[[str, int, int, dict[str, Any]], None] | None = None,
+                 cancel: Any | None = None) -> tuple[TrainResult, TrainResult]:
+    """Stage 1 (first frames; existence + appearance) then stage 2 (T frames; all types).
+
+    ``on_step(stage, step, total, record)`` follows every step ("stage1" or "stage2"); ``cancel``
+    (a ``threading.Event``) stops before the next step with a checkpoint (see :func:`train`).
+    """
     r1, r2 = stage_recipes(recipe)
     size = model.vision.image_size
+
+    def hook(stage: str):
+        return None if on_step is None else (lambda step, total, record: on_step(stage, step, total, record))
+
     records = read_manifest(manifest)
     ds1 = QADataset(records, stage=1, image_size=size, root=manifest.parent)
-    res1 = train(model, ds1, r1, out / "stage1", subjects=subjects, resume=resume, progress=progress)
+    res1 = train(model, ds1, r1, out / "stage1", subjects=subjects, resume=resume, progress=progress,
+                 on_step=hook("stage1"), cancel=cancel)
     ds2 = QADataset(records, stage=2, num_frames=min(r2.num_frames, model.config.max_frames), image_size=size,
                     root=manifest.parent)
-    res2 = train(model, ds2, r2, out / "stage2", subjects=subjects, resume=resume, progress=progress)
+    res2 = train(model, ds2, r2, out / "stage2", subjects=subjects, resume=resume, progress=progress,
+                 on_step=hook("stage2"), cancel=cancel)
     return res1, res2
 
 
