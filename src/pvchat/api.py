@@ -1,0 +1,573 @@
+"""The Python API: learn a person from one reference video, then chat about other videos.
+
+::
+
+    learn(reference, name)  analyze ─► synthesize ─► stage 1 ─► stage 2 ─► pack
+    Chat([name, ...])       base model + every pack's people ─► ask / stream / head_activation
+    forget(name)            delete everything derived from that person
+
+A workspace (``HOME``, default ``$PVCHAT_HOME`` or ``./workspace``) holds::
+
+    base/<preset>/            the subject-free base model every person is learned from
+    people/<name>/learn.json  the settings learn was started with (a re-run resumes only with the same)
+                  analysis/   faces and people of the reference video
+                  data/       the synthesized training set
+                  run/        stage1/, stage2/: logs, plots, checkpoints
+                  pack/       the concept pack (pack.safetensors + card.json)
+
+Several packs load at once. People learned separately each changed the shared parts of the
+model (Q-former, LoRA), so :class:`Chat` keeps each pack's shared tensors and swaps in those of
+the pack whose people a question names; the people's own rows and query blocks coexist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from pvchat.errors import InputError, PVChatError
+from pvchat.io import read_json, write_json
+from pvchat.model.pvchat import CONFIG_NAME, WEIGHTS_NAME
+from pvchat.model.prompt import NAME_PATTERN, RESERVED, pad_batch, validate_name
+from pvchat.pack import (CARD, ConceptPack, add_pack_subjects, apply_shared, base_info, check_fits, dir_size,
+                         load_pack, read_card, write_pack)
+from pvchat.train.loop import TrainingCancelled
+
+DEFAULT_HOME: Path = Path(os.environ.get("PVCHAT_HOME", "workspace"))
+STAGES = ("analyze", "synthesize", "stage1", "stage2", "pack")
+BASE_SEED = 0  # every base model of a workspace is built from its preset with this seed
+Cancelled = TrainingCancelled  # what learn raises when ``cancel`` is set
+
+ProgressFn = Callable[[str, float, dict], None]
+
+
+@dataclass
+class Answer:
+    text: str
+    frames: np.ndarray  # (T, H, W, 3) uint8: the frames the model saw
+    people: list[str]  # the names the question refers to
+
+
+# ----------------------------------------------------------------------------- paths
+@dataclass(frozen=True)
+class PersonPaths:
+    """Where learn puts everything about one person."""
+
+    root: Path
+
+    @property
+    def settings(self) -> Path:
+        return self.root / "learn.json"
+
+    @property
+    def analysis(self) -> Path:
+        return self.root / "analysis"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def pack(self) -> Path:
+        return self.root / "pack"
+
+
+def person_paths(name: str, home: Path = DEFAULT_HOME) -> PersonPaths:
+    return PersonPaths(Path(home) / "people" / validate_name(name))
+
+
+def base_dir(preset: str, home: Path = DEFAULT_HOME) -> Path:
+    return Path(home) / "base" / preset
+
+
+def _known(home: Path) -> list[str]:
+    people = Path(home) / "people"
+    return sorted(d.name for d in people.iterdir() if (d / "pack" / CARD).is_file()) if people.is_dir() else []
+
+
+def _unknown_person(name: str, home: Path) -> InputError:
+    known = _known(home)
+    return InputError(f"no learned person {name!r} in {home}; known: {', '.join(known) or 'none'} "
+                      f"(learn one with 'pvchat learn REFERENCE --name NAME')")
+
+
+# ---------------------------------------------------------------------- list / find
+def list_people(home: Path = DEFAULT_HOME) -> list[dict]:
+    """The cards of every learned person in ``home``, by name (with ``pack`` and on-disk ``size_bytes``)."""
+    out = []
+    for name in _known(Path(home)):
+        pack = Path(home) / "people" / name / "pack"
+        card = read_card(pack)
+        out.append({**card, "pack": str(pack), "size_bytes": dir_size(pack)})
+    return out
+
+
+def find_people(reference: Path, out: Path) -> dict:
+    """Analyse a reference video: who is in it, to choose ``person`` for :func:`learn`.
+
+    Writes the analysis (best faces, contact sheet, summary.json) to ``out`` (replaced if it exists).
+    Returns ``{"people": [{"index", "num_faces", "best_face"}], "contact_sheet", "subject"}``; people are
+    numbered by how often they are seen, and ``subject`` is the one learn picks by default.
+    """
+    from pvchat.faces.analyze import analyze_video, write_analysis
+
+    out = Path(out)
+    analysis = analyze_video(Path(reference), progress=False)
+    write_analysis(analysis, out, overwrite=True)
+    return {"people": [{"index": p.id, "num_faces": p.num_faces, "best_face": str(out / f"person_{p.id}" / "best_face.png")}
+                       for p in analysis.people],
+            "contact_sheet": str(out / "contact_sheet.png"), "subject": analysis.subject}
+
+
+# ---------------------------------------------------------------------------- learn
+_ERROR = "pvchat-error: "  # how the synthesize child reports a user-facing error on stderr
+
+
+def _synthesize_main() -> None:
+    """Body of the synthesize child process; ``sys.argv[1]`` is the JSON of synthesize_dataset's arguments."""
+    from pvchat.synth.pipeline import synthesize_dataset
+
+    try:
+        synthesize_dataset(**json.loads(sys.argv[1]), progress=False)
+    except PVChatError as e:
+        print(_ERROR + str(e).replace("\n", " "), file=sys.stderr)
+        sys.exit(2)
+
+
+def _synthesize(analysis: Path, name: str, out: Path, recipe: str, report: Callable[[float, dict], None],
+                cancel: threading.Event | None) -> None:
+    """Synthesize in a child process, so ``cancel`` can stop it at once; every clip it finished stays
+    (synthesize resumes per clip). Progress is the count of finished clips; the child's output goes
+    to ``synthesize.log`` beside ``out``."""
+    from pvchat.synth.pipeline import get_synth_recipe
+
+    r = get_synth_recipe(recipe)
+    total = max(1, r.positives + r.hard_negatives + r.random_negatives)
+    kwargs = {"analysis": str(analysis), "name": name, "out": str(out), "recipe": recipe}
+    log = out.parent / "synthesize.log"
+    with open(log, "w") as sink:  # a new session: Ctrl-C in a terminal reaches the parent only, which cancels
+        proc = subprocess.Popen([sys.executable, "-c", "from pvchat.api import _synthesize_main; _synthesize_main()",
+                                 json.dumps(kwargs)], stdout=sink, stderr=sink, start_new_session=True)
+    reported = 0
+    try:
+        while proc.poll() is None:
+            if cancel is not None and cancel.is_set():
+                raise TrainingCancelled(f"cancelled during synthesize of {name}; run learn again to resume")
+            time.sleep(0.25)
+            done = len(list((out / "records").glob("*.json"))) if (out / "records").is_dir() else 0
+            if done != reported:
+                report(min(done / total, 0.99), {"clips": done, "planned": total})
+                reported = done
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for tmp in [*out.glob("clips/.*.tmp"), *out.glob("records/.*.tmp")]:  # a clip cut off mid-write
+                tmp.unlink(missing_ok=True)
+    if proc.returncode == 0:
+        return
+    lines = log.read_text(errors="replace").splitlines()
+    message = next((line[len(_ERROR):] for line in reversed(lines) if line.startswith(_ERROR)), None)
+    if message is not None:
+        raise InputError(message)
+    raise RuntimeError(f"synthesize failed (exit code {proc.returncode}); {log}:\n" + "\n".join(lines[-20:]))
+
+
+def _recipe_setting(recipe: str | Path) -> str:
+    """A shipped recipe by name, a YAML file by absolute path (what learn.json records)."""
+    from pvchat.train.stages import recipe_path
+
+    path = recipe_path(recipe)
+    return str(recipe) if path.name == f"{recipe}.yaml" and not Path(recipe).exists() else str(path.resolve())
+
+
+def _synth_recipe(recipe: str | Path) -> str:
+    """The synthesis recipe: the training recipe's ``synthesize:`` key, else the one of the same name, else demo."""
+    from pvchat.synth.pipeline import SYNTH_RECIPES, get_synth_recipe
+    from pvchat.train.recipe import load_recipes
+    from pvchat.train.stages import recipe_path
+
+    chosen = load_recipes(recipe_path(recipe)).get("synthesize")
+    if chosen is None:
+        chosen = str(recipe) if str(recipe) in SYNTH_RECIPES else "demo"
+    get_synth_recipe(str(chosen))
+    return str(chosen)
+
+
+def _last_record(log: Path) -> dict:
+    from pvchat.train.loop import read_log
+
+    rows = read_log(log) if log.is_file() else []
+    return rows[-1] if rows else {}
+
+
+def learn(
+    reference: Path,
+    name: str,
+    home: Path = DEFAULT_HOME,
+    preset: str = "demo",
+    recipe: str = "demo",
+    person: int | None = None,
+    progress: ProgressFn | None = None,
+    cancel: threading.Event | None = None,
+) -> dict:
+    """Learn ``name`` from one reference video; returns the concept pack's card.
+
+    Runs analyze → synthesize → stage 1 → stage 2 → pack, everything under ``HOME/people/<name>/``.
+    A re-run with the same settings resumes where the last one stopped (a finished person returns
+    its card at once); other settings for an existing name are an :class:`InputError`.
+
+    Args:
+        reference: the reference video.
+        name: what questions call the person (``<name>``).
+        home: the workspace.
+        preset: model preset (its subject-free base is built once under ``HOME/base/<preset>``).
+        recipe: training recipe, a name or a YAML path; a ``synthesize:`` key in it picks the synthesis
+            recipe (default: the one of the same name, else demo).
+        person: which person of the reference to learn (0 = seen most; see :func:`find_people`).
+        progress: ``progress(stage, fraction, info)``; stage in :data:`STAGES`; during stage1/stage2
+            info is the latest training log record (loss, lm, spr, hae, sparsity, ...) plus ``total``.
+        cancel: set it to stop at the next step with :class:`Cancelled` ("cancelled"); files stay resumable.
+    """
+    from pvchat.faces.analyze import analyze_video, write_analysis
+    from pvchat.model.presets import get_preset
+    from pvchat.train.stages import build_base, learn_stages, stage_recipes, with_subjects
+    from pvchat.video import probe
+
+    t0 = time.perf_counter()
+    home, reference = Path(home), Path(reference)
+    paths = person_paths(name, home)
+    get_preset(preset)
+    _, r2 = stage_recipes(recipe)
+    synth = _synth_recipe(recipe)
+    probe(reference)  # a missing or unreadable video fails before anything is written
+    settings = {"reference": str(reference.resolve()), "preset": preset, "recipe": _recipe_setting(recipe),
+                "person": person, "synthesize": synth}
+    if paths.settings.is_file():
+        old = read_json(paths.settings)
+        diff = sorted(k for k in settings if old.get(k) != settings[k])
+        if diff:
+            raise InputError(f"{name} was learned from other settings ({', '.join(diff)} differ); "
+                             f"run 'pvchat forget {name}' first or choose another name")
+    else:
+        write_json(paths.settings, settings)
+
+    def report(stage: str, fraction: float, info: dict | None = None) -> None:
+        if progress is not None:
+            progress(stage, float(fraction), info or {})
+
+    def check_cancel(stage: str) -> None:
+        if cancel is not None and cancel.is_set():
+            raise TrainingCancelled(f"cancelled before {stage} of {name}; run learn again to resume")
+
+    if (paths.pack / CARD).is_file():
+        card = read_card(paths.pack)
+        report("pack", 1.0, {"size_bytes": card.get("size_bytes")})
+        return card
+
+    # 1. analyze: the people of the reference video and the subject's faces
+    if not (paths.analysis / "summary.json").is_file():
+        check_cancel("analyze")
+        report("analyze", 0.0)
+        write_analysis(analyze_video(reference, person=person, progress=False), paths.analysis, overwrite=True)
+    summary = read_json(paths.analysis / "summary.json")
+    report("analyze", 1.0, {"people": len(summary["people"]), "subject": summary["subject"]})
+
+    # 2. synthesize: positives, hard negatives from the default pool, QA
+    if not (paths.data / "summary.json").is_file():
+        check_cancel("synthesize")
+        report("synthesize", 0.0)
+        _synthesize(paths.analysis, name, paths.data, synth, lambda f, i: report("synthesize", f, i), cancel)
+    data = read_json(paths.data / "summary.json")
+    report("synthesize", 1.0, {"clips": data.get("clips"), "qa_pairs": data.get("qa_pairs")})
+
+    # 3. train both stages from the shared subject-free base (checkpointed: a re-run resumes)
+    check_cancel("stage1")
+    base = build_base(base_dir(preset, home), preset, BASE_SEED)
+    model = with_subjects(base, [name], seed=BASE_SEED)
+    report("stage1", 0.0)
+
+    def on_step(stage: str, step: int, total: int, record: dict) -> None:
+        report(stage, step / max(total, 1), {**record, "total": total})
+
+    learn_stages(model, paths.data / "manifest.jsonl", paths.run, recipe=recipe, subjects=[name], resume=True,
+                 progress=False, on_step=on_step, cancel=cancel)
+    metrics = {}
+    for stage in ("stage1", "stage2"):
+        last = _last_record(paths.run / stage / "log.jsonl")
+        metrics[stage] = {k: last[k] for k in ("step", "loss", "lm", "spr", "hae") if k in last}
+        report(stage, 1.0, last)
+
+    # 4. the concept pack
+    check_cancel("pack")
+    report("pack", 0.0)
+    card = write_pack(model, [name], paths.pack, base, train_last_k=r2.train_last_k, data=data, metrics=metrics,
+                      reference=settings["reference"],
+                      extra={"person": summary["subject"], "recipe": settings["recipe"], "synthesize": synth,
+                             "learn_seconds": round(time.perf_counter() - t0, 1)})
+    report("pack", 1.0, {"size_bytes": card["size_bytes"]})
+    return card
+
+
+def forget(name: str, home: Path = DEFAULT_HOME) -> list[Path]:
+    """Delete every file derived from ``name`` (analysis, data, runs, pack); returns what was deleted.
+
+    The reference video itself is the user's and stays. An unknown name is an :class:`InputError`.
+    """
+    paths = person_paths(name, home)
+    if not paths.root.is_dir():
+        raise _unknown_person(name, Path(home))
+    deleted = sorted(paths.root.iterdir()) + [paths.root]
+    shutil.rmtree(paths.root)
+    return deleted
+
+
+# ----------------------------------------------------------------------------- chat
+def _pack_path(spec: str | Path, home: Path) -> Path:
+    """A pack directory from a learned person's name (looked up first), a pack or a person directory."""
+    name = str(spec)
+    if NAME_PATTERN.match(name) and (home / "people" / name / "pack" / CARD).is_file():
+        return home / "people" / name / "pack"
+    for candidate in (Path(spec), Path(spec) / "pack"):
+        if (candidate / CARD).is_file():
+            return candidate
+    if Path(spec).is_dir():
+        return Path(spec)  # load_pack says what is missing
+    if NAME_PATTERN.match(name):
+        raise _unknown_person(name, home)
+    raise InputError(f"{spec}: neither a learned person's name nor a concept pack directory")
+
+
+def _base_for(pack: ConceptPack, home: Path) -> Path:
+    """The base a pack was learned on: its recorded path, else ``HOME/base/<preset>`` (rebuilt when missing)."""
+    from pvchat.train.stages import build_base
+
+    recorded = Path(pack.card["base"]["path"])
+    if (recorded / WEIGHTS_NAME).is_file():
+        return recorded
+    preset = pack.card["config"].get("preset") or pack.card["base"].get("preset")
+    if not preset:
+        raise InputError(f"{pack.path}: its base model {recorded} is gone and its preset is unknown; pass base=")
+    return build_base(base_dir(preset, home), preset, BASE_SEED)
+
+
+class Chat:
+    """Questions about videos, with one or more learned people.
+
+    Args:
+        packs: learned people by name (found in ``HOME/people``) or pack directories.
+        home: the workspace.
+        base: the base model directory (default: the one the packs were learned on).
+        max_new_tokens: longest answer, in tokens.
+        device: "cpu", "cuda", ...; default CUDA when available.
+    """
+
+    def __init__(self, packs: list[str], home: Path = DEFAULT_HOME, base: Path | None = None,
+                 max_new_tokens: int = 64, device: str | None = None):
+        from pvchat.model.pvchat import PVChat
+
+        home = Path(home)
+        specs = [packs] if isinstance(packs, (str, Path)) else list(packs)
+        if not specs:
+            raise InputError("Chat needs at least one learned person (a name or a concept pack directory)")
+        loaded = [load_pack(_pack_path(s, home)) for s in specs]
+        seen: dict[str, Path | None] = {}
+        for pk in loaded:
+            for n in pk.names:
+                if n in seen:
+                    raise InputError(f"{n} is in two packs ({seen[n]} and {pk.path}); load one of them")
+                seen[n] = pk.path
+        base = Path(base) if base is not None else _base_for(loaded[0], home)
+        info = base_info(base)
+        config = read_json(base / CONFIG_NAME)["config"]
+        for pk in loaded:
+            check_fits(pk, info, config)
+        if info["subjects"]:
+            raise InputError(f"{base}: a base model has no people, this one has {info['subjects']}")
+        self.home, self.base, self.max_new_tokens = home, base, max_new_tokens
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = PVChat.from_pretrained(base)
+        for pk in loaded:
+            add_pack_subjects(model, pk)
+        self.model = model.to(self.device).eval()
+        self.packs = loaded
+        self.people: list[str] = list(model.subjects)
+        self._owner = {n: pk for pk in loaded for n in pk.names}
+        self._active: ConceptPack | None = None
+        self._features: OrderedDict[tuple, tuple[np.ndarray, torch.Tensor]] = OrderedDict()
+        self._lock = threading.Lock()
+        tok = model.tokenizer
+        special = {t.content for t in tok.added_tokens_decoder.values() if t.special}
+        self._reserved = sorted(set(RESERVED) | set(tok.all_special_tokens) | special)
+        self._max_positions = getattr(model.llm.config, "max_position_embeddings", None)
+        self._activate(loaded[0])  # the model is whole from the start: the first pack's shared tensors
+
+    # --------------------------------------------------------------- checks
+    def _check_text(self, text: str, what: str = "a question") -> None:
+        if not isinstance(text, str):
+            raise InputError(f"{what} must be text, got {type(text).__name__}")
+        for tok in self._reserved:
+            if tok in text:
+                raise InputError(f"{tok!r} is reserved and cannot appear in {what}")
+
+    def _people_in(self, question: str, history: list[tuple[str, str]]) -> tuple[list[str], ConceptPack]:
+        """Names the conversation refers to, and the pack whose shared tensors answer it."""
+        if not question.strip():
+            raise InputError("the question is empty")
+        for q, a in history:
+            self._check_text(q, "the history")
+            self._check_text(a, "the history")
+        self._check_text(question)
+        people = self.model.template.subjects_in([q for q, _ in history] + [question], self.people)
+        packs = list(dict.fromkeys(self._owner[n] for n in people))
+        if len(packs) > 1:
+            groups = "; ".join(", ".join(f"<{n}>" for n in people if self._owner[n] is pk) for pk in packs)
+            raise InputError(f"{groups} were learned separately, so one question cannot ask about them together; "
+                             f"learn them together in one pack")
+        return people, packs[0] if packs else self.packs[0]
+
+    @staticmethod
+    def _history(history) -> list[tuple[str, str]]:
+        out = []
+        for turn in history or []:
+            if not isinstance(turn, (tuple, list)) or len(turn) != 2:
+                raise InputError(f"history turns are (question, answer) pairs, got {turn!r:.60}")
+            out.append((turn[0], turn[1]))
+        return out
+
+    # ------------------------------------------------------------- internals
+    def _activate(self, pack: ConceptPack) -> None:
+        if self._active is not pack:
+            apply_shared(self.model, pack)
+            self._active = pack
+            if any(k.startswith("vision.") for k in pack.shared):
+                self._features.clear()  # the pack trained vision blocks: cached features are stale
+
+    def _video(self, video: Path) -> tuple[np.ndarray, torch.Tensor]:
+        """(frames (T, H, W, 3) uint8, vision features (1, T, N_v, C_v)) of a video, cached."""
+        from pvchat.video import read_frames_uniform, to_model_input
+
+        video = Path(video)
+        stat = video.stat() if video.is_file() else None
+        key = (str(video.resolve()), stat.st_mtime_ns if stat else None, stat.st_size if stat else None)
+        if key not in self._features:
+            frames = read_frames_uniform(video, self.model.config.num_frames)  # InputError if unreadable
+            pixels = to_model_input(frames, size=self.model.vision.image_size).unsqueeze(0).to(self.device)
+            with torch.no_grad():
+                self._features[key] = (frames, self.model.encode_video(pixels))
+            while len(self._features) > 4:
+                self._features.popitem(last=False)
+        self._features.move_to_end(key)
+        return self._features[key]
+
+    def _prompt(self, video: Path, question: str, history) -> tuple[np.ndarray, list[str], torch.Tensor, torch.Tensor]:
+        history = self._history(history)
+        people, pack = self._people_in(question, history)
+        self._activate(pack)
+        frames, features = self._video(video)
+        enc = self.model.prepare(question, history=history)
+        if self._max_positions and len(enc.input_ids) + self.max_new_tokens > self._max_positions:
+            raise InputError(f"the conversation is too long ({len(enc.input_ids)} tokens; the model reads "
+                             f"{self._max_positions - self.max_new_tokens} before answering); start a new one")
+        batch = pad_batch([enc], self.model.tokenizer.pad_token_id, left=True)
+        with torch.no_grad():
+            embeds, _ = self.model.embed_inputs(batch["input_ids"].to(self.device), features)
+        return frames, people, embeds, batch["attention_mask"].to(self.device)
+
+    def _decode(self, ids: list[int]) -> str:
+        tok = self.model.tokenizer
+        return tok.decode(ids, skip_special_tokens=False).replace(tok.pad_token or "", "").strip()
+
+    @torch.no_grad()
+    def _greedy(self, embeds: torch.Tensor, mask: torch.Tensor) -> Iterator[str]:
+        """Greedy decoding with the KV cache; yields the growing answer after every token."""
+        llm, eos = self.model.llm, self.model.tokenizer.eos_token_id
+        out = llm(inputs_embeds=embeds, attention_mask=mask, use_cache=True)
+        ids: list[int] = []
+        for _ in range(self.max_new_tokens):
+            nxt = int(out.logits[0, -1].argmax())
+            if nxt == eos:
+                break
+            ids.append(nxt)
+            yield self._decode(ids)
+            mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
+            out = llm(input_ids=torch.tensor([[nxt]], device=self.device), attention_mask=mask,
+                      past_key_values=out.past_key_values, use_cache=True)
+
+    # ------------------------------------------------------------------ API
+    def stream(self, video: Path, question: str, history: list[tuple[str, str]] | None = None) -> Iterator[str]:
+        """Yield the answer as it grows, one token at a time (the last value is the whole answer).
+
+        The chat is locked while the generator runs: iterate it to the end (or close it).
+        """
+        with self._lock:
+            _, _, embeds, mask = self._prompt(video, question, history)
+            yield from self._greedy(embeds, mask)
+
+    def ask(self, video: Path, question: str, history: list[tuple[str, str]] | None = None) -> Answer:
+        """Answer ``question`` about ``video``; ``history`` holds earlier (question, answer) turns."""
+        with self._lock:
+            frames, people, embeds, mask = self._prompt(video, question, history)
+            text = ""
+            for text in self._greedy(embeds, mask):
+                pass
+        return Answer(text=text, frames=frames, people=people)
+
+    def routed_layers(self) -> list[str]:
+        """Names of the routed attention modules, in the order the Q-former reports their stats."""
+        names = []
+        for i, layer in enumerate(self.model.qformer.layers):
+            for part, attn in (("self", layer.self_attn), ("cross", layer.cross_attn)):
+                if attn is not None and attn.routing != "mha":
+                    names.append(f"layer {i} {part}")
+        return names
+
+    @torch.no_grad()
+    def head_activation(self, video: Path, question: str) -> dict:
+        """Fig. 7: per routed layer, each routed head's activation rate with the people's query blocks
+        in play (``with``) and masked out (``without``)."""
+        with self._lock:
+            people, pack = self._people_in(question, [])
+            if not people:
+                raise InputError(f"name a person in the question, e.g. <{self.people[0]}>")
+            self._activate(pack)
+            _, features = self._video(video)
+            mask = torch.tensor([[n in people for n in self.people]], device=self.device)
+            _, _, with_ = self.model.visual_tokens(features, mask)
+            _, _, without = self.model.visual_tokens(features, torch.zeros_like(mask))
+        return {"layers": self.routed_layers(), "people": people,
+                "with": [[round(float(a), 4) for a in s.active_rate] for s in with_],
+                "without": [[round(float(a), 4) for a in s.active_rate] for s in without]}
+
+
+def names_in(text: str) -> list[str]:
+    """``<Name>`` mentions in a text, in order (reserved tokens left out)."""
+    found = [m.group(1) for m in re.finditer(r"<([A-Za-z][A-Za-z0-9_\-]*)>", text) if f"<{m.group(1)}>" not in RESERVED]
+    return list(dict.fromkeys(found))
+
+
+def pack_names(packs: list[str] | None) -> list[str]:
+    """``--pack A --pack B,C`` → ["A", "B", "C"]."""
+    return [s.strip() for p in packs or [] for s in str(p).split(",") if s.strip()]
+
