@@ -1,9 +1,10 @@
 """``pvchat`` command line: one subcommand per pipeline stage, each a plain typed function.
 
 A subcommand is registered in :data:`COMMANDS` as ``"module:function"``. Its arguments come
-from the function's signature (parameters without a default
-are positional, the others ``--options``) and its help from the docstring: the first paragraph
-is the one-line summary, the ``Args:`` section documents each option.
+from the function's signature (parameters without a default are positional, keyword-only ones
+without a default are required ``--options``, the others ``--options``; a list option may be
+repeated) and its help from the docstring: the first paragraph is the one-line summary, the
+``Args:`` section documents each option.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ COMMANDS: dict[str, str] = {
     "synthesize": "pvchat.synth.pipeline:synthesize",
     "eval-generator": "pvchat.synth.report:eval_generator",
     "train": "pvchat.train.stages:train_command",
+    "learn": "pvchat.api_commands:learn_command",
+    "ask": "pvchat.api_commands:ask_command",
+    "chat": "pvchat.api_commands:chat_command",
+    "forget": "pvchat.api_commands:forget_command",
     "eval": "pvchat.eval.command:eval_command",
     "demo": "pvchat.demo:demo",
     "serve": "pvchat.web.serve:serve",
@@ -77,6 +82,10 @@ def _add_function_arguments(parser: argparse.ArgumentParser, fn: Callable[..., A
         help_text = arg_help.get(name, "")
         choices = typing.get_args(typ) if typing.get_origin(typ) is typing.Literal else None
         conv = str if choices else (typ if typ in (int, float, str, Path) else str)
+        if param.default is inspect.Parameter.empty and param.kind is inspect.Parameter.KEYWORD_ONLY:
+            parser.add_argument("--" + name.replace("_", "-"), dest=name, type=conv, help=help_text + " (required)",
+                                choices=choices, nargs="+" if is_list else None, required=True)
+            continue
         if param.default is inspect.Parameter.empty:
             parser.add_argument(name, type=conv, help=help_text, choices=choices,
                                 nargs="+" if is_list else None)
@@ -87,8 +96,9 @@ def _add_function_arguments(parser: argparse.ArgumentParser, fn: Callable[..., A
                                 default=param.default, help=help_text)
         else:
             default_txt = f" (default: {param.default})" if param.default not in (None, "") else ""
+            extend = {"action": "extend"} if is_list and param.default is None else {}  # --opt A --opt B C
             parser.add_argument(flag, dest=name, type=conv, default=param.default, choices=choices,
-                                nargs="+" if is_list else None, help=help_text + default_txt)
+                                nargs="+" if is_list else None, help=help_text + default_txt, **extend)
 
 
 def build_parser() -> argparse.ArgumentParser:
