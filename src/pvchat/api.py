@@ -110,11 +110,15 @@ def _unknown_person(name: str, home: Path) -> InputError:
 
 # ---------------------------------------------------------------------- list / find
 def list_people(home: Path = DEFAULT_HOME) -> list[dict]:
-    """The cards of every learned person in ``home``, by name (with ``pack`` and on-disk ``size_bytes``)."""
+    """The cards of every learned person in ``home``, by name, with ``pack`` (its directory) and
+    ``size_bytes`` (on disk). A damaged card is listed as ``{"name", "names", "pack", "error"}``."""
     out = []
     for name in _known(Path(home)):
         pack = Path(home) / "people" / name / "pack"
-        card = read_card(pack)
+        try:
+            card = read_card(pack)
+        except InputError as e:
+            card = {"name": name, "names": [name], "error": str(e)}
         out.append({**card, "pack": str(pack), "size_bytes": dir_size(pack)})
     return out
 
@@ -442,9 +446,9 @@ class Chat:
         people = self.model.template.subjects_in([q for q, _ in history] + [question], self.people)
         packs = list(dict.fromkeys(self._owner[n] for n in people))
         if len(packs) > 1:
-            groups = "; ".join(", ".join(f"<{n}>" for n in people if self._owner[n] is pk) for pk in packs)
-            raise InputError(f"{groups} were learned separately, so one question cannot ask about them together; "
-                             f"learn them together in one pack")
+            groups = " and ".join("/".join(f"<{n}>" for n in people if self._owner[n] is pk) for pk in packs)
+            raise InputError(f"{groups} were learned separately (one pack each), so one question cannot ask "
+                             f"about them together; learn them together in one pack for that")
         return people, packs[0] if packs else self.packs[0]
 
     @staticmethod
@@ -496,8 +500,9 @@ class Chat:
         return frames, people, embeds, batch["attention_mask"].to(self.device)
 
     def _decode(self, ids: list[int]) -> str:
-        tok = self.model.tokenizer
-        return tok.decode(ids, skip_special_tokens=False).replace(tok.pad_token or "", "").strip()
+        """Answer text: control tokens the model may emit are dropped (people's <name> tokens stay), so an
+        answer can go back into the history."""
+        return self.model.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     @torch.no_grad()
     def _greedy(self, embeds: torch.Tensor, mask: torch.Tensor) -> Iterator[str]:
