@@ -7,6 +7,7 @@ crash or kill leaves either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -61,6 +62,21 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pat
         else:
             os.replace(tmp, path)
     finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recover_dir(path: str | os.PathLike) -> None:
+    """Undo what a kill in the middle of :func:`atomic_dir` left next to ``path``.
+
+    A kill between its two renames leaves no ``path`` but the complete previous version: it is put
+    back. Unfinished temporaries are removed. Call only while nothing is writing ``path``.
+    """
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and old.is_dir():
+        os.replace(old, path)
+    shutil.rmtree(old, ignore_errors=True)  # a kill after the second rename
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         shutil.rmtree(tmp, ignore_errors=True)
 
 

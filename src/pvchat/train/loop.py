@@ -10,12 +10,19 @@
         β ← β·e^{k(T_s − R_s)}                       # Eq. 9, once per optimizer step
         log JSONL; checkpoint every N steps (atomic)
 
-Runs on CPU here and on one or many GPUs with ``accelerate launch`` / ``torchrun`` (batches are
-sharded by process; gradients averaged by Accelerate's DDP wrapper).
+Runs on CPU and on one or many devices with ``torchrun --nproc_per_node N`` (gloo on CPU) or
+``accelerate launch --multi_gpu``. Under DDP every global batch is sharded by process (rank r
+takes samples r, r+N, ...; a rank left without one repeats the first), gradients are averaged
+by DDP, R_s is summed over ranks before the β update and the logged losses are averaged, so all
+ranks keep identical weights and β; only rank 0 writes the log, checkpoints, plot and summary.
+A resumed DDP run restores rank 0's RNG state on every rank (bit-exact resume is a CPU,
+single-process guarantee). ``mixed_precision: bf16`` autocasts the forward and keeps fp32
+master weights; fp16 (GPU only) adds loss scaling.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -27,8 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from pvchat.data import QADataset
-from pvchat.errors import PVChatError
-from pvchat.io import write_json
+from pvchat.errors import InputError, PVChatError
+from pvchat.io import recover_dir, write_json, write_text
 from pvchat.model.prompt import pad_batch
 from pvchat.model.pvchat import PVChat
 from pvchat.train.checkpoint import load_checkpoint, save_checkpoint
@@ -99,6 +106,14 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def _share_sparsity(core: PVChat, accelerator: Any) -> None:
+    """Sum the R_s statistics of all processes, so every rank moves β (Eq. 9) by the whole batch."""
+    sp = core.sparsity
+    sums = accelerator.reduce(torch.cat([sp._rs_sum, sp._rs_count[None].to(sp._rs_sum)]), reduction="sum")
+    sp._rs_sum.copy_(sums[:-1])
+    sp._rs_count.fill_(int(sums[-1].round()))
+
+
 def train(
     model: PVChat,
     dataset: QADataset,
@@ -132,8 +147,14 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     subjects = list(model.subjects if subjects is None else subjects)
     torch.manual_seed(recipe.seed)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
-                              mixed_precision=recipe.mixed_precision if torch.cuda.is_available() else "no")
+    # mixed precision is applied here (autocast, fp32 master weights) rather than through
+    # Accelerator(mixed_precision=...): Accelerate fixes that once per process, and the two stages of
+    # one run may differ (paper.yaml: stage 1 fp32, stage 2 bf16)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    amp = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[recipe.mixed_precision]
+    if amp is torch.float16 and accelerator.device.type != "cuda":
+        raise TrainingError("mixed_precision fp16 needs a GPU; use bf16 (or no) on CPU")
+    scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)  # fp16 only; bf16 needs no scaling
     groups = parameter_groups(model, recipe, subjects)
     optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
     log_path, ckpt = out_dir / "log.jsonl", out_dir / "checkpoint"
@@ -144,14 +165,19 @@ def train(
     if recipe.max_steps is not None:
         total = min(total, recipe.max_steps)
     step, log_lines = 0, 0
+    main = accelerator.is_main_process  # the only process that writes files (log, checkpoints, plot)
+    if resume and main:
+        recover_dir(ckpt)  # a kill while a checkpoint was being written
+    accelerator.wait_for_everyone()
     if resume and (ckpt / "state.json").is_file():
         meta = load_checkpoint(ckpt, model, optimizer)
         step, log_lines = meta["step"], meta["log_lines"]
         if meta["recipe"] != recipe.to_dict():
             raise TrainingError(f"{ckpt}: the checkpoint was made with another recipe; start without --resume")
-        lines = log_path.read_text().splitlines()[:log_lines] if log_path.exists() else []
-        log_path.write_text("".join(line + "\n" for line in lines))
-    elif log_path.exists():
+        if main:  # drop the steps after the checkpoint (and a line torn by a kill); they run again
+            lines = log_path.read_text().splitlines()[:log_lines] if log_path.exists() else []
+            write_text(log_path, "".join(line + "\n" for line in lines))
+    elif main and log_path.exists():
         log_path.unlink()
 
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -183,7 +209,7 @@ def train(
 
     t0, last_loss, done_here = time.perf_counter(), float("nan"), 0
     bar = tqdm(total=total, initial=step, desc=f"stage {recipe.stage}", disable=not progress or not accelerator.is_main_process)
-    with open(log_path, "a") as log:
+    with open(log_path, "a") if main else contextlib.nullcontext() as log:
         while step < total:
             if cancel is not None and cancel.is_set():
                 if saved[0] != step:
@@ -196,27 +222,33 @@ def train(
             samples = [dataset[i] for i in batch_ids]
             enc = [core.prepare(s.question, answer=s.answer) for s in samples]
             batch = {k: v.to(accelerator.device) for k, v in pad_batch(enc, core.tokenizer.pad_token_id).items()}
-            with accelerator.autocast():
+            with torch.autocast(accelerator.device.type, dtype=amp, enabled=amp is not None):
                 out = model(**batch, vision_features=features([s.clip for s in samples]))
-            if not torch.isfinite(out.loss):
+            parts = torch.stack([out.loss, out.lm_loss, out.spr, out.hae, out.moh_balance]).detach().float()
+            if accelerator.num_processes > 1:  # the whole batch's numbers, so every rank logs and stops alike
+                parts = accelerator.reduce(parts, reduction="mean")
+            if not torch.isfinite(parts[0]):
                 raise TrainingError(f"non-finite loss at step {step}; the last good checkpoint is kept in {ckpt}")
             optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(out.loss)
+            accelerator.backward(scaler.scale(out.loss))
             if recipe.grad_clip:
+                scaler.unscale_(optimizer)
                 accelerator.clip_grad_norm_([p for g in groups for p in g["params"]], recipe.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
+            if accelerator.num_processes > 1:
+                _share_sparsity(core, accelerator)
             core.sparsity_step()  # Eq. 9, once per optimizer step
-            step, done_here, last_loss = step + 1, done_here + 1, float(out.loss.detach())
+            step, done_here, last_loss = step + 1, done_here + 1, float(parts[0])
             record = {
-                "step": step, "epoch": epoch, "loss": last_loss, "lm": float(out.lm_loss.detach()),
-                "spr": float(out.spr.detach()), "hae": float(out.hae.detach()),
-                "moh_balance": float(out.moh_balance.detach()),
+                "step": step, "epoch": epoch, "loss": last_loss, "lm": float(parts[1]), "spr": float(parts[2]),
+                "hae": float(parts[3]), "moh_balance": float(parts[4]),
                 "sparsity": [float(s.sparsity) for s in out.routing],
                 "target": core.sparsity.target.tolist(),
                 "beta": core.sparsity.beta.tolist(),
                 "head_active": [[round(float(a), 4) for a in s.active_rate] for s in out.routing],
             }
-            if accelerator.is_main_process:
+            if main:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 if on_step is not None:
@@ -238,7 +270,20 @@ def train(
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The records of a training log; a last line torn by a kill (no newline, not JSON) is skipped."""
+    path = Path(path)
+    text = path.read_text()
+    lines = text.splitlines()
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if n == len(lines) and not text.endswith("\n"):
+                    break
+                raise InputError(f"{path}:{n}: not a valid log record") from None
+    return rows
 
 
 def plot_log(log_path: Path, png: Path) -> Path | None:
