@@ -109,16 +109,25 @@ def train_command(data: Path, out: Path, preset: str = "tiny", recipe: str = "de
         preset: model preset (tiny, demo or paper).
         recipe: training recipe: a name (demo, paper) or a YAML path.
         resume: continue a stopped run in OUT.
+
+    Also runs as N processes (``torchrun --nproc_per_node N -m pvchat.cli train ...``): rank 0
+    builds the base and writes every file; the others load the base and train their shards.
     """
+    from accelerate import PartialState
+
     manifest = Path(data) / "manifest.jsonl"
     people = sorted({p for r in read_manifest(manifest) for p in r.people})
     if not people:
         raise InputError(f"{manifest}: no clip lists a subject; nothing to learn")
     if Path(out).exists() and not resume and any(Path(out).iterdir()):
         raise InputError(f"{out} is not empty; pass --resume to continue that run or choose another directory")
-    model = base_model(Path(out), preset, people)
+    state = PartialState(cpu=not torch.cuda.is_available())  # one process, or one rank of a distributed launch
+    state.wait_for_everyone()  # every rank has checked OUT before rank 0 writes to it
+    with state.main_process_first():
+        model = base_model(Path(out), preset, people)
     r1, r2 = learn_stages(model, manifest, Path(out), recipe=recipe, subjects=people, resume=resume)
-    model.save_pretrained(Path(out) / "model")
-    print(f"stage 1: {r1.steps} steps, loss {r1.final_loss:.3f}; stage 2: {r2.steps} steps, loss {r2.final_loss:.3f}"
-          f" -> {Path(out) / 'model'}")
+    if state.is_main_process:
+        model.save_pretrained(Path(out) / "model")
+        print(f"stage 1: {r1.steps} steps, loss {r1.final_loss:.3f}; stage 2: {r2.steps} steps, "
+              f"loss {r2.final_loss:.3f} -> {Path(out) / 'model'}")
     return 0
