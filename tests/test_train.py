@@ -8,7 +8,7 @@ from pvchat.data import ClipRecord, QADataset, QARecord, read_manifest, write_ma
 from pvchat.errors import InputError
 from pvchat.model.presets import get_preset
 from pvchat.model.pvchat import PVChat
-from pvchat.train.loop import parameter_groups, read_log, train
+from pvchat.train.loop import TrainingError, parameter_groups, read_log, train
 from pvchat.train.recipe import StageRecipe, stage2
 from pvchat.video import write_video
 
@@ -116,3 +116,19 @@ def test_recipe_numbers_are_checked(tmp_path):
     p.write_text("stage2:\n  batch_size: 2.5\n")
     with pytest.raises(ConfigError, match="batch_size must be an integer"):
         load_recipes(p)
+
+
+def test_bf16_autocast_runs_on_cpu_with_fp32_master_weights(manifest, tmp_path):
+    ds = QADataset(manifest, stage=2, num_frames=4, image_size=32, types=("existence",))
+    losses = {}
+    for precision in ("no", "bf16"):
+        m = _model()
+        r = train(m, ds, _recipe(epochs=2, mixed_precision=precision), tmp_path / precision, progress=False)
+        losses[precision] = [row["loss"] for row in read_log(r.log)]
+        assert r.steps == 4 and np.isfinite(losses[precision]).all()
+        assert all(p.dtype == torch.float32 for p in m.parameters())  # master weights stay fp32
+    first = losses["no"][0], losses["bf16"][0]
+    assert first[0] != first[1] and abs(first[0] - first[1]) < 0.05 * first[0]  # bf16 really ran, close to fp32
+    if not torch.cuda.is_available():
+        with pytest.raises(TrainingError, match="fp16 needs a GPU"):
+            train(_model(), ds, _recipe(epochs=1, mixed_precision="fp16"), tmp_path / "fp16", progress=False)
