@@ -141,7 +141,7 @@ def train(
         cancel: a ``threading.Event`` (anything with ``is_set()``); once set, training checkpoints
             and raises :class:`TrainingCancelled` before the next step.
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,7 +150,9 @@ def train(
     # mixed precision is applied here (autocast, fp32 master weights) rather than through
     # Accelerator(mixed_precision=...): Accelerate fixes that once per process, and the two stages of
     # one run may differ (paper.yaml: stage 1 fp32, stage 2 bf16)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # a subject's query block takes part only in the samples that name it: unused on some ranks
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     amp = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[recipe.mixed_precision]
     if amp is torch.float16 and accelerator.device.type != "cuda":
         raise TrainingError("mixed_precision fp16 needs a GPU; use bf16 (or no) on CPU")
