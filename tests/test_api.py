@@ -124,6 +124,13 @@ def test_learn_again_returns_the_card_other_settings_fail(learned):
     with pytest.raises(InputError, match="no such file"):
         learn(learned.root / "missing.mp4", "Other", home=learned.home)
     assert not (learned.home / "people" / "Other").exists()
+    zed = learned.root / "zed_home" / "people" / "Zed"  # a first try that left only its settings
+    write_json(zed / "learn.json", {"reference": "elsewhere.mp4"})
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(PVChatError, match="cancelled before analyze"):
+        learn(learned.reference, "Zed", home=zed.parent.parent, preset="tiny", recipe=learned.recipe, cancel=stop)
+    assert json.loads((zed / "learn.json").read_text())["reference"] == str(learned.reference.resolve())
 
 
 def test_list_people(learned):

@@ -268,13 +268,14 @@ def learn(
     probe(reference)  # a missing or unreadable video fails before anything is written
     settings = {"reference": str(reference.resolve()), "preset": preset, "recipe": _recipe_setting(recipe),
                 "person": person, "synthesize": synth}
-    if paths.settings.is_file():
+    started = any(p.exists() for p in (paths.analysis, paths.data, paths.run, paths.pack))
+    if started and paths.settings.is_file():
         old = read_json(paths.settings)
         diff = sorted(k for k in settings if old.get(k) != settings[k])
         if diff:
             raise InputError(f"{name} was learned from other settings ({', '.join(diff)} differ); "
                              f"run 'pvchat forget {name}' first or choose another name")
-    else:
+    else:  # nothing derived yet (e.g. the last reference had no face): these settings count
         write_json(paths.settings, settings)
 
     def report(stage: str, fraction: float, info: dict | None = None) -> None:
