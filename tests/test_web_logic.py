@@ -168,7 +168,8 @@ def test_job_report_marks_earlier_stages_and_skips_repeated_records():
     job.report("stage1", 0.5, {"loss": 2.0, "total": 4})
     job.report("stage1", 1.0, {"loss": 2.0})  # the same record reported again at the stage's end
     job.report("stage2", 0.25, {"loss": 1.0, "note": "text is not a curve"})
-    assert job.stage_fraction == {"analyze": 1.0, "synthesize": 1.0, "stage1": 1.0, "stage2": 0.25}
+    job.report("pack", 1.0, {"size_bytes": 100})  # not a training step: no curve point
+    assert job.stage_fraction == {"analyze": 1.0, "synthesize": 1.0, "stage1": 1.0, "stage2": 1.0, "pack": 1.0}
     assert [(r["stage"], r["loss"]) for r in job.records] == [("stage1", 2.0), ("stage2", 1.0)]
     assert "note" not in job.records[1]
 
@@ -238,12 +239,14 @@ def test_queue_cancel_and_failures_keep_the_worker_alive():
 
 def test_people_rows_and_card():
     card = {"name": "Ann", "names": ["Ann"], "created": 0, "size_bytes": 284952, "reference": "/x/ref.mp4",
+            "base": {"preset": "tiny", "sha256": "c5f0fa8cd9f4f0ba2c2c"}, "learn_seconds": 47.2,
             "metrics": {"stage1": {"loss": 6.0, "step": 3}, "stage2": {"loss": 5.5123, "step": 4}}}
     row = views.people_rows([card])[0]
     assert row[0] == "Ann" and row[2] == "ref.mp4" and row[4] == "285.0 kB"
     assert row[3] == "stage1 loss 6 (3 steps), stage2 loss 5.51 (4 steps)"
     text = views.card_markdown(card)
     assert "### Ann" in text and "285.0 kB" in text and "ref.mp4" in text
+    assert "`tiny` (sha256 c5f0fa8cd9f4…)" in text and "47 s" in text
     assert views.card_markdown(None).startswith("Select")
     assert views.card_name({"names": ["B", "C"]}) == "B"
     assert views.format_time("2025-01-02T03:04:05") == "2025-01-02 03:04" and views.format_time("soon") == "soon"
@@ -285,6 +288,7 @@ def test_chat_text_helpers():
     assert views.names_in("Where is <A> relative to <B>? <A>") == ["A", "B"]
     assert views.shown("Is <Ann> & co here?") == "Is &lt;Ann&gt; &amp; co here?"
     msgs = views.chat_messages([("Is <Ann> here?", "Yes.")], pending=("And now?", ""))
+    assert views.chat_messages([("Hm?", "")])[1]["content"] == "(no answer)"
     assert [m["role"] for m in msgs] == ["user", "assistant", "user", "assistant"]
     assert msgs[0]["content"] == "Is &lt;Ann&gt; here?" and msgs[3]["content"] == "…"
     gallery = views.frame_gallery(np.zeros((3, 4, 4, 3), np.uint8))
@@ -362,8 +366,8 @@ def test_handlers_report_errors_in_the_page(tmp_path, clip):
     bad = tmp_path / "bad.mp4"
     bad.write_text("nope")
     out = app.on_reference(service, str(bad))
-    assert out[0] is None and out[-1].startswith("⚠") and "not a readable video" in out[-1]
-    reference, n, sheet, faces, radio, status = app.on_reference(service, str(clip))
+    assert out[0] is None and out[-1] is None and out[-2].startswith("⚠") and "not a readable video" in out[-2]
+    reference, n, sheet, faces, radio, status, _ = app.on_reference(service, str(clip))
     assert n == 1 and sheet.shape == (20, 40, 3) and len(faces) == 1 and radio["value"] == 0 and "One person" in status
     job_id, status = app.on_learn(service, reference, "bad name!", 0, n, None)
     assert job_id is None and "invalid subject name" in status
@@ -374,6 +378,7 @@ def test_handlers_report_errors_in_the_page(tmp_path, clip):
     assert "learned" in progress and "Ann" in queue and plot.ndim == 3
     assert app.enrolment_view(service, job_id, seen)[2] == app.gr.skip()  # no new record: no redraw
 
+    assert "not a readable video" in app.on_query_upload(service, str(bad))[-2]
     first = list(app.on_ask(service, None, ["Ann"], "Is <Ann> here?", []))
     assert first[-1][-1].startswith("⚠ upload or pick")
     video = service.query_video(clip)

@@ -53,20 +53,24 @@ def _image(path) -> np.ndarray | None:
 
 
 def on_reference(service: WebService, upload):
-    """A reference video was uploaded: check it, find the people, offer a choice."""
+    """A reference video was uploaded: check it, find the people, offer a choice.
+
+    A bad upload is cleared from the player (so another can be dropped in) and explained.
+    """
     if not upload:
-        return None, 0, None, [], gr.update(choices=[], value=None, visible=False), ""
+        return None, 0, None, [], gr.update(choices=[], value=None, visible=False), "", gr.skip()
     try:
         found = service.find_people(upload)
     except Exception as e:
-        return None, 0, None, [], gr.update(choices=[], value=None, visible=False), error_text(e)
+        return None, 0, None, [], gr.update(choices=[], value=None, visible=False), error_text(e), None
     people = found["people"]
     choices = [(f"person {p['index'] + 1} ({p.get('num_faces', '?')} faces)", p["index"]) for p in people]
     faces = [(_image(p.get("best_face")), f"person {p['index'] + 1}") for p in people if p.get("best_face")]
     msg = (f"One person found in {Path(upload).name}: give them a name and press Learn." if len(people) == 1 else
            f"{len(people)} people found in {Path(upload).name}: pick one, give them a name and press Learn.")
     radio = gr.update(choices=choices, value=people[0]["index"] if len(people) == 1 else None, visible=True)
-    return str(found["reference"]), len(people), _image(found.get("contact_sheet")), faces, radio, ok_text(msg)
+    return (str(found["reference"]), len(people), _image(found.get("contact_sheet")), faces, radio, ok_text(msg),
+            gr.skip())
 
 
 def on_learn(service: WebService, reference, name, person, num_found, job_id):
@@ -123,14 +127,16 @@ def enroll_tab(service: WebService) -> EnrollTab:
                 cancel = gr.Button("Cancel", variant="stop", elem_id="enroll-cancel")
         with gr.Column(scale=1):
             sheet = gr.Image(label="People found", interactive=False, elem_id="enroll-sheet")
-            faces = gr.Gallery(label="Best face per person", columns=4, height=160, elem_id="enroll-faces")
+            faces = gr.Gallery(label="Best face per person", columns=4, height=160, object_fit="contain",
+                               elem_id="enroll-faces")
     with gr.Row():
         with gr.Column(scale=1):
             progress = gr.Markdown(progress_markdown(None), elem_id="enroll-progress")
             queue = gr.Markdown(elem_id="enroll-queue")
         with gr.Column(scale=2):
             plot = gr.Image(curves_image([]), label="Training curves", interactive=False, elem_id="enroll-curves")
-    video.upload(lambda v: on_reference(service, v), video, [reference, num_found, sheet, faces, person, status],
+    video.upload(lambda v: on_reference(service, v), video,
+                 [reference, num_found, sheet, faces, person, status, video],
                  concurrency_limit=1, concurrency_id="find-people")
     video.clear(lambda: (None, 0, None, [], gr.update(choices=[], value=None, visible=False), ""), None,
                 [reference, num_found, sheet, faces, person, status], queue=False)
@@ -202,13 +208,16 @@ def people_tab(service: WebService) -> PeopleTab:
 
 
 def on_query_upload(service: WebService, upload):
-    """A query video was uploaded: check and keep it; a new video starts a new conversation."""
+    """A query video was uploaded: check and keep it; a new video starts a new conversation.
+
+    A bad upload is cleared from the player and explained.
+    """
     try:
         kept = service.query_video(upload)
     except Exception as e:
-        return None, gr.skip(), [], [], [], error_text(e)
+        return None, gr.skip(), [], [], [], error_text(e), None
     return (str(kept), gr.update(choices=recent_choices(service), value=str(kept)), [], [], [],
-            ok_text(f"{Path(upload).name}: ready; ask away."))
+            ok_text(f"{Path(upload).name}: ready; ask away."), gr.skip())
 
 
 def on_pick(service: WebService, choice):
@@ -267,7 +276,8 @@ def chat_tab(service: WebService) -> ChatTab:
         with gr.Column(scale=1):
             video = gr.Video(label="Query video", sources=["upload"], elem_id="chat-video")
             recent = gr.Dropdown(label="…or pick a recent video", choices=[], value=None, elem_id="chat-recent")
-            frames = gr.Gallery(label="Frames the model saw", columns=4, height=200, elem_id="chat-frames")
+            frames = gr.Gallery(label="Frames the model saw", columns=4, height=200, object_fit="contain",
+                                elem_id="chat-frames")
         with gr.Column(scale=1):
             people = gr.CheckboxGroup(label=f"People (1 to {MAX_PEOPLE_PER_CHAT})", choices=[],
                                       elem_id="chat-people")
@@ -282,7 +292,7 @@ def chat_tab(service: WebService) -> ChatTab:
                 clear = gr.Button("New conversation", elem_id="chat-clear")
             status = gr.Markdown(elem_id="chat-status")
     reset = [log_, history, frames]
-    video.upload(lambda v: on_query_upload(service, v), video, [video_path, recent, *reset, status],
+    video.upload(lambda v: on_query_upload(service, v), video, [video_path, recent, *reset, status, video],
                  concurrency_limit=None)
     video.clear(lambda: (None, [], [], [], ""), None, [video_path, *reset, status], queue=False)
     recent.input(lambda c: on_pick(service, c), recent, [video_path, video, *reset, status], queue=False)
@@ -310,7 +320,8 @@ def on_inspect(service: WebService, last):
         image = head_activation_image(activation, title=last["question"])
     except Exception as e:
         return None, error_text(e)
-    return image, ok_text(f"for “{html.escape(last['question'])}” → “{html.escape(last['answer'])}”")
+    answer = html.escape(last["answer"]) if last["answer"] else "(no answer)"
+    return image, ok_text(f"for “{html.escape(last['question'])}” → “{answer}”")
 
 
 def inspect_tab(service: WebService, last: gr.State) -> None:

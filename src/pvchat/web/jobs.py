@@ -24,6 +24,7 @@ from pvchat.errors import InputError, PVChatError
 log = logging.getLogger(__name__)
 
 STAGES = ("analyze", "synthesize", "stage1", "stage2", "pack")
+TRAIN_STAGES = ("stage1", "stage2")
 ACTIVE = ("queued", "running")
 MAX_RECORDS = 5000  # training log records kept per job for the curves
 Progress = Callable[[str, float, dict], None]
@@ -61,8 +62,9 @@ class EnrollJob:
     def report(self, stage: str, fraction: float, info: dict | None = None) -> None:
         """Record progress: ``stage`` is ``fraction`` done; ``info`` is the latest training record.
 
-        Stages before ``stage`` count as finished. A record equal to the previous one of the same
-        stage (the same log line reported again) is not stored twice.
+        Stages before ``stage`` count as finished. The numbers of a training stage's record are
+        kept for the curves; one equal to the previous record of the same stage (the same log
+        line reported again) is not stored twice.
         """
         self.stage = stage
         if stage in STAGES:
@@ -71,7 +73,7 @@ class EnrollJob:
         self.stage_fraction[stage] = max(0.0, min(1.0, float(fraction)))
         numbers = {k: float(v) for k, v in (info or {}).items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        if not numbers:
+        if stage not in TRAIN_STAGES or not numbers:  # curves are of training steps only
             return
         last = next((r for r in reversed(self.records) if r["stage"] == stage), None)
         if last is not None and {k: last.get(k) for k in numbers} == numbers:
@@ -159,8 +161,8 @@ class EnrollQueue:
                 return False
             time.sleep(0.05)
 
-    def close(self) -> None:
-        """Stop the worker after the running job (queued ones are cancelled)."""
+    def close(self, wait: float = 0.0) -> None:
+        """Cancel every job and stop the worker; wait up to ``wait`` s for a running job to stop."""
         ended = []
         with self._lock:
             for job in self._jobs.values():
@@ -171,6 +173,8 @@ class EnrollQueue:
         for job in ended:
             self._finished(job)
         self._todo.put(None)
+        if wait > 0 and self._worker is not None:
+            self._worker.join(wait)
 
     # --- worker ---------------------------------------------------------------------------------
 
@@ -194,7 +198,8 @@ class EnrollQueue:
             except Exception as e:  # a bug in learning must not kill the worker or the server
                 log.exception("enrolment %s (%s) failed", job.id, job.name)
                 with self._lock:
-                    ended = self._end(job, "failed", f"internal error: {type(e).__name__}: {e}")
+                    last = (str(e).strip().splitlines() or [""])[-1]  # the full traceback is in the log
+                    ended = self._end(job, "failed", f"internal error: {type(e).__name__}: {last}")
             else:
                 with self._lock:
                     job.card = card

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hmac
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -89,6 +91,7 @@ def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, a
               flush=True)
     else:
         print("pvchat serve: local only, no token required", flush=True)
+    _sigterm_stops()
     try:
         app.launch(server_name=host, server_port=int(port), share=False, auth=token_auth(token) if token else None,
                    auth_message="pvchat: enter any user name and the server's token as password" if token else None,
@@ -96,5 +99,17 @@ def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, a
                    mcp_server=False, enable_monitoring=False, pwa=False, inbrowser=False, show_error=False,
                    quiet=True, footer_links=[])
     finally:
-        service.close()
+        service.close(wait=15.0)  # a running enrolment stops at its next step, resumable
     return 0
+
+
+def _sigterm_stops() -> None:
+    """SIGTERM stops the server as Ctrl-C does (Gradio closes, a running enrolment is cancelled and
+    worker processes are joined at exit) instead of killing the process outright."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import threading
+import types
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,6 +24,7 @@ from pvchat.video import read_frames_uniform
 from pvchat.web.jobs import EnrollJob, EnrollQueue, Progress
 from pvchat.web.uploads import VIDEO_SUFFIXES, UploadLimits, check_video, keep_upload
 from pvchat.web.views import card_name, card_names, names_in
+from pvchat.web.worker import Child
 
 MAX_PEOPLE_PER_CHAT = 3
 WORK_DIR = ".web"  # under the home: kept uploads and people-finding results
@@ -38,14 +40,19 @@ class WebService:
         limits: upload limits.
         api: the module the app is a client of (default :mod:`pvchat.api`).
         max_chats: loaded chats kept in memory (one per set of people).
+        isolate: find people and learn in child processes (:mod:`pvchat.web.worker`);
+            default: when ``api`` is a module. An object standing in for the API (tests) runs
+            in this process.
     """
 
     def __init__(self, home: Path, preset: str = "demo", recipe: str = "demo", limits: UploadLimits | None = None,
-                 api: Any = None, max_chats: int = 2):
+                 api: Any = None, max_chats: int = 2, isolate: bool | None = None):
         self.home = Path(home)
         self.preset, self.recipe = preset, recipe
         self.limits = limits or UploadLimits()
         self.api = api if api is not None else importlib.import_module("pvchat.api")
+        self.isolate = isinstance(self.api, types.ModuleType) if isolate is None else bool(isolate)
+        self._finder = Child()  # long-lived: its face models and workers stay loaded between uploads
         self.work = self.home / WORK_DIR
         self.queue = EnrollQueue(self._learn, on_finish=self._finished)
         self._chats: OrderedDict[tuple[str, ...], Any] = OrderedDict()
@@ -68,7 +75,11 @@ class WebService:
         """
         check_video(upload, self.limits)
         reference = keep_upload(upload, self.work / "uploads")
-        found = self.api.find_people(reference, self.work / "people" / reference.parent.name)
+        out = self.work / "people" / reference.parent.name
+        if self.isolate:
+            found = self._finder.call(f"{self.api.__name__}:find_people", {"reference": reference, "out": out})
+        else:
+            found = self.api.find_people(reference, out)
         if not found.get("people"):
             raise InputError(f"{Path(upload).name}: no face found; upload a video where the person's face is visible")
         return {**found, "reference": reference}
@@ -83,8 +94,15 @@ class WebService:
         return self.queue.submit(name, Path(reference), person)
 
     def _learn(self, job: EnrollJob, progress: Progress) -> dict:
-        return self.api.learn(job.reference, job.name, home=self.home, preset=self.preset, recipe=self.recipe,
-                              person=job.person, progress=progress, cancel=job.cancel)
+        kwargs = {"reference": job.reference, "name": job.name, "home": self.home, "preset": self.preset,
+                  "recipe": self.recipe, "person": job.person}
+        if not self.isolate:
+            return self.api.learn(**kwargs, progress=progress, cancel=job.cancel)
+        child = Child()  # one per enrolment: the memory of training goes with it
+        try:
+            return child.call(f"{self.api.__name__}:learn", kwargs, progress=progress, cancel=job.cancel)
+        finally:
+            child.close()
 
     def _finished(self, job: EnrollJob) -> None:
         if job.state == "done":
@@ -191,6 +209,7 @@ class WebService:
             for key in [k for k in self._chats if name in k]:
                 del self._chats[key]
 
-    def close(self) -> None:
-        """Stop the enrolment worker (after the running job)."""
-        self.queue.close()
+    def close(self, wait: float = 0.0) -> None:
+        """Cancel enrolments and stop the workers (waiting up to ``wait`` s for a running one to stop)."""
+        self.queue.close(wait)
+        self._finder.close()

@@ -44,14 +44,17 @@ def check_video(path: str | Path | None, limits: UploadLimits) -> VideoInfo:
     size = path.stat().st_size
     if size > limits.max_bytes:
         raise InputError(f"{path.name}: {size / 1e6:.1f} MB is over the upload limit of {limits.max_mb:g} MB")
-    info = probe(path)  # InputError when PyAV cannot open it as a video
-    if info.duration_s > limits.max_seconds:
-        raise InputError(f"{path.name}: {info.duration_s:.0f} s is over the limit of {limits.max_seconds:g} s")
-    decoded = 0
-    for _ in iter_frames(path, fps=0):
-        decoded += 1
-        if decoded >= 2:
-            break
+    try:
+        info = probe(path)  # InputError when PyAV cannot open it as a video
+        if info.duration_s > limits.max_seconds:
+            raise InputError(f"{path.name}: {info.duration_s:.0f} s is over the limit of {limits.max_seconds:g} s")
+        decoded = 0
+        for _ in iter_frames(path, fps=0):
+            decoded += 1
+            if decoded >= 2:
+                break
+    except InputError as e:  # name the file as the user knows it, not by its temporary path
+        raise InputError(str(e).replace(str(path), path.name)) from None
     if decoded < 2:
         raise InputError(f"{path.name}: a single frame, not a video")
     return info

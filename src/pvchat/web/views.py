@@ -110,9 +110,13 @@ def card_markdown(card: dict | None) -> str:
              f"- pack size: {format_size(card.get('size_bytes'))}"]
     if len(card_names(card)) > 1:
         lines.append(f"- people in this pack: {', '.join(card_names(card))}")
-    for key in ("preset", "recipe", "base"):
-        if card.get(key):
-            lines.append(f"- {key}: `{card[key]}`")
+    base = card.get("base")
+    if isinstance(base, dict):
+        lines.append(f"- base: `{base.get('preset', '?')}` (sha256 {str(base.get('sha256', '?'))[:12]}…)")
+    if card.get("recipe"):
+        lines.append(f"- recipe: `{card['recipe']}`")
+    if card.get("learn_seconds") is not None:
+        lines.append(f"- learning took: {card['learn_seconds']:.0f} s")
     metrics = format_metrics(card.get("metrics"))
     if metrics:
         lines.append(f"- metrics: {metrics}")
@@ -237,11 +241,13 @@ def shown(text: str) -> str:
 
 def chat_messages(history: list[tuple[str, str]], pending: tuple[str, str] | None = None) -> list[dict]:
     """The chatbot's messages for the finished turns plus one being answered."""
-    turns = list(history) + ([pending] if pending else [])
     out = []
-    for question, answer in turns:
+    for question, answer in history:
         out.append({"role": "user", "content": shown(question)})
-        out.append({"role": "assistant", "content": shown(answer) if answer else "…"})
+        out.append({"role": "assistant", "content": shown(answer) if answer else "(no answer)"})
+    if pending:
+        out.append({"role": "user", "content": shown(pending[0])})
+        out.append({"role": "assistant", "content": shown(pending[1]) if pending[1] else "…"})
     return out
 
 
