@@ -5,4 +5,7 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e ".[all]" -c constraints.txt
+# Playwright (dev extra) drives the system chromium in tests/test_web.py; its own browser download
+# (`playwright install`) is never needed. Install the browser with: apt-get install -y chromium
+.venv/bin/python -c "import playwright.sync_api" || .venv/bin/pip install -q "playwright>=1.45"
 echo "pvchat installed in $(pwd)/.venv"
