@@ -15,6 +15,8 @@ Setup: ``apt-get install -y chromium`` and ``pip install playwright`` (scripts/s
 
 from __future__ import annotations
 
+import contextlib
+import http.cookiejar
 import os
 import re
 import shutil
@@ -23,6 +25,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -57,20 +61,18 @@ def clips(tmp_path_factory):
     return out / "reference.mp4", out / "query.mp4", person.name
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """``pvchat serve`` in a subprocess: yields its base URL; its log is shown if it dies."""
-    root = tmp_path_factory.mktemp("web_server")
+@contextlib.contextmanager
+def _serve(root: Path, *args: str):
+    """``pvchat serve --port FREE *args`` in a subprocess: yields its base URL and log path."""
     port = _free_port()
     env = {**os.environ, "PVCHAT_HOME": str(root / "home"), "GRADIO_ANALYTICS_ENABLED": "False",
            "GRADIO_TEMP_DIR": str(root / "gradio"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
     env.pop("PVCHAT_AUTH_TOKEN", None)
     log_path = root / "server.log"
-    cmd = [sys.executable, "-m", "pvchat.cli", "serve", "--port", str(port), "--preset", "tiny",
-           "--recipe", str(RECIPE), "--max-upload-mb", "20", "--max-seconds", "60"]
+    cmd = [sys.executable, "-m", "pvchat.cli", "serve", "--port", str(port), *args]
     with open(log_path, "w") as log:
-        # its own process group: the face-detection worker processes it forks are stopped with it
+        # its own process group: whatever it starts is stopped with it
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
                                 start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -80,9 +82,8 @@ def server(tmp_path_factory):
             if proc.poll() is not None:
                 pytest.fail(f"pvchat serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
             try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
+                with socket.create_connection(("127.0.0.1", port), timeout=2):
+                    break
             except OSError:
                 pass
             if time.monotonic() > deadline:
@@ -100,6 +101,14 @@ def server(tmp_path_factory):
             os.killpg(proc.pid, signal.SIGKILL)  # anything of its group still there
         except ProcessLookupError:
             pass
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``pvchat serve`` on the tiny preset and the test recipe, local, no token."""
+    with _serve(tmp_path_factory.mktemp("web_server"), "--preset", "tiny", "--recipe", str(RECIPE),
+                "--max-upload-mb", "20", "--max-seconds", "60") as running:
+        yield running
 
 
 @pytest.fixture()
@@ -151,7 +160,8 @@ def _screenshot(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
-@pytest.mark.slow  # ~80 s on 2 cores (learning ~50 s of it); .ci/run runs it
+@pytest.mark.slow  # 60-80 s on 2 cores (learning ~45 s of it); .ci/run runs it
+@pytest.mark.timeout(900)
 def test_enroll_chat_forget_in_a_browser(server, clips, browser_page, tmp_path):
     reference, query, name = clips
     page = browser_page
@@ -230,3 +240,28 @@ def test_enroll_chat_forget_in_a_browser(server, clips, browser_page, tmp_path):
     assert not (server["home"] / "people" / name).exists()
     assert outside == [], f"the page made requests off the server: {outside}"
     print(f"enrolment in the browser took {enrol_s:.0f} s; the whole flow {time.monotonic() - started:.0f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_token_guards_the_page(tmp_path):
+    """With a token, nothing but the login answers until the token is given (any user name)."""
+    token = "s3cret-token-123"
+    with _serve(tmp_path, "--auth-token", token) as running:
+        url = running["url"]
+        assert "a token is required" in running["log"].read_text()
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(f"{url}/config", timeout=30)
+        assert denied.value.code == 401
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+        def login(password: str) -> int:
+            form = urllib.parse.urlencode({"username": "anyone", "password": password}).encode()
+            try:
+                return browser.open(f"{url}/login", data=form, timeout=30).status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        assert login("a guess") in (400, 401)
+        assert login(token) == 200
+        assert browser.open(f"{url}/config", timeout=30).status == 200

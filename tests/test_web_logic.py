@@ -324,6 +324,25 @@ def test_service_enroll_list_chat_forget(tmp_path, clip):
     service.close()
 
 
+def test_chat_is_served_while_enrolments_queue(tmp_path, clip):
+    """Two tabs enrol at once (they queue); questions are answered while learning runs."""
+    service, api = make_service(tmp_path, steps=20, delay=0.02)
+    ref = service.find_people(clip)["reference"]
+    service.enroll(ref, "Ann", 0, 1)
+    assert service.queue.wait_idle(30)
+    bob, cy = service.enroll(ref, "Bob", 0, 1), service.enroll(ref, "Cy", 0, 1)  # from two tabs
+    assert service.queue.position(cy.id) == 2
+    video = service.query_video(clip)
+    while service.queue.snapshot(bob.id).state != "running":
+        time.sleep(0.01)
+    assert list(service.stream(video, ["Ann"], "Is <Ann> here?"))[-1] == "Yes, <Ann> is here."
+    assert service.queue.snapshot(bob.id).state == "running"  # the answer did not wait for Bob
+    assert service.queue.wait_idle(30)
+    assert [j.name for j in service.queue.jobs() if j.state == "done"] == ["Ann", "Bob", "Cy"]
+    assert [views.card_name(c) for c in service.people()] == ["Ann", "Bob", "Cy"]
+    service.close()
+
+
 def test_service_refuses_bad_input(tmp_path, clip):
     service, _ = make_service(tmp_path, found=2)
     bad = tmp_path / "notes.mp4"

@@ -28,6 +28,11 @@ from pvchat.web.views import (PEOPLE_COLUMNS, card_markdown, card_name, chat_mes
 
 log = logging.getLogger(__name__)
 
+# Questions (and head activations) answered at once, across all tabs; a Chat answers one at a time
+# itself, so this lets two tabs asking about different people proceed together. Enrolment runs in
+# its own worker and never takes one of these slots.
+CHAT_CONCURRENCY = 2
+
 HEADER = """# pvchat
 Learn a person from **one reference video**, then ask about them in other videos:
 *Is &lt;Name&gt; in this video? What is &lt;Name&gt; doing? Where is &lt;A&gt; relative to &lt;B&gt;?*"""
@@ -304,7 +309,7 @@ def chat_tab(service: WebService) -> ChatTab:
     ask_outputs = [log_, question, history, frames, last, status]
     for trigger in (ask.click, question.submit):
         trigger(lambda v, p, q, h: (yield from on_ask(service, v, p, q, h)), ask_inputs, ask_outputs,
-                concurrency_limit=2, concurrency_id="chat")
+                concurrency_limit=CHAT_CONCURRENCY, concurrency_id="chat")
     return ChatTab(people, recent, last)
 
 
@@ -332,7 +337,7 @@ def inspect_tab(service: WebService, last: gr.State) -> None:
     run = gr.Button("Show head activation for the last answer", elem_id="inspect-run")
     status = gr.Markdown(elem_id="inspect-status")
     image = gr.Image(label="Head activation", interactive=False, elem_id="inspect-image")
-    run.click(lambda s: on_inspect(service, s), last, [image, status], concurrency_limit=1,
+    run.click(lambda s: on_inspect(service, s), last, [image, status], concurrency_limit=CHAT_CONCURRENCY,
               concurrency_id="chat")
 
 

@@ -59,7 +59,8 @@ def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, a
         home: where people (concept packs) live (default: $PVCHAT_HOME, else ./workspace).
         host: address to bind to; anything but 127.0.0.1/localhost/::1 needs a token.
         port: TCP port.
-        auth_token: password for the page (else $PVCHAT_AUTH_TOKEN); required off localhost.
+        auth_token: password for the page (else $PVCHAT_AUTH_TOKEN, which other users of the machine
+            cannot read off the process list); required off localhost.
         preset: model preset new people are learned on (tiny, demo, paper).
         recipe: training recipe for new people: a name (demo, paper) or a YAML path.
         max_upload_mb: largest video upload accepted, in MB.
