@@ -27,3 +27,31 @@ def two_people_analysis(two_people_video, tmp_path_factory):
     out = tmp_path_factory.mktemp("analysis") / "an"
     write_analysis(analyze_video(two_people_video), out)
     return out
+
+
+# --- training (tests/test_train.py, tests/test_train_kill.py) -------------------------------------
+
+
+@pytest.fixture(scope="session")
+def red_blue_data(tmp_path_factory):
+    """Four 6-frame 48 px clips (red: <sks> is in it; blue: not) and their QA in manifest.jsonl.
+
+    Read-only: copy the directory before writing into it."""
+    import numpy as np
+
+    from pvchat.data import ClipRecord, QARecord, write_manifest
+    from pvchat.video import write_video
+
+    root = tmp_path_factory.mktemp("red_blue")
+    rng = np.random.default_rng(0)
+    records = []
+    for i, (colour, present) in enumerate([((220, 40, 40), True), ((40, 40, 220), False)] * 2):
+        frames = np.zeros((6, 48, 48, 3), np.uint8) + np.array(colour, np.uint8)
+        frames += rng.integers(0, 20, frames.shape, dtype=np.uint8)
+        write_video(root / f"c{i}.mp4", frames, fps=8)
+        yes = QARecord("existence", "Is <sks> in the video?", "Yes." if present else "No.", present)
+        look = QARecord("appearance", "What is <sks> wearing?", "A red coat.")
+        records.append(ClipRecord(f"c{i}.mp4", ["sks"] if present else [], [yes, look] if present else [yes],
+                                  kind="positive" if present else "negative"))
+    write_manifest(root / "manifest.jsonl", records)
+    return root

@@ -4,30 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from pvchat.data import ClipRecord, QADataset, QARecord, read_manifest, write_manifest
+from pvchat.data import QADataset, QARecord, read_manifest
 from pvchat.errors import InputError
 from pvchat.model.presets import get_preset
 from pvchat.model.pvchat import PVChat
 from pvchat.train.loop import TrainingError, parameter_groups, read_log, train
 from pvchat.train.recipe import StageRecipe, stage2
-from pvchat.video import write_video
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    records = []
-    for i, (colour, present) in enumerate([((220, 40, 40), True), ((40, 40, 220), False)] * 2):
-        frames = np.zeros((6, 48, 48, 3), np.uint8) + np.array(colour, np.uint8)
-        frames += rng.integers(0, 20, frames.shape, dtype=np.uint8)
-        write_video(root / f"c{i}.mp4", frames, fps=8)
-        yes = QARecord("existence", "Is <sks> in the video?", "Yes." if present else "No.", present)
-        look = QARecord("appearance", "What is <sks> wearing?", "A red coat.")
-        records.append(ClipRecord(f"c{i}.mp4", ["sks"] if present else [], [yes, look] if present else [yes],
-                                  kind="positive" if present else "negative"))
-    write_manifest(root / "manifest.jsonl", records)
-    return root / "manifest.jsonl"
+def manifest(red_blue_data):
+    return red_blue_data / "manifest.jsonl"
 
 
 def _model():

@@ -12,22 +12,21 @@ import json
 import os
 import random
 import signal
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from pvchat.data import ClipRecord, QADataset, QARecord, write_manifest
+from pvchat.data import QADataset
 from pvchat.model.presets import get_preset
 from pvchat.model.pvchat import PVChat
 from pvchat.train.loop import read_log, train
 from pvchat.train.recipe import stage2
-from pvchat.video import write_video
 
 RECIPE = """\
 stage1: {epochs: 4, batch_size: 2, lr_subject: 1.0e-2, lr_qformer: 1.0e-2, lr_lora: 1.0e-2, checkpoint_every: 3}
@@ -37,27 +36,10 @@ stage2: {epochs: 4, batch_size: 2, num_frames: 4, lr_subject: 1.0e-2, lr_qformer
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # same threads in every run
 
 
-def make_data(root: Path) -> Path:
-    """Four 6-frame 48 px clips (red: the subject is in it; blue: not) and their QA; returns ``root``."""
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    records = []
-    for i, (colour, present) in enumerate([((220, 40, 40), True), ((40, 40, 220), False)] * 2):
-        frames = np.zeros((6, 48, 48, 3), np.uint8) + np.array(colour, np.uint8)
-        frames += rng.integers(0, 20, frames.shape, dtype=np.uint8)
-        write_video(root / f"c{i}.mp4", frames, fps=8)
-        yes = QARecord("existence", "Is <sks> in the video?", "Yes." if present else "No.", present)
-        look = QARecord("appearance", "What is <sks> wearing?", "A red coat.")
-        records.append(ClipRecord(f"c{i}.mp4", ["sks"] if present else [], [yes, look] if present else [yes],
-                                  kind="positive" if present else "negative"))
-    write_manifest(root / "manifest.jsonl", records)
-    return root
-
-
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, red_blue_data):
     root = tmp_path_factory.mktemp("kill")
-    make_data(root / "data")
+    shutil.copytree(red_blue_data, root / "data")
     (root / "recipe.yaml").write_text(RECIPE)
     reference = root / "reference"
     subprocess.run(_cmd(root, reference), env=ENV, check=True, capture_output=True, timeout=120)
@@ -151,11 +133,11 @@ def _model():
     return PVChat.from_config(cfg)
 
 
-def test_resume_after_a_kill_inside_a_checkpoint_write_and_a_torn_log_line(tmp_path):
+def test_resume_after_a_kill_inside_a_checkpoint_write_and_a_torn_log_line(tmp_path, red_blue_data):
     """The states a kill can leave, built by hand: the new checkpoint half-written in its temporary
     directory, the old one moved aside (a kill between atomic_dir's two renames), a log with a step
     past the checkpoint and a torn last line. Resume uses the old checkpoint and matches a clean run."""
-    ds = QADataset(make_data(tmp_path / "data") / "manifest.jsonl", stage=2, num_frames=4, image_size=32)
+    ds = QADataset(red_blue_data / "manifest.jsonl", stage=2, num_frames=4, image_size=32)
     recipe = stage2(epochs=2, num_frames=4, lr_subject=1e-2, lr_qformer=1e-2, lr_lora=1e-2, checkpoint_every=2)
     full = _model()
     train(full, ds, recipe, tmp_path / "full", progress=False)
