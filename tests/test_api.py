@@ -116,7 +116,7 @@ def test_learn_reports_progress_cancels_and_resumes(learned):
 def test_learn_again_returns_the_card_other_settings_fail(learned):
     t = time.perf_counter()
     assert learn(learned.reference, learned.name, home=learned.home, preset="tiny", recipe=learned.recipe) == learned.card
-    assert time.perf_counter() - t < 5
+    assert time.perf_counter() - t < 30  # no retraining (that takes minutes under load)
     with pytest.raises(InputError, match="other settings .*preset.*forget"):
         learn(learned.reference, learned.name, home=learned.home, preset="demo", recipe=learned.recipe)
     with pytest.raises(InputError, match="invalid subject name"):
