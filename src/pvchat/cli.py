@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "chat": "pvchat.api_commands:chat_command",
     "forget": "pvchat.api_commands:forget_command",
     "eval": "pvchat.eval.command:eval_command",
+    "ablate": "pvchat.eval.ablate:ablate_command",
     "demo": "pvchat.demo:demo",
     "serve": "pvchat.web.serve:serve",
 }

@@ -1,0 +1,316 @@
+"""``pvchat ablate``: the paper's ablations, one command per study.
+
+A study is a list of variants; a variant changes the model config and/or which synthesized clips
+train the model. For every variant and each of the first N benchmark subjects, a model is trained
+from the subject's reference video (analyze and synthesize run once per subject, shared by every
+variant and study, under ``OUT/subjects/<name>``) and asked that subject's benchmark questions.
+
+Studies (paper tables):
+
+- ``attention`` (Table 2): Q-former routing mha / moh / remoh.
+- ``losses`` (Table 3): SPR + HAE as in the paper / no SPR / no HAE / neither / the official HAE.
+- ``data`` (Table 4): positives only / + hard negatives / all (hard and random negatives).
+- ``queries`` (supp. Table 1): subject queries per person N in 0, 4, 8, 12, 16, 20.
+
+Each study writes ``OUT/STUDY/results.md`` (variant × metrics, with the training-free face
+baseline as a reference row), ``results.json`` and ``results.png``, atomically; every variant's
+evaluation (answers, report) lies under ``OUT/STUDY/<variant>/<subject>/eval``, and a finished
+one is reused when the command runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from pvchat.errors import InputError
+from pvchat.io import atomic_path, read_json, write_json, write_text
+
+ConfigFn = Callable[[Any], None]  # mutates a PVChatConfig
+KeepFn = Callable[[Any], bool]  # ClipRecord -> keep it for training?
+METRICS = ("Acc", "Acc+", "Acc-", "BLEU", "BS")
+
+
+def _same(cfg) -> None:
+    """Leave the config as the preset has it."""
+
+
+def _every(record) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of an ablation table: a name, a config change and a training-clip filter."""
+
+    name: str
+    configure: ConfigFn = _same
+    keep: KeepFn = _every
+
+
+def _set(section: str, **values: Any) -> ConfigFn:
+    def configure(cfg) -> None:
+        part = getattr(cfg, section)
+        for k, v in values.items():
+            setattr(part, k, v)
+        part.__post_init__()  # the config's own validation
+    return configure
+
+
+def _is_random(record) -> bool:
+    """A random (not hard) negative: kind ``random``, or a clip the pipeline named ``neg_random_*``."""
+    return record.kind == "random" or Path(record.clip).name.startswith("neg_random_")
+
+
+STUDIES: dict[str, list[Variant]] = {
+    "attention": [Variant(m, _set("qformer", routing=m)) for m in ("mha", "moh", "remoh")],
+    "losses": [
+        Variant("SPR+HAE (paper)", _set("loss", spr="paper", hae="paper")),
+        Variant("no SPR", _set("loss", spr="off", hae="paper")),
+        Variant("no HAE", _set("loss", spr="paper", hae="off")),
+        Variant("neither", _set("loss", spr="off", hae="off")),
+        Variant("official HAE", _set("loss", spr="paper", hae="official")),
+    ],
+    "data": [
+        Variant("positives only", keep=lambda r: r.kind == "positive"),
+        Variant("+ hard negatives", keep=lambda r: not _is_random(r)),
+        Variant("all (+ random negatives)"),
+    ],
+    "queries": [Variant(f"N={n}", _set("qformer", num_subject_queries=n)) for n in (0, 4, 8, 12, 16, 20)],
+}
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_=" else "_" for c in name).strip("_")
+
+
+# ------------------------------------------------------------------------------- the pieces
+def prepare_subject(reference: Path, name: str, out: Path, recipe: str | Path, progress: bool = False) -> Path:
+    """Analyze the reference and synthesize the training set once; returns the manifest path."""
+    from pvchat.api import _synth_recipe
+    from pvchat.faces.analyze import analyze_video, write_analysis
+    from pvchat.synth.pipeline import synthesize_dataset
+
+    analysis, data = out / "analysis", out / "data"
+    if not (analysis / "summary.json").is_file():
+        write_analysis(analyze_video(reference, progress=False), analysis, overwrite=True)
+    if not (data / "summary.json").is_file():
+        synthesize_dataset(analysis, name, data, recipe=_synth_recipe(recipe), progress=progress)
+    return data / "manifest.jsonl"
+
+
+def train_variant(variant: Variant, manifest: Path, name: str, run: Path, preset: str, recipe: str | Path,
+                  seed: int = 0):
+    """A model of ``preset`` changed by the variant, trained on the clips it keeps; returns the model."""
+    import torch
+
+    from pvchat.data import read_manifest, write_manifest
+    from pvchat.model.presets import get_preset
+    from pvchat.model.pvchat import PVChat
+    from pvchat.train.stages import learn_stages
+
+    records = [r for r in read_manifest(manifest) if variant.keep(r)]
+    if not any(r.people for r in records):
+        raise InputError(f"variant {variant.name!r} keeps no clip of {name} out of {manifest}")
+    kept = manifest.parent / f"manifest.{_slug(variant.name)}.jsonl"  # beside the clips it names
+    write_manifest(kept, records)
+    cfg = get_preset(preset)
+    cfg.subjects = []
+    variant.configure(cfg)
+    torch.manual_seed(seed)
+    model = PVChat.from_config(cfg)
+    model.add_subject(name)
+    if run.exists():
+        shutil.rmtree(run)
+    learn_stages(model, kept, run, recipe=recipe, subjects=[name], resume=False, progress=False)
+    return model
+
+
+def model_answerer(model, name: str):
+    """``answer_fn(video, question, subject)`` over a trained model (greedy, video features cached)."""
+    import torch
+
+    from pvchat.video import read_frames_uniform, to_model_input
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device).eval()
+    cache: dict[str, Any] = {}
+
+    def answer(video: str, question: str, subject: str) -> str:
+        if video not in cache:
+            frames = read_frames_uniform(video, model.config.num_frames)
+            pixels = to_model_input(frames, size=model.vision.image_size).unsqueeze(0).to(device)
+            with torch.no_grad():
+                cache.clear()
+                cache[video] = model.encode_video(pixels)
+        return model.generate([question], vision_features=cache[video], max_new_tokens=48)[0]
+
+    answer.name = name  # type: ignore[attr-defined]
+    return answer
+
+
+def _row(report) -> dict[str, Any]:
+    ex, s = report.existence, report.summary
+    return {"Acc": s.get("Acc"), "Acc+": ex.get("positive_accuracy"), "Acc-": ex.get("negative_accuracy"),
+            "BLEU": s.get("BLEU"), "BS": s.get("BS"), "n_questions": len(report.rows)}
+
+
+def _mean_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k in METRICS:
+        vals = [r[k] for r in rows if r.get(k) is not None]
+        out[k] = sum(vals) / len(vals) if vals else None
+    out["n_questions"] = sum(r["n_questions"] for r in rows)
+    return out
+
+
+# ------------------------------------------------------------------------------- the outputs
+def results_markdown(study: str, rows: list[dict[str, Any]], settings: dict[str, Any]) -> str:
+    """The study's table: one row per variant (metrics averaged over subjects), baseline first."""
+    def f(v: Any) -> str:
+        return "—" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    head = ["Variant", "Acc ↑", "Acc+ ↑", "Acc− ↑", "BLEU ↑", "BS ↑", "questions", "train s"]
+    lines = [f"# Ablation: {study}", "",
+             f"Preset `{settings['preset']}`, recipe `{settings['recipe']}`, subjects {', '.join(settings['subjects'])}, "
+             f"benchmark `{settings['bench']}`.", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join([r["variant"], *(f(r.get(k)) for k in METRICS), f(r["n_questions"]),
+                                          f(r.get("train_seconds"))]) + " |")
+    lines += ["", "Acc: existence accuracy (Acc+ on clips with the subject, Acc− without); BLEU and BS (BERTScore F1, "
+              "packaged MiniLM) over appearance/action/location answers. ES/DC need an LLM judge: not measured. "
+              "Chance existence accuracy is 0.5.", ""]
+    return "\n".join(lines)
+
+
+def plot_results(study: str, rows: list[dict[str, Any]], path: Path) -> Path:
+    """A grouped bar chart: Acc, BLEU and BS per variant."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = ("Acc", "BLEU", "BS")
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 1.5), 3.6))
+    width = 0.8 / len(metrics)
+    for k, m in enumerate(metrics):
+        xs = [i + (k - (len(metrics) - 1) / 2) * width for i in range(len(rows))]
+        ax.bar(xs, [r.get(m) or 0.0 for r in rows], width, label=m)
+    ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.axhline(0.5, ls=":", c="grey", lw=1)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"ablation: {study}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_results(out: Path, study: str, rows: list[dict[str, Any]], settings: dict[str, Any]) -> list[Path]:
+    """results.json, results.md and results.png under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", {"study": study, **settings, "rows": rows})
+    write_text(out / "results.md", results_markdown(study, rows, settings))
+    return [out / "results.json", out / "results.md", plot_results(study, rows, out / "results.png")]
+
+
+# ------------------------------------------------------------------------------- the command
+def run_study(study: str, out: Path, bench: Path, subjects: int = 1, preset: str = "demo",
+              recipe: str | Path = "ablate", variants: list[Variant] | None = None, questions: int | None = None,
+              progress: bool = True) -> list[dict[str, Any]]:
+    """Train and evaluate every variant of ``study`` (or ``variants``); returns the table's rows."""
+    from tqdm import tqdm
+
+    from pvchat.eval.benchmark import load_benchmark
+    from pvchat.eval.face_baseline import FaceBaseline
+    from pvchat.eval.runner import evaluate
+    from pvchat.train.stages import recipe_path
+
+    if study not in STUDIES and variants is None:
+        raise InputError(f"unknown study {study!r}; choose one of: {', '.join(STUDIES)}")
+    variants = variants if variants is not None else STUDIES[study]
+    b = load_benchmark(bench)
+    if not 1 <= subjects <= len(b.subjects):
+        raise InputError(f"--subjects must be in 1..{len(b.subjects)} for {bench}")
+    names = [s["name"] for s in b.subjects[:subjects]]
+    out = Path(out)
+    settings = {"preset": preset, "recipe": str(recipe), "subjects": names, "bench": str(bench),
+                "questions_per_subject": questions,  # a finished variant is reused only with the same settings
+                "recipe_sha1": hashlib.sha1(recipe_path(recipe).read_bytes()).hexdigest()[:12]}
+
+    manifests = {}
+    for name in tqdm(names, desc="analyze + synthesize", unit="subject", disable=not progress):
+        manifests[name] = prepare_subject(b.reference(name), name, out / "subjects" / name, recipe)
+
+    base_dir = out / study / "face-baseline"
+    face = FaceBaseline.from_benchmark(b, subjects=names)
+    per = [_row(evaluate(face, b.root, out=base_dir / n, subjects=[n], limit=questions)) for n in names]
+    rows = [{"variant": "face baseline (training-free)", **_mean_rows(per), "train_seconds": None}]
+
+    steps = [(v, n) for v in variants for n in names]
+    bar = tqdm(steps, desc=f"ablate {study}", unit="run", disable=not progress)
+    done: dict[str, list[dict[str, Any]]] = {}
+    seconds: dict[str, float] = {}
+    for variant, name in bar:
+        bar.set_postfix_str(f"{variant.name} / {name}")
+        where = out / study / _slug(variant.name) / name
+        if (where / "row.json").is_file() and read_json(where / "row.json").get("settings") == settings:
+            row = read_json(where / "row.json")
+        else:
+            start = time.perf_counter()
+            model = train_variant(variant, manifests[name], name, where / "run", preset, recipe)
+            trained = round(time.perf_counter() - start, 1)
+            report = evaluate(model_answerer(model, f"pvchat-{_slug(variant.name)}"), b.root, out=where / "eval",
+                              subjects=[name], limit=questions)
+            row = {**_row(report), "train_seconds": trained, "settings": settings}
+            write_json(where / "row.json", row)
+        done.setdefault(variant.name, []).append(row)
+        seconds[variant.name] = seconds.get(variant.name, 0.0) + row["train_seconds"]
+    for variant in variants:
+        rows.append({"variant": variant.name, **_mean_rows(done[variant.name]),
+                     "train_seconds": round(seconds[variant.name], 1)})
+    write_results(out / study, study, rows, settings)
+    return rows
+
+
+def ablate_command(study: str, *, out: Path, bench: Path = Path("workspace/bench"), subjects: int = 1,
+                   preset: str = "demo", recipe: str = "ablate", questions: int | None = None) -> int:
+    """Run one of the paper's ablation studies: train each variant, evaluate it, tabulate.
+
+    Studies: attention (Q-former routing mha / moh / remoh, Table 2), losses (SPR/HAE on and off,
+    official HAE, Table 3), data (positives only / + hard negatives / all, Table 4), queries
+    (subject queries N = 0..20, supp. Table 1). Each variant is trained for each of the first
+    SUBJECTS benchmark subjects from its reference video (analyze + synthesize once per subject,
+    under OUT/subjects) and asked that subject's questions. Writes OUT/STUDY/results.md,
+    results.json and results.png, with the training-free face baseline as a reference row.
+
+    Args:
+        study: attention, losses, data or queries.
+        out: Output directory (shared by studies: the synthesized data is reused).
+        bench: Benchmark directory (built there from the default recipe when missing).
+        subjects: How many benchmark subjects (the first ones).
+        preset: Model preset (tiny or demo; demo trains the whole small LLM).
+        recipe: Training recipe, a name or a YAML path (default ablate: tiny data, few steps).
+        questions: Ask only the first QUESTIONS questions per subject (smoke runs).
+    """
+    from pvchat.eval.command import ensure_benchmark
+    from pvchat.model.presets import get_preset
+    from pvchat.train.stages import recipe_path
+
+    if study not in STUDIES:
+        raise InputError(f"unknown study {study!r}; choose one of: {', '.join(STUDIES)}")
+    get_preset(preset)
+    recipe_path(recipe)
+    bench = ensure_benchmark(Path(bench))
+    rows = run_study(study, Path(out), bench, subjects=subjects, preset=preset, recipe=recipe, questions=questions,
+                     progress=True)
+    print(results_markdown(study, rows, read_json(Path(out) / study / "results.json")))
+    print(f"-> {Path(out) / study / 'results.md'}")
+    return 0

@@ -1,0 +1,89 @@
+"""pvchat ablate: the study registry, config/data mutations, the results table, one tiny study end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pvchat.errors import ConfigError, InputError
+from pvchat.eval.ablate import STUDIES, Variant, _set, results_markdown, run_study, write_results
+from pvchat.eval.recipe import BenchmarkRecipe
+from pvchat.model.presets import get_preset
+
+RECIPE = Path(__file__).parent / "web_recipe.yaml"  # tiny synthesis, a few steps per stage
+
+
+def test_registry_and_config_mutations():
+    assert set(STUDIES) == {"attention", "losses", "data", "queries"}
+    seen = {}
+    for study, variants in STUDIES.items():
+        assert len({v.name for v in variants}) == len(variants)
+        for v in variants:
+            cfg = get_preset("tiny")
+            v.configure(cfg)
+            seen[(study, v.name)] = cfg
+    assert [seen[("attention", m)].qformer.routing for m in ("mha", "moh", "remoh")] == ["mha", "moh", "remoh"]
+    assert (seen[("losses", "no SPR")].loss.spr, seen[("losses", "no SPR")].loss.hae) == ("off", "paper")
+    assert seen[("losses", "official HAE")].loss.hae == "official"
+    assert [seen[("queries", f"N={n}")].qformer.num_subject_queries for n in (0, 4, 8, 12, 16, 20)] == [0, 4, 8, 12, 16, 20]
+    with pytest.raises(ConfigError):
+        _set("qformer", routing="nope")(get_preset("tiny"))
+
+
+def test_data_filters():
+    recs = [SimpleNamespace(kind="positive", clip="clips/pos_0000.mp4", people=["A"]),
+            SimpleNamespace(kind="negative", clip="clips/neg_hard_0000.mp4", people=[]),
+            SimpleNamespace(kind="negative", clip="clips/neg_random_0000.mp4", people=[]),
+            SimpleNamespace(kind="random", clip="clips/r.mp4", people=[])]
+    kept = {v.name: [r.clip for r in recs if v.keep(r)] for v in STUDIES["data"]}
+    assert kept["positives only"] == ["clips/pos_0000.mp4"]
+    assert kept["+ hard negatives"] == ["clips/pos_0000.mp4", "clips/neg_hard_0000.mp4"]
+    assert len(kept["all (+ random negatives)"]) == 4
+
+
+def test_write_results(tmp_path):
+    rows = [{"variant": "face baseline (training-free)", "Acc": 0.75, "Acc+": 0.5, "Acc-": 1.0, "BLEU": 0.01,
+             "BS": 0.3, "n_questions": 36, "train_seconds": None},
+            {"variant": "mha", "Acc": 0.5, "Acc+": None, "Acc-": 0.5, "BLEU": 0.0, "BS": 0.2, "n_questions": 36,
+             "train_seconds": 12.5}]
+    settings = {"preset": "tiny", "recipe": "ablate", "subjects": ["Kris"], "bench": "b"}
+    paths = write_results(tmp_path, "attention", rows, settings)
+    assert [p.name for p in paths] == ["results.json", "results.md", "results.png"]
+    md = (tmp_path / "results.md").read_text()
+    assert "| mha | 0.500 | — | 0.500 | 0.000 | 0.200 | 36 | 12.500 |" in md
+    assert json.loads((tmp_path / "results.json").read_text())["rows"][1]["variant"] == "mha"
+    assert results_markdown("attention", rows, settings).startswith("# Ablation: attention")
+    assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_unknown_study(tmp_path):
+    with pytest.raises(InputError, match="unknown study"):
+        run_study("nope", tmp_path, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory):
+    from pvchat.eval.benchmark import build_benchmark
+
+    recipe = BenchmarkRecipe(world_people=6, pool_people=1, subjects=1, clips_per_group=2, hard_negatives=2,
+                             num_frames=8)
+    return build_benchmark(tmp_path_factory.mktemp("bench") / "b", recipe, progress=False)
+
+
+@pytest.mark.slow
+def test_tiny_study_end_to_end(tiny_bench, tmp_path):
+    variants = [v for v in STUDIES["queries"] if v.name in ("N=0", "N=4")]
+    rows = run_study("queries", tmp_path, tiny_bench, subjects=1, preset="tiny", recipe=RECIPE, variants=variants,
+                     questions=6, progress=False)
+    assert [r["variant"] for r in rows] == ["face baseline (training-free)", "N=0", "N=4"]
+    assert all(r["n_questions"] == 6 for r in rows)
+    for name in ("results.md", "results.json", "results.png"):
+        assert (tmp_path / "queries" / name).is_file()
+    assert "| N=0 |" in (tmp_path / "queries" / "results.md").read_text()
+    again = run_study("queries", tmp_path, tiny_bench, subjects=1, preset="tiny", recipe=RECIPE, variants=variants,
+                      questions=6, progress=False)  # finished variants are reused
+    assert again == rows
+    assert isinstance(Variant("x").keep(object()), bool)
