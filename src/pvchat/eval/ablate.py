@@ -184,7 +184,8 @@ def results_markdown(study: str, rows: list[dict[str, Any]], settings: dict[str,
                                           f(r.get("train_seconds"))]) + " |")
     lines += ["", "Acc: existence accuracy (Acc+ on clips with the subject, Acc− without); BLEU and BS (BERTScore F1, "
               "packaged MiniLM) over appearance/action/location answers. ES/DC need an LLM judge: not measured. "
-              "Chance existence accuracy is 0.5.", ""]
+              "An answerer that always says no scores Acc = the share of clips without the subject (2/3 on the default "
+              "benchmark: Acc+ 0, Acc− 1); Acc+ and Acc− together tell guessing from recognising.", ""]
     return "\n".join(lines)
 
 
