@@ -66,7 +66,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     for p in pool_people:
         Image.fromarray(world.portrait(p.id)).save(pool / f"{p.id}.png")
     manifest = synthesize_dataset(out / "analysis", name, out / "data", pool=pool,
-                                  recipe="tiny" if quick else "demo", progress=progress)
+                                  recipe="demo", progress=progress)
     lap("synthesize", t)
     # 4. train both stages on the tiny preset
     t = time.perf_counter()
@@ -104,7 +104,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
         _write_clip(path, rendered.frames, world.fps)
         pixels = to_model_input(read_frames_uniform(path, model.config.num_frames), size=model.vision.image_size)
         question = f"Is <{name}> in this video?"
-        answer = model.generate([question], pixel_values=pixels.unsqueeze(0), max_new_tokens=12)[0]
+        answer = model.generate([question], pixel_values=pixels.unsqueeze(0), max_new_tokens=32)[0]
         rows.append({"clip": path.name, "group": group, "people": ids, "label": subject.id in ids,
                      "question": question, "answer": answer})
     lap("evaluate", t)
@@ -154,7 +154,7 @@ def demo(out: Path = Path("workspace/demo"), quick: bool = False, seed: int = 0)
 
     Args:
         out: where everything is written (re-running resumes).
-        quick: a smaller world and data set (about half the time).
+        quick: a smaller world and half the query clips.
         seed: world and training seed.
     """
     report = run_demo(Path(out), quick=quick, seed=seed)

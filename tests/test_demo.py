@@ -1,0 +1,17 @@
+"""`pvchat demo --quick` end to end: world → reference → analyze → synthesize → train → questions."""
+
+import json
+
+from pvchat.cli import main
+
+
+def test_quick_demo_runs_end_to_end_and_reports(tmp_path, capsys):
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Existence accuracy on" in out and "Transcript:" in out
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["existence"]["n"] >= 10 and set(report["by_group"]) == {"subject", "stranger", "hard negative"}
+    assert report["existence"]["unparsed"] <= 0.5  # the answers are existence answers, not noise
+    assert all(r["question"] == f"Is <{report['subject']}> in this video?" for r in report["transcript"])
+    assert (tmp_path / "eval.png").stat().st_size > 0
+    assert (tmp_path / "run" / "stage2" / "training.png").stat().st_size > 0
