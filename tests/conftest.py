@@ -1,5 +1,9 @@
 """Shared pytest fixtures. Append-only: several engineers add fixtures here."""
 
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 
 
@@ -55,3 +59,49 @@ def red_blue_data(tmp_path_factory):
                                   kind="positive" if present else "negative"))
     write_manifest(root / "manifest.jsonl", records)
     return root
+
+
+# --- a local OpenAI-compatible chat endpoint (tests/test_qa.py, tests/test_eval.py) ---------------
+
+
+class ChatStub(BaseHTTPRequestHandler):
+    """Answers each POST with the next ``(status, payload)`` of ``script`` (500 when it runs out)
+    and records ``(path, headers, body)`` in ``bodies``."""
+
+    script: list = []
+    bodies: list = []
+
+    @staticmethod
+    def completion(text: str) -> dict:
+        return {"choices": [{"message": {"role": "assistant", "content": text}}]}
+
+    @classmethod
+    def say(cls, *texts: str) -> None:
+        """Queue chat completions with these texts."""
+        cls.script += [(200, cls.completion(t)) for t in texts]
+
+    def do_POST(self):  # noqa: N802 (http.server API)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).bodies.append((self.path, dict(self.headers), body))
+        code, payload = type(self).script.pop(0) if type(self).script else (500, {"error": "no script"})
+        data = json.dumps(payload).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def chat_server():
+    """``(base_url, ChatStub)`` for a chat endpoint on a free localhost port."""
+    ChatStub.script, ChatStub.bodies = [], []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ChatStub)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", ChatStub
+    server.shutdown()
+    server.server_close()

@@ -4,8 +4,6 @@ baseline and the runner's report files."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -86,58 +84,26 @@ def test_parse_score(reply, score):
     assert parse_score(reply) == score
 
 
-class _FakeJudge(BaseHTTPRequestHandler):
-    """Answers every chat completion with the next canned reply and records the request."""
-
-    replies: list[str] = []
-    requests: list[dict] = []
-
-    def do_POST(self):  # noqa: N802 (http.server API)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
-        reply = type(self).replies.pop(0) if type(self).replies else "Score: 1"
-        data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def fake_judge_server():
-    server = HTTPServer(("127.0.0.1", 0), _FakeJudge)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    _FakeJudge.replies, _FakeJudge.requests = [], []
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
-    server.server_close()
-
-
-def test_judge_client_request_format_and_parsing(fake_judge_server, monkeypatch):
+def test_judge_client_request_format_and_parsing(chat_server, monkeypatch):
+    url, stub = chat_server
     monkeypatch.delenv("PVCHAT_JUDGE_URL", raising=False)
     monkeypatch.delenv("PVCHAT_JUDGE_MODEL", raising=False)
     assert make_judge() is None
     with pytest.raises(ConfigError, match="both a base URL and a model"):
-        make_judge(base_url=fake_judge_server)
+        make_judge(base_url=url)
     monkeypatch.setenv("PVCHAT_JUDGE_API_KEY", "sekrit")
-    judge = make_judge(base_url=fake_judge_server, model="judge-1")
-    _FakeJudge.replies = ["Specific to the person.\nScore: 5", "Hard to say."]
+    judge = make_judge(base_url=url, model="judge-1")
+    stub.say("Specific to the person.\nScore: 5", "Hard to say.")
     es = judge.score("es", "What is <Anna> wearing?", "<Anna> wears a red coat.", "<Anna> wears a red coat.", "<Anna>")
     dc = judge.score("dc", "What is <Anna> wearing?", "<Anna> wears a red coat.", "Something.", "<Anna>")
     assert es.score == 5.0 and dc.score is None and dc.reply == "Hard to say."
-    req = _FakeJudge.requests[0]
-    assert req["path"] == "/v1/chat/completions" and req["auth"] == "Bearer sekrit"
-    body = req["body"]
+    path, headers, body = stub.bodies[0]
+    assert path == "/v1/chat/completions" and headers["Authorization"] == "Bearer sekrit"
     assert body["model"] == "judge-1" and body["temperature"] == 0.0 and [m["role"] for m in body["messages"]] == ["system", "user"]
     user = body["messages"][1]["content"]
     assert "Entity Specificity" in user and "<Anna> wears a red coat." in user and "5:" in user
-    assert "Descriptive Completeness" in _FakeJudge.requests[1]["body"]["messages"][1]["content"]
-    assert judge.describe() == {"base_url": fake_judge_server, "model": "judge-1"}
+    assert "Descriptive Completeness" in stub.bodies[1][2]["messages"][1]["content"]
+    assert judge.describe() == {"base_url": url, "model": "judge-1"}
 
 
 # --- benchmark recipe -----------------------------------------------------------------------------
@@ -226,7 +192,7 @@ def test_face_baseline_beats_chance_and_writes_report(baseline_report):
     assert (out / "existence.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_runner_with_stub_answerer_rename_and_fake_judge(tiny_bench, fake_judge_server, tmp_path):
+def test_runner_with_stub_answerer_rename_and_fake_judge(tiny_bench, chat_server, tmp_path):
     from pvchat.eval.runner import evaluate
 
     name = tiny_bench.subjects[0]["name"]
@@ -241,8 +207,9 @@ def test_runner_with_stub_answerer_rename_and_fake_judge(tiny_bench, fake_judge_
             return "Yes, <Zed> is in this video." if q["label"] else "No, <Zed> is not in this video."
         return ref
 
-    judge = make_judge(base_url=fake_judge_server, model="j")
-    _FakeJudge.replies = ["Score: 5", "Score: 4"] * 6
+    url, stub = chat_server
+    judge = make_judge(base_url=url, model="j")
+    stub.say(*["Score: 5", "Score: 4"] * 6)
     r = evaluate(oracle, tiny_bench.root, out=None, subjects=[name], rename={name: "Zed"}, judge=judge)
     assert all(s == "Zed" and f"<{name}>" not in q for q, s in seen)
     assert r.existence["accuracy"] == 1.0 and r.summary["BLEU"] == pytest.approx(1.0)

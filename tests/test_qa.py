@@ -6,8 +6,6 @@ import itertools
 import json
 import random
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -437,43 +435,9 @@ def test_vlm_prompt_and_parse():
         VLMCaptioner(generate).caption(_request(), random.Random(0))
 
 
-class _Stub(BaseHTTPRequestHandler):
-    script: list = []
-    bodies: list = []
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).bodies.append((self.path, dict(self.headers), body))
-        code, payload = type(self).script.pop(0) if type(self).script else (500, {"error": "no script"})
-        data = json.dumps(payload).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def stub_server():
-    _Stub.script, _Stub.bodies = [], []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", _Stub
-    server.shutdown()
-    server.server_close()
-
-
-def _completion(text):
-    return {"choices": [{"message": {"role": "assistant", "content": text}}]}
-
-
-def test_openai_captioner_against_local_stub(stub_server):
-    url, stub = stub_server
-    stub.script = [(503, {"error": "busy"}), (200, _completion("She is wearing a red coat."))]
+def test_openai_captioner_against_local_stub(chat_server):
+    url, stub = chat_server
+    stub.script = [(503, {"error": "busy"}), (200, stub.completion("She is wearing a red coat."))]
     endpoint = ChatEndpoint(url, "local-vlm", api_key="k", timeout=5, retries=2, backoff=0)
     frames = lambda clip, n: np.full((n, 16, 16, 3), 127, np.uint8)  # noqa: E731
     cap = OpenAICaptioner(endpoint, num_frames=2, frames=frames)
@@ -490,8 +454,8 @@ def test_openai_captioner_against_local_stub(stub_server):
     assert len(images) == 1 and images[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
 
 
-def test_openai_endpoint_errors(stub_server):
-    url, stub = stub_server
+def test_openai_endpoint_errors(chat_server):
+    url, stub = chat_server
     stub.script = [(500, {})] * 3
     with pytest.raises(InputError, match="after 3 attempts"):
         ChatEndpoint(url, "m", timeout=5, retries=2, backoff=0).chat([{"role": "user", "content": "hi"}])
@@ -506,7 +470,7 @@ def test_openai_endpoint_errors(stub_server):
     with pytest.raises(ConfigError):
         ChatEndpoint("ftp://x", "m")
     rw = make_rewriter("llm", base_url=url, model="m", timeout=5, retries=0, attempts=1)
-    stub.script = [(200, _completion("<person> waves."))]
+    stub.script = [(200, stub.completion("<person> waves."))]
     assert rw.rewrite("She waves.", "<Anna>") == "<Anna> waves."
 
 
