@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from pvchat.errors import ConfigError, InputError, PVChatError
-from pvchat.video import write_video
+from pvchat.video import read_frames_uniform, write_video
 from pvchat.web.jobs import STAGES, EnrollJob, EnrollQueue
 from pvchat.web.uploads import UploadLimits, check_video, keep_upload, safe_name
 from pvchat.web import views
@@ -95,6 +95,9 @@ class FakeApi:
         class Chat:
             people = list(packs)
             model = SimpleNamespace(config=SimpleNamespace(num_frames=4))
+
+            def frames(self, video):
+                return read_frames_uniform(video, self.model.config.num_frames)
 
             def stream(self, video, question, history=None):
                 api.last_history = history

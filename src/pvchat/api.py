@@ -471,16 +471,13 @@ class Chat:
 
     def _video(self, video: Path) -> tuple[np.ndarray, torch.Tensor]:
         """(frames (T, H, W, 3) uint8, vision features (1, T, N_v, C_v)) of a video, cached."""
-        from pvchat.video import read_frames_uniform, to_model_input
-
         video = Path(video)
         stat = video.stat() if video.is_file() else None
         key = (str(video.resolve()), stat.st_mtime_ns if stat else None, stat.st_size if stat else None)
         if key not in self._features:
-            frames = read_frames_uniform(video, self.model.config.num_frames)  # InputError if unreadable
-            pixels = to_model_input(frames, size=self.model.vision.image_size).unsqueeze(0).to(self.device)
+            frames, pixels = self.model.read_video(video)  # InputError if unreadable
             with torch.no_grad():
-                self._features[key] = (frames, self.model.encode_video(pixels))
+                self._features[key] = (frames, self.model.encode_video(pixels.unsqueeze(0).to(self.device)))
             while len(self._features) > 4:
                 self._features.popitem(last=False)
         self._features.move_to_end(key)
@@ -522,6 +519,11 @@ class Chat:
                       past_key_values=out.past_key_values, use_cache=True)
 
     # ------------------------------------------------------------------ API
+    def frames(self, video: Path) -> np.ndarray:
+        """(T, H, W, 3) uint8: the frames the model reads from ``video`` (as :meth:`ask` and :meth:`stream`)."""
+        with self._lock:
+            return self._video(video)[0]
+
     def stream(self, video: Path, question: str, history: list[tuple[str, str]] | None = None) -> Iterator[str]:
         """Yield the answer as it grows, one token at a time (the last value is the whole answer).
 

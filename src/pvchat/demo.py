@@ -32,7 +32,6 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     from pvchat.faces.analyze import analyze_video, write_analysis
     from pvchat.synth.pipeline import synthesize_dataset
     from pvchat.train.stages import base_model, learn_stages
-    from pvchat.video import read_frames_uniform, to_model_input
     from pvchat.world.api import World, make_world
 
     t0 = time.perf_counter()
@@ -102,7 +101,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
             continue  # could not draw a clip without the subject for this slot
         path = qdir / f"q{i:03d}.mp4"
         _write_clip(path, rendered.frames, world.fps)
-        pixels = to_model_input(read_frames_uniform(path, model.config.num_frames), size=model.vision.image_size)
+        pixels = model.read_video(path)[1]
         question = f"Is <{name}> in this video?"
         answer = model.generate([question], pixel_values=pixels.unsqueeze(0), max_new_tokens=32)[0]
         rows.append({"clip": path.name, "group": group, "people": ids, "label": subject.id in ids,

@@ -134,16 +134,13 @@ def model_answerer(model, name: str):
     """``answer_fn(video, question, subject)`` over a trained model (greedy, video features cached)."""
     import torch
 
-    from pvchat.video import read_frames_uniform, to_model_input
-
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
     cache: dict[str, Any] = {}
 
     def answer(video: str, question: str, subject: str) -> str:
         if video not in cache:
-            frames = read_frames_uniform(video, model.config.num_frames)
-            pixels = to_model_input(frames, size=model.vision.image_size).unsqueeze(0).to(device)
+            pixels = model.read_video(video)[1].unsqueeze(0).to(device)
             with torch.no_grad():
                 cache.clear()
                 cache[video] = model.encode_video(pixels)

@@ -38,7 +38,7 @@ from pvchat.model.prompt import ChatTemplate, EncodedPrompt, pad_batch, validate
 from pvchat.model.qformer import QFormer
 from pvchat.model.tokenizer import build_tiny_tokenizer, ensure_chat_tokens
 from pvchat.model.vision import VisionTower
-from pvchat.video import IMAGENET_MEAN, IMAGENET_STD
+from pvchat.video import IMAGENET_MEAN, IMAGENET_STD, read_frames_uniform, to_model_input
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "pvchat_config.json"
@@ -131,6 +131,12 @@ class PVChat(nn.Module):
         return list(self.config.subjects)
 
     # ------------------------------------------------------------- encoding
+    def read_video(self, path: str | Path):
+        """The frames this model samples from a video file (``config.num_frames`` uniformly):
+        ``(frames (T, H, W, 3) uint8, pixel_values (T, 3, S, S))``; InputError if unreadable."""
+        frames = read_frames_uniform(path, self.config.num_frames)
+        return frames, to_model_input(frames, size=self.vision.image_size)
+
     def encode_video(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, H, W) → per-frame vision features (B, T, N_v, C_v). Cacheable while the tower is frozen."""
         return self.vision(pixel_values)

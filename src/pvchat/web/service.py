@@ -20,7 +20,6 @@ import numpy as np
 
 from pvchat.errors import InputError
 from pvchat.model.prompt import validate_name
-from pvchat.video import read_frames_uniform
 from pvchat.web.jobs import EnrollJob, EnrollQueue, Progress
 from pvchat.web.uploads import VIDEO_SUFFIXES, UploadLimits, check_video, keep_upload
 from pvchat.web.views import card_name, card_names, names_in
@@ -177,13 +176,8 @@ class WebService:
         return self._chat(people).ask(Path(video), question.strip(), history=list(history or []))
 
     def frames_seen(self, video: Path, people: list[str]) -> np.ndarray:
-        """(T, H, W, 3) uint8: the frames a chat with ``people`` samples from ``video``.
-
-        :meth:`pvchat.api.Chat.stream` yields text only; these are the frames its model reads,
-        sampled as :meth:`~pvchat.api.Chat.ask` samples them (``config.num_frames`` uniformly).
-        """
-        model = getattr(self._chat(people), "model", None)
-        return read_frames_uniform(video, int(model.config.num_frames) if model is not None else 8)
+        """(T, H, W, 3) uint8: the frames a chat with ``people`` reads from ``video`` (shown under the answer)."""
+        return self._chat(people).frames(Path(video))
 
     def head_activation(self, video: Path, people: list[str], question: str) -> dict:
         """Per-head activation with and without the person for one question (paper Fig. 7)."""
