@@ -25,7 +25,6 @@ another config is one :class:`~pvchat.errors.InputError`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from typing import Any
 import torch
 
 from pvchat.errors import InputError
-from pvchat.io import atomic_dir, load_tensors, read_json, save_tensors, write_json
+from pvchat.io import atomic_dir, file_sha256, load_tensors, read_json, save_tensors, write_json
 from pvchat.model import llm as llm_lib
 from pvchat.model.pvchat import CONFIG_NAME, WEIGHTS_NAME, PVChat
 
@@ -47,14 +46,6 @@ BASE_HASH = "sha256.json"  # cached hash of a base's weights, next to them
 
 
 # ------------------------------------------------------------------------- base models
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def base_info(base: Path) -> dict[str, Any]:
     """Preset, path, size and sha256 of a saved base model's safetensors (the hash is cached beside it)."""
     base = Path(base)

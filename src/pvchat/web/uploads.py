@@ -6,13 +6,13 @@ name: a text file called ``clip.mp4`` is refused, and so is a still image (one f
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from pvchat.errors import InputError
+from pvchat.io import atomic_path, file_sha256
 from pvchat.video import VideoInfo, iter_frames, probe
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
@@ -74,14 +74,8 @@ def keep_upload(path: str | Path, folder: Path) -> Path:
     queued enrolment or a later chat can still read it, and it keeps the name the user gave it.
     """
     path = Path(path)
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    dest = folder / digest.hexdigest()[:16] / safe_name(path.name)
+    dest = folder / file_sha256(path)[:16] / safe_name(path.name)
     if not dest.is_file():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        shutil.copyfile(path, tmp)
-        tmp.replace(dest)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(path, tmp)
     return dest
