@@ -84,7 +84,6 @@ def test_beta_moves_by_the_sparsity_of_all_ranks():
     """Eq. 9 under DDP: R_s is summed over ranks first, so every rank applies the same β update."""
     from pvchat.model.presets import get_preset
     from pvchat.model.pvchat import PVChat
-    from pvchat.train.loop import _share_sparsity
 
     class TwoRanks:  # reduce() as all_reduce(sum) with a second rank that saw R_s = 0.8 once
         def reduce(self, t, reduction):
@@ -95,7 +94,7 @@ def test_beta_moves_by_the_sparsity_of_all_ranks():
     sp0, sp1 = ranks[0].sparsity, ranks[1].sparsity
     sp0._rs_sum.fill_(0.0), sp0._rs_count.fill_(1)  # this rank saw R_s = 0
     sp1._rs_sum.fill_(0.8), sp1._rs_count.fill_(2)  # the pooled statistics: mean R_s = 0.4
-    _share_sparsity(ranks[0], TwoRanks())
+    sp0.pool(lambda t: TwoRanks().reduce(t, reduction="sum"))
     for m in ranks:
         m.sparsity_step()
     assert torch.equal(sp0.beta, sp1.beta)

@@ -137,6 +137,14 @@ class SparsityController(nn.Module):
         self._rs_sum.zero_()
         self._rs_count.zero_()
 
+    @torch.no_grad()
+    def pool(self, reduce_sum) -> None:
+        """Replace this process's R_s statistics by the sum over all processes (``reduce_sum``: an
+        all-reduce of a tensor), so every rank moves β (Eq. 9) by the whole batch under DDP."""
+        sums = reduce_sum(torch.cat([self._rs_sum, self._rs_count[None].to(self._rs_sum)]))
+        self._rs_sum.copy_(sums[:-1])
+        self._rs_count.fill_(int(sums[-1].round()))
+
     def last_sparsity(self) -> torch.Tensor:
         """Mean R_s per module since the last :meth:`step` (NaN if none)."""
         return self._rs_sum / self._rs_count.clamp(min=1) if int(self._rs_count) else torch.full_like(self._rs_sum, float("nan"))

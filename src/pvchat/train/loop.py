@@ -106,14 +106,6 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
-def _share_sparsity(core: PVChat, accelerator: Any) -> None:
-    """Sum the R_s statistics of all processes, so every rank moves β (Eq. 9) by the whole batch."""
-    sp = core.sparsity
-    sums = accelerator.reduce(torch.cat([sp._rs_sum, sp._rs_count[None].to(sp._rs_sum)]), reduction="sum")
-    sp._rs_sum.copy_(sums[:-1])
-    sp._rs_count.fill_(int(sums[-1].round()))
-
-
 def train(
     model: PVChat,
     dataset: QADataset,
@@ -202,11 +194,12 @@ def train(
             out.append(cache[clip].to(accelerator.device))
         return torch.cat(out)
 
-    saved = [step]  # the step of the newest checkpoint
+    saved_step = step  # the step of the newest checkpoint
 
     def checkpoint() -> None:
-        saved[0] = step
-        if accelerator.is_main_process:
+        nonlocal saved_step
+        saved_step = step
+        if main:
             save_checkpoint(ckpt, core, optimizer, {"step": step, "log_lines": log_lines, "recipe": recipe.to_dict()})
 
     t0, last_loss, done_here = time.perf_counter(), float("nan"), 0
@@ -214,7 +207,7 @@ def train(
     with open(log_path, "a") if main else contextlib.nullcontext() as log:
         while step < total:
             if cancel is not None and cancel.is_set():
-                if saved[0] != step:
+                if saved_step != step:
                     checkpoint()
                 bar.close()
                 raise TrainingCancelled(f"cancelled at step {step}/{total} of stage {recipe.stage}; run again to resume")
@@ -239,7 +232,7 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             if accelerator.num_processes > 1:
-                _share_sparsity(core, accelerator)
+                core.sparsity.pool(lambda t: accelerator.reduce(t, reduction="sum"))
             core.sparsity_step()  # Eq. 9, once per optimizer step
             step, done_here, last_loss = step + 1, done_here + 1, float(parts[0])
             record = {
