@@ -78,6 +78,18 @@ def test_subject_not_in_play_gets_no_gradient(model):
     assert model.qformer.subject_queries[1].grad is None  # <Anna> not named: her block is not run
 
 
+def test_person_named_only_in_an_answer_is_not_in_play(model):
+    """The prompt gives <video> slots to the people its questions name; an answer (or an earlier
+    turn's answer) naming someone else must not give them a query block."""
+    _, batch = _batch(model, [("Where is <sks>?", "To the left of <Anna>."), ("Is <Anna> here?", "Yes.")])
+    assert model.subject_mask(batch["input_ids"]).tolist() == [[True, False], [False, True]]
+    model.zero_grad()
+    assert torch.isfinite(model(**batch).loss)
+    enc = model.prepare("Is <sks> here?", history=[("Where is <sks>?", "Next to <Anna>.")])
+    ids = torch.tensor([enc.input_ids])
+    assert model.subject_mask(ids).tolist() == [[True, False]] and enc.subjects == ["sks"]
+
+
 def test_cached_features_equal_pixels(model):
     model.eval()
     _, batch = _batch(model, [("Is <sks> in the video?", "Yes.")])

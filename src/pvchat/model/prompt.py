@@ -63,6 +63,7 @@ class ChatTemplate:
         self.tokenizer = tokenizer
         self.G, self.N = num_general_queries, num_subject_queries
         self.video_id = self._single_id("<video>")
+        self.close_id = self._single_id("[/INST]")
         self.eos_id = tokenizer.eos_token_id
 
     def _single_id(self, token: str) -> int:

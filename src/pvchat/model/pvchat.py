@@ -155,11 +155,14 @@ class PVChat(nn.Module):
         return self.projector(q), keep, stats
 
     def subject_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, S) bool: subject s is in play in sample b iff its token occurs in the prompt."""
+        """(B, S) bool: subject s is in play in sample b iff its token occurs in the first text turn,
+        whose prefix lists every person the questions name; a person named only in an answer
+        ("... to the left of <B>") is not in play and gets no query block."""
         ids = torch.tensor([self.subject_ids[n] for n in self.config.subjects], device=input_ids.device, dtype=torch.long)
         if not len(ids):
             return torch.zeros(input_ids.shape[0], 0, dtype=torch.bool, device=input_ids.device)
-        return (input_ids[:, :, None] == ids[None, None, :]).any(1)
+        head = (input_ids == self.template.close_id).cumsum(1) < 2  # the video turn and the first text turn
+        return ((input_ids[:, :, None] == ids[None, None, :]) & head[:, :, None]).any(1)
 
     def embed_inputs(self, input_ids, vision_features) -> tuple[torch.Tensor, list]:
         """Token embeddings with the visual tokens written into the ``<video>`` placeholders."""
