@@ -17,27 +17,17 @@ def manifest(red_blue_data):
     return red_blue_data / "manifest.jsonl"
 
 
-def _model():
+def _model(preset="tiny"):
     torch.manual_seed(0)
-    cfg = get_preset("tiny")
+    cfg = get_preset(preset)
     cfg.subjects = ["sks"]
     return PVChat.from_config(cfg)
 
 
-@pytest.fixture
-def one_thread():
-    """20 steps on a random-init model is a knife edge: with 2 threads the order of float sums
-    (and so the answer) varied between runs; one thread makes it repeatable."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _recipe(**kw):
     # the tiny preset is random-init: it needs larger rates than the paper's (which tune a pretrained model)
-    return stage2(num_frames=4, lr_subject=1e-2, lr_qformer=1e-2, lr_lora=1e-2, checkpoint_every=100,
-                  epochs=kw.pop("epochs", 10), **kw)
+    kw = {"lr_subject": 1e-2, "lr_qformer": 1e-2, "lr_lora": 1e-2, "epochs": 10, **kw}
+    return stage2(num_frames=4, checkpoint_every=100, **kw)
 
 
 def test_manifest_round_trip_and_errors(manifest, tmp_path):
@@ -64,11 +54,14 @@ def test_parameter_groups_follow_the_paper():
     assert m.qformer.subject_queries[1].requires_grad
 
 
-def test_training_learns_logs_and_plots(manifest, tmp_path, one_thread):
-    m = _model()
+def test_training_learns_logs_and_plots(manifest, tmp_path):
+    # the demo preset (whole LLM trained): LoRA on a random-init LLM (tiny) learns red/blue in 20
+    # steps for 2 of 6 seeds, and which ones flipped with the heap layout left by earlier tests;
+    # the demo preset learns it for 6 of 6 seeds
+    m = _model("demo")
     ds = QADataset(manifest, stage=2, num_frames=4, image_size=32, types=("existence",))
     assert len(ds) == 4
-    result = train(m, ds, _recipe(), tmp_path / "run", progress=False)
+    result = train(m, ds, _recipe(lr_subject=3e-3, lr_qformer=3e-3, lr_lora=3e-3), tmp_path / "run", progress=False)
     rows = read_log(result.log)
     assert result.steps == len(rows) == 10 * 2
     assert np.mean([r["lm"] for r in rows[-3:]]) < 0.5 * np.mean([r["lm"] for r in rows[:3]])
