@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "world": "pvchat.world.api:world",
     "analyze": "pvchat.faces.analyze:analyze",
     "synthesize": "pvchat.synth.pipeline:synthesize",
+    "compose": "pvchat.synth.compose:compose",
     "eval-generator": "pvchat.synth.report:eval_generator",
     "train": "pvchat.train.stages:train_command",
     "learn": "pvchat.api_commands:learn_command",
