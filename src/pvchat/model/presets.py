@@ -3,6 +3,9 @@
 * ``tiny``  random init, CPU-sized: one forward+backward in well under a second. Tests.
 * ``demo``  ``tiny`` with the LLM trained in full instead of through LoRA: a random-init LLM has
   nothing for an adapter to preserve, and LoRA alone cannot teach it language. The demo.
+* ``face``  ``demo`` whose tower also reads identity: 192 px frames, a 144-wide tower and two dlib
+  face tokens per frame (model/face_tokens.py). Start it from a base pretrained on the offline
+  world (train/pretrain.py): a random-init model does not learn identity from one person's clips.
 * ``paper`` the paper's sizes (§4.1, pvchat-official.md §2): InternVideo2-1B-sized ViT (1408 wide,
   39 blocks used of 40, 16 heads, patch 14, 224 px), BERT-base Q-former (ReMoH in layers 6–11,
   8 shared + 4 routed heads, target 2, 96 general + 16 per subject), Mistral-7B-Instruct-v0.3 with
@@ -74,7 +77,15 @@ def demo() -> PVChatConfig:
     return cfg
 
 
-PRESETS: dict[str, Callable[[], PVChatConfig]] = {"tiny": tiny, "demo": demo, "paper": paper}
+def face() -> PVChatConfig:
+    cfg = demo()
+    cfg.vision.config.update(hidden_size=144, intermediate_size=288, image_size=192, patch_size=32)
+    cfg.vision.face_tokens = 2
+    cfg.preset = "face"
+    return cfg
+
+
+PRESETS: dict[str, Callable[[], PVChatConfig]] = {"tiny": tiny, "demo": demo, "face": face, "paper": paper}
 
 
 def list_presets() -> list[str]:
