@@ -1,4 +1,4 @@
-"""Does a Q-former pretrained on other people let a new person be learned by their query block alone?
+"""Is identity lost in the Q-former? A new person on the face preset's features, Q-former + yes/no head only.
 
     .venv/bin/pvchat demo                      # writes workspace/demo (data, queries, report.json)
     python bench/identity_transfer.py [--demo workspace/demo] [--clips 250] [--steps 1500] [--seeds 0 1]
@@ -15,7 +15,8 @@ subject block's outputs → a linear yes/no head (in place of the LLM).
    look-alikes) — the same clips the demo reports on;
 3. baseline: the same Q-former from random init, everything trained on the demo's clips.
 
-Prints accuracy per seed and writes ``bench/results/identity_transfer.json``.
+Prints accuracy per seed and writes ``bench/results/identity_transfer.json`` (a run stopped
+after seed 0 is kept as printed in ``bench/results/identity_transfer.txt``).
 """
 
 from __future__ import annotations

@@ -16,12 +16,12 @@ The people of the world are split: ``exclude`` names the faces the base must nev
 demo's subject, its pool and its held-out strangers), so what a personalised model knows about
 them comes from their own clips only.
 
-Status (measured on the demo's data, bench/identity_transfer.py): the Q-former part works — a
-Q-former pretrained this way with a yes/no head, then given only a new block for the demo's
-subject, answers the demo's held-out queries at 0.875–0.917 (random init: chance). The whole
-model (LLM included) pretrained by :func:`pretrain_base` for 2.9k steps (240 clips, 51 people,
-12 epochs, lr 1e-3, ~6.6 min on 2 cores) still answers "no" to everything, its own people
-included; the demo does not use it yet.
+Status (measured on the demo's data, bench/identity_transfer.py): a Q-former pretrained this
+way with a yes/no head, then given only a new block for the demo's subject, answers the demo's
+held-out queries at 0.75–0.92; but a random-init Q-former trained on the demo's own clips reaches
+1.00, so the Q-former does not need this. The whole model (LLM included) pretrained by
+:func:`pretrain_base` for 2.9k steps (240 clips, 51 people, 12 epochs, lr 1e-3, ~6.6 min on 2
+cores) answers "no" to everything, its own people included; the demo does not use it.
 """
 
 from __future__ import annotations
