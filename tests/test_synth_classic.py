@@ -65,7 +65,7 @@ def test_composite_places_the_person(generator):
 
 @pytest.mark.parametrize("motion", [m for m in MOTIONS if m != "still"])
 def test_motions_move_the_face_not_the_corners(identity, generator, motion):
-    frame, lm = identity.frames[0], generator._landmarks[0]
+    frame, lm = identity.frames[0], generator.landmarks[0]
     moved = animate(frame, lm, motion, 0.5 if motion in ("tilt", "question", "smile", "frown") else 0.125)
     x0, y0, x1, y1 = identity.boxes[0]
     face = (slice(y0, y1), slice(x0, x1))

@@ -64,6 +64,12 @@ def person_mask(rgb: np.ndarray, box) -> tuple[np.ndarray, tuple[int, int, int, 
     return np.clip(alpha, 0, 1), rect
 
 
+def nearest_face(faces, centre: tuple[float, float]):
+    """The face whose box centre is nearest ``centre`` (x, y) in city-block distance."""
+    cx, cy = centre
+    return min(faces, key=lambda f: abs((f.box[0] + f.box[2]) / 2 - cx) + abs((f.box[1] + f.box[3]) / 2 - cy))
+
+
 def _subject_window(rgb: np.ndarray, box, aspect: float) -> np.ndarray:
     """A crop of ``rgb`` with the aspect ``aspect`` (w/h) centred on the subject's head and shoulders."""
     h, w = rgb.shape[:2]
@@ -92,7 +98,7 @@ class ClassicGenerator:
     def __init__(self, strength: float = 0.5, composite_prob: float = 0.6, still_prob: float = 0.4):
         self.strength, self.composite_prob, self.still_prob = strength, composite_prob, still_prob
         self.identity: Identity | None = None
-        self._landmarks: list[np.ndarray] = []
+        self.landmarks: list[np.ndarray] = []  # 68 points per reference frame
         self._masks: dict[int, tuple[np.ndarray, tuple]] = {}
 
     def prepare(self, identity: Identity, workdir: Path | None = None) -> None:
@@ -102,41 +108,42 @@ class ClassicGenerator:
         if not identity.frames:
             raise ConfigError(f"the classic backend needs reference frames of {identity.name!r}")
         engine = FaceEngine()
-        self.identity, self._landmarks, self._masks = identity, [], {}
+        self.identity, self.landmarks, self._masks = identity, [], {}
         for rgb, box in zip(identity.frames, identity.boxes):
             faces = engine.detect(rgb, embed=False)
             if faces:  # the detection that overlaps the analysed box
-                cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-                f = min(faces, key=lambda f: abs((f.box[0] + f.box[2]) / 2 - cx) + abs((f.box[1] + f.box[3]) / 2 - cy))
-                self._landmarks.append(f.landmarks)
+                self.landmarks.append(nearest_face(faces, ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)).landmarks)
             else:  # fall back to a box-shaped landmark set: motions still move the head region
                 x0, y0, x1, y1 = box
-                self._landmarks.append(np.stack(np.meshgrid(np.linspace(x0, x1, 17), np.linspace(y0, y1, 4)), -1)
+                self.landmarks.append(np.stack(np.meshgrid(np.linspace(x0, x1, 17), np.linspace(y0, y1, 4)), -1)
                                        .reshape(-1, 2)[:68].astype(np.float32))
 
-    def _mask(self, i: int):
+    def mask(self, i: int):
+        """(alpha (H, W) float, body rectangle) of reference frame ``i``, cut out once and kept."""
         if i not in self._masks:
             self._masks[i] = person_mask(self.identity.frames[i], self.identity.boxes[i])
         return self._masks[i]
+
+    def source_frames(self, rng: np.random.Generator, T: int) -> tuple[list[int], bool]:
+        """The reference frame behind each of ``T`` output frames: a run resampled in time (speed
+        ×0.5–2, sometimes reversed) or, with ``still_prob``, one frame held; and whether it is held."""
+        n = len(self.identity.frames)
+        if rng.random() < self.still_prob or n == 1:
+            return [int(rng.integers(n))] * T, True
+        speed = float(rng.choice([0.5, 1.0, 1.5, 2.0]))
+        start = float(rng.uniform(0, max(0, n - 1)))
+        idx = [int(min(n - 1, start + speed * t)) for t in range(T)]
+        return (idx[::-1] if rng.random() < 0.3 else idx), False
 
     def generate(self, request: ClipRequest) -> GeneratedClip:
         if self.identity is None:
             raise ConfigError("call prepare(identity) before generate()")
         rng = np.random.default_rng(request.seed)
         ident = self.identity
-        n = len(ident.frames)
         T, W, H = request.num_frames, request.width, request.height
 
         # 1. source frames: a time-resampled run, or one frame held
-        held = rng.random() < self.still_prob or n == 1
-        if held:
-            idx = [int(rng.integers(n))] * T
-        else:
-            speed = float(rng.choice([0.5, 1.0, 1.5, 2.0]))
-            start = float(rng.uniform(0, max(0, n - 1)))
-            idx = [int(min(n - 1, start + speed * t)) for t in range(T)]
-            if rng.random() < 0.3:
-                idx = idx[::-1]
+        idx, held = self.source_frames(rng, T)
         # a held frame needs a real motion, or the clip is frozen (and the Dync-D filter drops it)
         motion = request.motion or str(rng.choice([m for m in MOTIONS if not (held and m == "still")]))
         if motion not in MOTIONS:
@@ -160,9 +167,9 @@ class ClassicGenerator:
         frames = []
         for t, i in enumerate(idx):
             phase = t / max(1, T - 1)
-            src = animate(ident.frames[i], self._landmarks[i], motion, phase)  # 2. motion
+            src = animate(ident.frames[i], self.landmarks[i], motion, phase)  # 2. motion
             if composite:
-                alpha, (rx0, ry0, rx1, ry1) = self._mask(i)
+                alpha, (rx0, ry0, rx1, ry1) = self.mask(i)
                 cut, a = src[ry0:ry1, rx0:rx1].astype(np.float32), alpha[ry0:ry1, rx0:rx1]
                 fb = ident.boxes[i]
                 s = min(face_height * H / max(1, fb[3] - fb[1]), H / max(1, cut.shape[0]))

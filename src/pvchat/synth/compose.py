@@ -40,7 +40,7 @@ from pvchat.io import read_json, write_json
 from pvchat.synth.augment import AugmentParams, apply, geometry_matrix
 from pvchat.synth.backgrounds import BACKGROUNDS, paint_background
 from pvchat.synth.base import Identity
-from pvchat.synth.classic import ClassicGenerator
+from pvchat.synth.classic import ClassicGenerator, nearest_face
 from pvchat.synth.motion import MOTIONS, animate
 from pvchat.synth.negatives import SAME_PERSON
 
@@ -126,18 +126,12 @@ def _check_subjects(subjects) -> None:
 
 
 def _cast(people: list[_Person], rng: np.random.Generator, T: int, H: int, sw: int) -> list[_Cast]:
-    """Slots shuffled; each person's own source frames (a run, sometimes reversed, or one held),
-    motion and augmentation parameters."""
+    """Slots shuffled; each person's own source frames (the classic backend's: a run resampled in
+    time, sometimes reversed, or one held), motion and augmentation parameters."""
     slots = [str(s) for s in rng.permutation(list(SLOTS))[: len(people)]]
     casts = []
     for person, slot in zip(people, slots):
-        n = len(person.identity.frames)
-        first = int(rng.integers(n))
-        if n > 1 and rng.random() >= person.gen.still_prob:
-            step = -1 if rng.random() < 0.3 else 1
-            frames = [int(np.clip(first + step * t, 0, n - 1)) for t in range(T)]
-        else:
-            frames = [first] * T
+        frames, _ = person.gen.source_frames(rng, T)
         motion = str(rng.choice([m for m in MOTIONS if m != "still"]))
         casts.append(_Cast(person, slot, frames, motion, AugmentParams.sample(rng, H, sw, person.gen.strength)))
     return casts
@@ -156,10 +150,10 @@ def _layer(cast: _Cast, t: int, T: int, H: int, sw: int, fh: float, face_top: fl
     Masks and landmarks are the classic backend's (cached per reference frame)."""
     gen = cast.person.gen
     i = cast.frames[t]
-    alpha, (rx0, ry0, rx1, ry1) = gen._mask(i)
+    alpha, (rx0, ry0, rx1, ry1) = gen.mask(i)
     x0, y0, x1, y1 = gen.identity.boxes[i]
     crop = gen.identity.frames[i][ry0:ry1, rx0:rx1]
-    src = animate(crop, gen._landmarks[i] - np.float32([rx0, ry0]), cast.motion, t / max(1, T - 1))
+    src = animate(crop, gen.landmarks[i] - np.float32([rx0, ry0]), cast.motion, t / max(1, T - 1))
     s = fh / max(1, y1 - y0)
     cw, ch = max(1, round(src.shape[1] * s)), max(1, round(src.shape[0] * s))
     src = cv2.resize(src, (cw, ch), interpolation=cv2.INTER_AREA).astype(np.float32)
@@ -230,7 +224,7 @@ def check_faces(engine, frames: np.ndarray, casts: list[_Cast], centres, others:
             cx, cy = centres[k]
             near = [f for f in faces if abs((f.box[0] + f.box[2]) / 2 - cx) < W / 6]
             if near:
-                f = min(near, key=lambda f: abs((f.box[0] + f.box[2]) / 2 - cx) + abs((f.box[1] + f.box[3]) / 2 - cy))
+                f = nearest_face(near, (cx, cy))
                 embedding = f.embedding if f.embedding is not None else engine.embed(frame, f)
                 found[k].append([float(np.linalg.norm(embedding - e)) for e in everyone])
     out = {}
@@ -285,7 +279,7 @@ def compose_dataset(
     from pvchat.qa.facts import ClipFacts, PersonFacts
     from pvchat.qa.generate import get_recipe, make_qa
     from pvchat.synth.negatives import build_face_bank
-    from pvchat.synth.pipeline import MOTION_WORDS, _dedupe
+    from pvchat.synth.pipeline import MOTION_WORDS, dedupe_qa
     from pvchat.video import read_frames_uniform, write_video
 
     _check_subjects(subjects)
@@ -368,7 +362,7 @@ def compose_dataset(
                    "source_frames": c.frames, "augment": c.aug.to_dict()}
                   for c, (cx, cy) in zip(casts, centres)]
         rec = ClipRecord(clip=f"clips/{clip_id}.mp4", people=[c.person.name for c in casts if c.person.name],
-                         qa=_dedupe(records), stage=[1, 2], kind="composed",
+                         qa=dedupe_qa(records), stage=[1, 2], kind="composed",
                          provenance={"backend": "compose", "seed": seed, "attempt": attempt, "background": background,
                                      "face_height": round(fh, 1), "layout": layout},
                          quality={f"face_distance:{n}": d for n, d in distances.items()})

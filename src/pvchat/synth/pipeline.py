@@ -163,7 +163,7 @@ def synthesize_dataset(
             for q in make_qa(facts, [name], stage=stage, rng=rng, recipe=recipe.qa, on_missing="skip"):
                 records.append(QARecord(**q.to_manifest()))
         rec = ClipRecord(clip=f"clips/{clip_id}.mp4", people=[name] if kind == "positive" else [],
-                         qa=_dedupe(records), stage=[1, 2], kind=kind,
+                         qa=dedupe_qa(records), stage=[1, 2], kind=kind,
                          provenance={"backend": clip.backend, "seed": clip.request.seed, "source": source,
                                      **{k: v for k, v in clip.info.items() if k in ("motion", "background", "position", "prompt")}},
                          quality=quality)
@@ -225,7 +225,8 @@ def synthesize_dataset(
     return out / "manifest.jsonl"
 
 
-def _dedupe(records: list[QARecord]) -> list[QARecord]:
+def dedupe_qa(records: list[QARecord]) -> list[QARecord]:
+    """``records`` without repeated (type, question, answer) triples, first kept."""
     seen, out = set(), []
     for r in records:
         key = (r.type, r.question, r.answer)
