@@ -34,8 +34,9 @@ from pvchat.data import read_manifest
 from pvchat.model.face_tokens import FaceTokens
 from pvchat.model.presets import get_preset
 from pvchat.model.qformer import QFormer
-from pvchat.train.pretrain import PRETRAIN_FRAMES, pretrain_people
+from pvchat.train.pretrain import PRETRAIN_FRAMES, pretrain_people, pretrain_world
 from pvchat.video import IMAGENET_MEAN, IMAGENET_STD, read_frames_uniform, to_model_input
+from pvchat.world.people import make_people
 
 
 class IdentityProbe(nn.Module):
@@ -65,10 +66,8 @@ def features(clips_frames, size: int) -> torch.Tensor:
 
 
 def world_data(demo_faces: set[str], clips: int):
-    from pvchat.world.api import World
-
     people = pretrain_people(demo_faces)
-    world = World(people=people, seed=11, num_frames=PRETRAIN_FRAMES, max_people_per_clip=3)
+    world = pretrain_world(people)
     ids = [p.id for p in people]
     frames, present = [], torch.zeros(clips, len(ids), dtype=torch.bool)
     for i in range(clips):
@@ -141,8 +140,6 @@ def main() -> None:
     report = json.loads((args.demo / "report.json").read_text())
     size = get_preset("face").vision.config["image_size"]
     t = time.perf_counter()
-    from pvchat.world.people import make_people
-
     demo_faces = {p.face for p in make_people(report["world_people"], 0)}
     frames, M = world_data(demo_faces, args.clips)
     X = features(frames, size)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from pvchat.data import ClipRecord, QARecord, read_manifest, write_manifest
+from pvchat.data import ClipRecord, QADataset, QARecord, write_manifest
 from pvchat.errors import ConfigError
 from pvchat.io import write_json
 from pvchat.model.pvchat import CONFIG_NAME, PVChat
@@ -53,6 +53,13 @@ def pretrain_people(exclude: set[str], seed: int = 0):
     return [dataclasses.replace(p, name=f"w{k:02d}") for k, p in enumerate(people)]
 
 
+def pretrain_world(people, seed: int = 0):
+    """The world the pretraining clips are drawn from: ``people``, 1–3 per clip, PRETRAIN_FRAMES frames."""
+    from pvchat.world.api import World
+
+    return World(people=list(people), seed=seed + 11, num_frames=PRETRAIN_FRAMES, max_people_per_clip=3)
+
+
 def write_pretrain_data(out: Path, people, clips: int, seed: int = 0, questions: int = 2,
                         progress: bool = True) -> Path:
     """Render ``clips`` world clips of ``people`` into ``out/clips`` and write ``out/manifest.jsonl``:
@@ -61,11 +68,10 @@ def write_pretrain_data(out: Path, people, clips: int, seed: int = 0, questions:
     from tqdm.auto import tqdm
 
     from pvchat.video import write_video
-    from pvchat.world.api import World
 
     out = Path(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
-    world = World(people=list(people), seed=seed + 11, num_frames=PRETRAIN_FRAMES, max_people_per_clip=3)
+    world = pretrain_world(people, seed)
     names = {p.id: p.name for p in people}
     rng = random.Random(seed)
     records = []
@@ -94,7 +100,6 @@ def pretrain_base(base: Path, work: Path, preset: str = "face", exclude: set[str
     people (tokens ``<w00>`` …), so the people learned later add theirs. Returns ``base``, which
     :func:`pvchat.train.stages.with_subjects` loads.
     """
-    from pvchat.data import QADataset
     from pvchat.model.presets import get_preset
     from pvchat.train.loop import train
 
@@ -109,8 +114,7 @@ def pretrain_base(base: Path, work: Path, preset: str = "face", exclude: set[str
     model = PVChat.from_config(cfg)
     recipe = stage2(epochs=epochs, batch_size=batch_size, num_frames=PRETRAIN_FRAMES, lr_subject=lr,
                     lr_qformer=lr, lr_lora=lr, seed=seed, checkpoint_every=200)
-    ds = QADataset(read_manifest(manifest), stage=2, num_frames=PRETRAIN_FRAMES,
-                   image_size=model.vision.image_size, root=manifest.parent)
+    ds = QADataset(manifest, stage=2, num_frames=PRETRAIN_FRAMES, image_size=model.vision.image_size)
     result = train(model, ds, recipe, work / "train", resume=True, progress=progress)
     model.save_pretrained(base)
     write_json(work / "pretrain.json", {"preset": preset, "people": len(people), "clips": clips,
