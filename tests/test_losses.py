@@ -104,3 +104,28 @@ def test_loss_terms_and_bad_modes():
     assert float(out["spr"]) == 0 and float(out["hae"]) == 0
     with pytest.raises(ConfigError, match="choose one of: off, official, paper"):
         SparsityLossConfig(spr="l2")
+
+
+@pytest.mark.parametrize("reg_grad", ["all", "router"])
+def test_reg_grad_router_keeps_sparsity_terms_off_the_layers_below(reg_grad):
+    torch.manual_seed(0)
+    attn = HeadRoutedAttention(16, 4, "remoh", num_shared_heads=2, top_k=1, router_bias_init=-0.2, reg_grad=reg_grad)
+    with torch.no_grad():
+        attn.router.weight.normal_()
+    x = torch.randn(4, 8, 16, requires_grad=True)
+    out, stats = attn(x)
+    reg = spr_regulariser(stats, "paper") + hae_loss(stats, attn.target_sparsity, "paper")
+    reg.backward()
+    assert attn.router.weight.grad.abs().sum() > 0  # the routers are regularised either way
+    reached_x = x.grad is not None and x.grad.abs().sum() > 0
+    assert reached_x == (reg_grad == "all")
+    # the forward pass (and so the LM gradient) is the same in both modes
+    torch.manual_seed(0)
+    other = HeadRoutedAttention(16, 4, "remoh", num_shared_heads=2, top_k=1, router_bias_init=-0.2)
+    other.load_state_dict(attn.state_dict())
+    torch.testing.assert_close(other(x)[0], out)
+
+
+def test_reg_grad_mode_is_checked():
+    with pytest.raises(ConfigError, match="reg_grad"):
+        HeadRoutedAttention(16, 4, "remoh", num_shared_heads=2, reg_grad="x")

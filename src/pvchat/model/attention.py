@@ -27,6 +27,13 @@ starts as that plain attention (dense), then SPR pushes the routed heads to the 
 ReMoE's dense-to-sparse schedule. The official code has no scaling and starts at
 ≈ 0.5·(shared heads) (pvchat-official.md §3.3); ``alpha_scale=1, router_bias_init=0`` reproduces
 that, minus its logit clamps.
+
+Regulariser gradients (``reg_grad=``): the SPR and HAE terms are functions of the router outputs
+W_r x_t. With ``"all"`` (the paper, ReMoE) their gradient reaches W_r and, through x_t, every layer
+below. With ``"router"`` the statistics they read are computed from x_t detached, so they move W_r
+and its bias only; the forward pass and the LM gradient are unchanged. At CPU-demo scale (a
+random-init model, learning rates ~100× the paper's) the sparsity terms' gradient through x_t
+outweighs the LM's and the Q-former stops reading identity (README, "Status").
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from torch import nn
 from pvchat.errors import ConfigError, unknown_choice
 
 ROUTING_MODES = ("mha", "moh", "remoh")
+REG_GRAD_MODES = ("all", "router")
 
 
 @dataclass
@@ -82,6 +90,7 @@ class HeadRoutedAttention(nn.Module):
         alpha_scale: factor on [α1, α2] (2 keeps the mean gate at 1; see module docstring).
         router_bias_init: initial ReMoH router bias (1 starts dense; 0 starts as the official code).
         soft_tau: temperature of the differentiable activation measure sigmoid(τ·logit) used by HAE.
+        reg_grad: ``"all"`` or ``"router"``: what the SPR/HAE gradients reach (module docstring).
     """
 
     def __init__(
@@ -96,10 +105,13 @@ class HeadRoutedAttention(nn.Module):
         alpha_scale: float = 2.0,
         router_bias_init: float = 1.0,
         soft_tau: float = 10.0,
+        reg_grad: str = "all",
     ):
         super().__init__()
         if routing not in ROUTING_MODES:
             raise unknown_choice("routing", routing, ROUTING_MODES)
+        if reg_grad not in REG_GRAD_MODES:
+            raise unknown_choice("reg_grad", reg_grad, REG_GRAD_MODES)
         if num_heads <= 0 or hidden_size % num_heads:
             raise ConfigError(f"hidden_size {hidden_size} must be a positive multiple of num_heads {num_heads}")
         num_routed = num_heads - num_shared_heads
@@ -114,7 +126,7 @@ class HeadRoutedAttention(nn.Module):
                 raise ConfigError(f"top_k must be in [1, {num_routed}] (the routed heads); got {top_k}")
         self.hidden_size, self.num_heads, self.head_dim = hidden_size, num_heads, hidden_size // num_heads
         self.routing, self.num_shared, self.num_routed = routing, num_shared_heads, num_routed
-        self.top_k, self.alpha_scale, self.soft_tau = top_k, alpha_scale, soft_tau
+        self.top_k, self.alpha_scale, self.soft_tau, self.reg_grad = top_k, alpha_scale, soft_tau, reg_grad
         self.attention_dropout = attention_dropout
         kv_hidden_size = kv_hidden_size or hidden_size
 
@@ -174,8 +186,12 @@ class HeadRoutedAttention(nn.Module):
         with torch.no_grad():
             active_rate = active.flatten(0, -2).float().mean(0)  # per routed head   (m,)
             sparsity = 1.0 - active.float().mean()  # R_s, hard count
-        soft_sparsity = 1.0 - torch.sigmoid(self.soft_tau * logits).mean()
-        stats = RoutingStats(logits, gates, alpha, head_scale, active_rate, sparsity, soft_sparsity, balance_loss)
+        reg_logits, reg_gates = logits, gates  # what SPR (gates) and HAE (soft sparsity) differentiate
+        if self.reg_grad == "router" and self.routing == "remoh":
+            reg_logits = self.router(x.detach())
+            reg_gates = F.relu(reg_logits)
+        soft_sparsity = 1.0 - torch.sigmoid(self.soft_tau * reg_logits).mean()
+        stats = RoutingStats(reg_logits, reg_gates, alpha, head_scale, active_rate, sparsity, soft_sparsity, balance_loss)
         return head_scale, stats
 
     # ---------------------------------------------------------------- forward

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pvchat.errors import ConfigError, unknown_choice
-from pvchat.model.attention import ROUTING_MODES
+from pvchat.model.attention import REG_GRAD_MODES, ROUTING_MODES
 from pvchat.model.losses import SparsityLossConfig
 
 
@@ -48,6 +48,9 @@ class QFormerConfig:
     top_k: int = 2
     alpha_scale: float = 2.0
     router_bias_init: float = 1.0
+    # what the SPR/HAE gradients reach: "all" (paper: the routers and, through x_t, the layers
+    # below) or "router" (W_r and its bias only; see model/attention.py)
+    reg_grad: str = "all"
     # learnable queries: general + N per subject (supp. S1)
     num_general_queries: int = 32
     num_subject_queries: int = 16
@@ -55,6 +58,8 @@ class QFormerConfig:
     def __post_init__(self):
         if self.routing not in ROUTING_MODES:
             raise unknown_choice("routing", self.routing, ROUTING_MODES)
+        if self.reg_grad not in REG_GRAD_MODES:
+            raise unknown_choice("reg_grad", self.reg_grad, REG_GRAD_MODES)
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"qformer hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
         if self.routing != "mha" and not 0 <= self.num_shared_heads < self.num_heads:

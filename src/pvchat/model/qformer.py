@@ -35,7 +35,7 @@ class QFormerLayer(nn.Module):
                 routing=cfg.routing if routed else "mha",
                 num_shared_heads=cfg.num_shared_heads, top_k=cfg.top_k, kv_hidden_size=kv_width,
                 attention_dropout=cfg.attention_dropout, alpha_scale=cfg.alpha_scale,
-                router_bias_init=cfg.router_bias_init,
+                router_bias_init=cfg.router_bias_init, reg_grad=cfg.reg_grad,
             )
 
         D, eps = cfg.hidden_size, cfg.layer_norm_eps
