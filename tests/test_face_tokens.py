@@ -42,3 +42,18 @@ def test_face_tokens_need_room_in_the_tower():
     cfg.vision.face_tokens = 2  # tiny's tower is 32 wide < 133
     with pytest.raises(ConfigError, match="hidden_size"):
         PVChat.from_config(cfg)
+
+
+def test_face_preset_reads_faces_only():
+    torch.manual_seed(0)
+    cfg = get_preset("face")
+    model = PVChat.from_config(cfg)
+    face = to_model_input(_astronaut()[None], size=cfg.vision.config["image_size"])  # (1, 3, 192, 192)
+    feats = model.encode_video(face[None])  # no ViT patches: the frame is its 2 face tokens
+    assert feats.shape == (1, 1, 2, cfg.vision.config["hidden_size"])
+    assert feats[0, 0, 0, 132] == 1 and feats[0, 0, 1].abs().sum() == 0
+
+    cfg = get_preset("tiny")
+    cfg.vision.patch_tokens = False  # and no face tokens: a frame would have no tokens
+    with pytest.raises(ConfigError, match="patch_tokens"):
+        PVChat.from_config(cfg)

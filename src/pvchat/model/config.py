@@ -26,6 +26,7 @@ class VisionConfig:
     feature_layer: int = -2  # hidden state fed to the Q-former (InternVideo2 uses the penultimate)
     train_last_k: int = 0  # stage 2 unfreezes the last K blocks (paper §3.4)
     face_tokens: int = 0  # >0: append that many dlib face tokens per frame (model/face_tokens.py); 0 = paper
+    patch_tokens: bool = True  # False: a frame is its face tokens alone (needs face_tokens > 0)
 
 
 @dataclass

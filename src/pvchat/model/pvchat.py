@@ -94,6 +94,10 @@ class PVChat(nn.Module):
         vision.set_trainable(v.train_last_k)
         if v.face_tokens:
             vision.face_tokens = FaceTokens(v.face_tokens, vision.hidden_size, IMAGENET_MEAN, IMAGENET_STD)
+        if not v.patch_tokens:
+            if not v.face_tokens:
+                raise ConfigError("vision.patch_tokens false needs vision.face_tokens > 0 (a frame would have no tokens)")
+            vision.patch_tokens = False
         lc = config.llm
         if lc.path:
             llm, tokenizer = llm_lib.load_llm(lc.path)

@@ -105,6 +105,7 @@ class VisionTower(nn.Module):
         self.trainable_blocks = 0
         self.set_trainable(0)
         self.face_tokens = None  # optional FaceTokens (model/face_tokens.py), appended to every frame's tokens
+        self.patch_tokens = True  # False (needs face_tokens): a frame is its face tokens alone, the ViT is not run
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -196,6 +197,8 @@ class VisionTower(nn.Module):
         B, T, C, H, W = pixel_values.shape
         if (H, W) != (self.image_size, self.image_size):
             raise InputError(f"frames are {H}×{W} but the vision tower expects {self.image_size}×{self.image_size}")
+        if not self.patch_tokens:  # faces only                                         (B, T, F, D)
+            return self.face_tokens(pixel_values).to(self.model.dtype)
         x = pixel_values.reshape(B * T, C, H, W).to(self.model.dtype)  # (B·T, 3, H, W)
         self._features.clear()
         try:
