@@ -535,3 +535,22 @@ def test_world_record_adapter():
     assert by_name.is_present(subject["name"])
     with pytest.raises(InputError):
         facts_from_world_record({"people": []}, ["Anna"])
+
+
+def test_decision_first_opens_plain_yes_no_answers_only():
+    from pvchat.qa.generate import decision_first
+
+    assert decision_first("<sks> is not shown.", False) == "No, <sks> is not shown."
+    assert decision_first("The video contains <sks>.", True) == "Yes, the video contains <sks>."
+    assert decision_first("I cannot detect <sks>.", False) == "No, I cannot detect <sks>."
+    assert decision_first("Yes, <sks> appears here.", True) == "Yes, <sks> appears here."
+    clip = _clip()
+    for recipe, decided in (("demo", True), ("paper", False)):
+        pairs = make_qa(clip, ["Anna"], rng=3, recipe=recipe) + make_qa(clip, ["Ben"], rng=3, recipe=recipe)
+        ex = [p for p in pairs if p.type == "existence"]
+        opens = [p.answer.split(",")[0] == ("Yes" if p.label else "No") for p in ex]
+        assert all(opens) if decided else not all(opens)
+        assert all(claims(p.answer) == {f"<{s}>": p.label for s in p.subjects} for p in ex)
+    # a mixed two-person answer is neither yes nor no and keeps its table row
+    mixed = [p for p in make_qa(clip, ["Anna", "Ben"], rng=3, recipe="demo") if p.type == "existence" and len(p.subjects) == 2]
+    assert mixed and not any(p.answer.startswith(("Yes", "No")) for p in mixed)

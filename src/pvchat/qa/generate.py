@@ -74,6 +74,10 @@ class QARecipe:
         appearance, action, location: pairs per present subject (Table 6 has 5 of each type).
         pairing: ``random`` draws question and answer rows independently (the official script);
             ``index`` keeps the tables' rows together.
+        decision_first: open every existence answer that is a plain yes or no (all asked people
+            present, or none) with "Yes, " / "No, " when its table row does not already. The
+            tables phrase the decision anywhere ("<sks> is not shown."); a small LM trained from
+            scratch learns a decision it must make at the first answer token far more reliably.
     """
 
     existence: int = 15
@@ -82,6 +86,7 @@ class QARecipe:
     action: int = 5
     location: int = 5
     pairing: str = "random"
+    decision_first: bool = False
 
     def __post_init__(self) -> None:
         for k in ("existence", "existence_each", "appearance", "action", "location"):
@@ -107,7 +112,7 @@ class QARecipe:
 RECIPES: dict[str, QARecipe] = {
     # paper scale: 16 positive + 65 negative clips → 81 × 15 + 16 × 15 = 1,455 pairs (≈18 per clip)
     "paper": QARecipe(),
-    "demo": QARecipe(existence=6, existence_each=2, appearance=2, action=2, location=2),
+    "demo": QARecipe(existence=6, existence_each=2, appearance=2, action=2, location=2, decision_first=True),
     "tiny": QARecipe(existence=2, existence_each=1, appearance=1, action=1, location=1),
 }
 
@@ -145,8 +150,18 @@ def _draw(n: int, pool: int, rng: random.Random) -> list[int]:
     return out
 
 
+def decision_first(answer: str, present: bool) -> str:
+    """``answer`` opened with "Yes, " or "No, " unless it already starts with yes / no."""
+    first = answer.split(maxsplit=1)[0].strip(",.!").lower() if answer.strip() else ""
+    if first in ("yes", "no"):
+        return answer
+    keep_case = first == "i" or first.startswith(("i'", "<"))
+    return ("Yes, " if present else "No, ") + (answer if keep_case else answer[:1].lower() + answer[1:])
+
+
 def existence_pairs(
-    names: Sequence[str], present: Sequence[bool], n: int, rng: random.Random, pairing: str = "random"
+    names: Sequence[str], present: Sequence[bool], n: int, rng: random.Random, pairing: str = "random",
+    decided: bool = False,
 ) -> list[QAPair]:
     """``n`` existence pairs about ``names`` (1–3 subjects) with labels ``present``.
 
@@ -160,6 +175,8 @@ def existence_pairs(
     order = [t for t, p in zip(tokens, present) if p] + [t for t, p in zip(tokens, present) if not p]
     q_idx = _draw(n, len(table.questions), rng)
     a_idx = q_idx if pairing == "index" else _draw(n, len(answers), rng)
+    if decided and (all(present) or not any(present)):  # a plain yes / no (recipe.decision_first)
+        answers = [decision_first(a, all(present)) for a in answers]
     return [
         QAPair("existence", fill(table.questions[q], tokens), fill(answers[a], order), any(present), tuple(names),
                tuple(bool(p) for p in present), f"existence_{table.n}:q{q + 1}/{key}:a{a + 1}")
@@ -235,10 +252,10 @@ def make_qa(
     rew = make_rewriter(rewriter) if isinstance(rewriter, str) else rewriter
 
     present = [facts.is_present(s) for s in subjects]
-    pairs = existence_pairs(subjects, present, rcp.existence, gen, rcp.pairing)
+    pairs = existence_pairs(subjects, present, rcp.existence, gen, rcp.pairing, rcp.decision_first)
     if len(subjects) > 1:
         for s, p in zip(subjects, present):
-            pairs += existence_pairs([s], [p], rcp.existence_each, gen, rcp.pairing)
+            pairs += existence_pairs([s], [p], rcp.existence_each, gen, rcp.pairing, rcp.decision_first)
 
     for s in subjects:
         i = facts.index_of(s)
