@@ -77,7 +77,7 @@ def test_training_learns_logs_and_plots(manifest, tmp_path):
 
 def test_resume_is_bit_exact(manifest, tmp_path):
     ds = QADataset(manifest, stage=2, num_frames=4, image_size=32)
-    recipe = _recipe(epochs=2)
+    recipe = _recipe(epochs=2, schedule="cosine")  # the schedule follows the step, so it resumes too
     full = _model()
     train(full, ds, recipe, tmp_path / "full", progress=False)
 
@@ -93,6 +93,14 @@ def test_resume_is_bit_exact(manifest, tmp_path):
     assert len(read_log(tmp_path / "part" / "log.jsonl")) == 6
 
 
+def test_cosine_schedule_goes_from_lr_to_a_tenth():
+    r = stage2(schedule="cosine")
+    f = [r.lr_factor(s, 100) for s in range(101)]
+    assert f[0] == 1.0 and f[-1] == pytest.approx(0.1) and f[50] == pytest.approx(0.55)
+    assert all(a >= b for a, b in zip(f, f[1:]))
+    assert stage2().lr_factor(50, 100) == 1.0  # constant by default
+
+
 def test_recipe_numbers_are_checked(tmp_path):
     from pvchat.errors import ConfigError
     from pvchat.train.recipe import load_recipes
@@ -102,6 +110,9 @@ def test_recipe_numbers_are_checked(tmp_path):
     assert load_recipes(p)["stage2"].lr_lora == 1e-4
     p.write_text("stage2:\n  lr_lora: fast\n")
     with pytest.raises(ConfigError, match="lr_lora must be a number"):
+        load_recipes(p)
+    p.write_text("stage2:\n  schedule: linear\n")
+    with pytest.raises(ConfigError, match="schedule"):
         load_recipes(p)
     p.write_text("stage2:\n  batch_size: 2.5\n")
     with pytest.raises(ConfigError, match="batch_size must be an integer"):

@@ -151,6 +151,8 @@ def train(
     scaler = torch.amp.GradScaler("cuda", enabled=amp is torch.float16)  # fp16 only; bf16 needs no scaling
     groups = parameter_groups(model, recipe, subjects)
     optimizer = torch.optim.AdamW(groups, weight_decay=recipe.weight_decay)
+    for g in optimizer.param_groups:
+        g["base_lr"] = g["lr"]
     log_path, ckpt = out_dir / "log.jsonl", out_dir / "checkpoint"
 
     epochs = recipe.num_epochs(len(subjects))
@@ -225,6 +227,8 @@ def train(
             if not torch.isfinite(parts[0]):
                 raise TrainingError(f"non-finite loss at step {step}; the last good checkpoint is kept in {ckpt}")
             optimizer.zero_grad(set_to_none=True)
+            for g in optimizer.param_groups:  # recipe.schedule
+                g["lr"] = g["base_lr"] * recipe.lr_factor(step, total)
             accelerator.backward(scaler.scale(out.loss))
             if recipe.grad_clip:
                 scaler.unscale_(optimizer)

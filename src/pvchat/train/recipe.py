@@ -6,6 +6,8 @@ error that lists the valid ones).
 
 from __future__ import annotations
 
+import math
+
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ class StageRecipe:
     checkpoint_every: int = 50
     cache_features: bool = True  # frozen vision features computed once per clip
     mixed_precision: str = "no"  # "bf16" on GPU (fp32 master weights; autocast)
+    schedule: str = "constant"  # learning rates: "constant", or "cosine" from lr down to lr/10 over the stage
 
     def __post_init__(self):
         # YAML 1.1 reads "1e-4" (no dot) as a string: accept numbers written that way, reject the rest
@@ -59,6 +62,8 @@ class StageRecipe:
             raise ConfigError(f"stage must be 1 or 2, got {self.stage}")
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ConfigError(f"mixed_precision must be one of: no, bf16, fp16; got {self.mixed_precision!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"schedule must be one of: constant, cosine; got {self.schedule!r}")
         if self.batch_size < 1:
             raise ConfigError("batch_size must be ≥ 1")
 
@@ -66,6 +71,13 @@ class StageRecipe:
         if self.epochs is not None:
             return self.epochs
         return 1 if self.stage == 1 else STAGE2_EPOCHS.get(num_people, 8 * num_people - 1)
+
+    def lr_factor(self, step: int, total: int) -> float:
+        """The multiplier on every group's learning rate at ``step`` of ``total`` (a function of the
+        step alone, so a resumed run follows the same schedule)."""
+        if self.schedule == "constant" or total <= 1:
+            return 1.0
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
