@@ -11,7 +11,9 @@ def test_quick_demo_runs_end_to_end_and_reports(tmp_path, capsys):
     assert "Existence accuracy on" in out and "Transcript:" in out
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["existence"]["n"] >= 10 and set(report["by_group"]) == {"subject", "stranger", "hard negative"}
-    assert 0 <= report["existence"]["accuracy"] <= 1 and len(report["transcript"]) == report["existence"]["n"]
+    assert len(report["transcript"]) == report["existence"]["n"]
+    # it learns the person: well above answering every clip "absent" (8 of 12), on each group
+    assert report["existence"]["accuracy"] >= 0.83 and min(report["by_group"].values()) > 0.5
     assert all(r["question"] == f"Is <{report['subject']}> in this video?" for r in report["transcript"])
     assert (tmp_path / "eval.png").stat().st_size > 0
     assert (tmp_path / "run" / "stage2" / "training.png").stat().st_size > 0

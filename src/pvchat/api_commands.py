@@ -42,7 +42,7 @@ class _Bars:
             bar.close()
 
 
-def learn_command(reference: Path, *, name: str, person: int | None = None, preset: str = "demo", recipe: str = "demo",
+def learn_command(reference: Path, *, name: str, person: int | None = None, preset: str = "face", recipe: str = "face",
                   home: Path = DEFAULT_HOME) -> int:
     """Learn a person from one reference video: analyze, synthesize, train two stages, write a concept pack.
 
@@ -54,7 +54,7 @@ def learn_command(reference: Path, *, name: str, person: int | None = None, pres
         reference: the reference video of the person.
         name: what questions call the person: <NAME> (letters, digits, '_' or '-').
         person: which person of the reference to learn (0 = seen most; 'pvchat analyze' lists them).
-        preset: model preset (tiny, demo or paper).
+        preset: model preset (face, the default, learns identity; tiny, demo or paper).
         recipe: training recipe: a name (demo, paper) or a YAML path.
         home: the workspace (default: $PVCHAT_HOME or ./workspace).
     """

@@ -18,6 +18,8 @@ from PIL import Image
 
 from pvchat.io import write_json
 
+PRESET, RECIPE = "face", "face"  # model preset and training recipe the demo learns with
+
 
 def _write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
     from pvchat.video import write_video
@@ -67,10 +69,10 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     manifest = synthesize_dataset(out / "analysis", name, out / "data", pool=pool,
                                   recipe="demo", progress=progress)
     lap("synthesize", t)
-    # 4. train both stages on the tiny preset
+    # 4. train both stages on the face preset (model/presets.py)
     t = time.perf_counter()
-    model = base_model(out / "run", "demo", [name], seed=seed)
-    r1, r2 = learn_stages(model, manifest, out / "run", recipe="demo", subjects=[name], resume=True, progress=progress)
+    model = base_model(out / "run", PRESET, [name], seed=seed)
+    r1, r2 = learn_stages(model, manifest, out / "run", recipe=RECIPE, subjects=[name], resume=True, progress=progress)
     lap("train", t)
 
     # 5. held-out queries: the subject, strangers, and the held-out people nearest to the subject

@@ -3,9 +3,9 @@
 * ``tiny``  random init, CPU-sized: one forward+backward in well under a second. Tests.
 * ``demo``  ``tiny`` with the LLM trained in full instead of through LoRA: a random-init LLM has
   nothing for an adapter to preserve, and LoRA alone cannot teach it language. The demo.
-* ``face``  ``demo`` whose tower also reads identity: 192 px frames, a 144-wide tower and two dlib
-  face tokens per frame (model/face_tokens.py). Start it from a base pretrained on the offline
-  world (train/pretrain.py): a random-init model does not learn identity from one person's clips.
+* ``face``  ``demo`` whose frames are read by a face network: 192 px frames, each frame two dlib face
+  tokens (embedding + box, model/face_tokens.py) and no ViT patch tokens; the ReMoH sparsity terms
+  train the routers only (``reg_grad="router"``). The demo's preset (README, "Status", says why).
 * ``paper`` the paper's sizes (§4.1, pvchat-official.md §2): InternVideo2-1B-sized ViT (1408 wide,
   39 blocks used of 40, 16 heads, patch 14, 224 px), BERT-base Q-former (ReMoH in layers 6–11,
   8 shared + 4 routed heads, target 2, 96 general + 16 per subject), Mistral-7B-Instruct-v0.3 with
@@ -81,6 +81,11 @@ def face() -> PVChatConfig:
     cfg = demo()
     cfg.vision.config.update(hidden_size=144, intermediate_size=288, image_size=192, patch_size=32)
     cfg.vision.face_tokens = 2
+    # patch tokens of a random-init ViT let a model trained on one person's 17 clips tell its
+    # positives apart by clothing and background, and it answers held-out clips at chance
+    cfg.vision.patch_tokens = False
+    # SPR/HAE gradients through x_t outweigh the LM's at this scale (model/attention.py)
+    cfg.qformer.reg_grad = "router"
     cfg.preset = "face"
     return cfg
 

@@ -41,7 +41,7 @@ def resolve_auth(host: str, auth_token: str | None) -> str | None:
 
 
 def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, auth_token: str | None = None,
-          preset: str = "demo", recipe: str = "demo", max_upload_mb: float = 200.0,
+          preset: str = "face", recipe: str = "face", max_upload_mb: float = 200.0,
           max_seconds: float = 600.0) -> int:
     """Start the web app: enroll people, list and forget them, chat about videos, inspect heads.
 
@@ -61,7 +61,7 @@ def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, a
         port: TCP port.
         auth_token: password for the page (else $PVCHAT_AUTH_TOKEN, which other users of the machine
             cannot read off the process list); required off localhost.
-        preset: model preset new people are learned on (tiny, demo, paper).
+        preset: model preset new people are learned on (face, tiny, demo, paper).
         recipe: training recipe for new people: a name (demo, paper) or a YAML path.
         max_upload_mb: largest video upload accepted, in MB.
         max_seconds: longest video accepted, in seconds.

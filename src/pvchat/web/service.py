@@ -44,7 +44,7 @@ class WebService:
             in this process.
     """
 
-    def __init__(self, home: Path, preset: str = "demo", recipe: str = "demo", limits: UploadLimits | None = None,
+    def __init__(self, home: Path, preset: str = "face", recipe: str = "face", limits: UploadLimits | None = None,
                  api: Any = None, max_chats: int = 2, isolate: bool | None = None):
         self.home = Path(home)
         self.preset, self.recipe = preset, recipe
