@@ -2,8 +2,9 @@
 
 PVChat personalises a *pretrained* video LLM (InternVideo2-Chat, paper §4.1): the new person's
 token and queries are learned on top of a model that already reads faces and speaks. No such
-weights ship offline, and a random-init model trained on one person's clips learns the answer
-prior instead (README, "Status"). This builds such a base on the offline world, with the paper's
+weights ship offline; with the paper's recipe a random-init model trained on one person's clips
+learned the answer prior instead (the ``face`` preset and recipe now learn from those clips
+alone, README "Status"). This builds such a base on the offline world, with the paper's
 own mechanism at population scale::
 
     world people P (never the people the base will be asked about)
@@ -21,7 +22,8 @@ way with a yes/no head, then given only a new block for the demo's subject, answ
 held-out queries at 0.75–0.92; but a random-init Q-former trained on the demo's own clips reaches
 1.00, so the Q-former does not need this. The whole model (LLM included) pretrained by
 :func:`pretrain_base` for 2.9k steps (240 clips, 51 people, 12 epochs, lr 1e-3, ~6.6 min on 2
-cores) answers "no" to everything, its own people included; the demo does not use it.
+cores) with the earlier settings (SPR/HAE through the Q-former, patch tokens, the tables' answer
+rows) answers "no" to everything, its own people included; the demo does not use it.
 """
 
 from __future__ import annotations
