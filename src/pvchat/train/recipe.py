@@ -6,9 +6,8 @@ error that lists the valid ones).
 
 from __future__ import annotations
 
-import math
-
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
