@@ -101,7 +101,7 @@ def test_cosine_schedule_goes_from_lr_to_a_tenth():
     assert stage2().lr_factor(50, 100) == 1.0  # constant by default
 
 
-def test_recipe_numbers_are_checked(tmp_path):
+def test_recipe_numbers_are_checked(manifest, tmp_path):
     from pvchat.errors import ConfigError
     from pvchat.train.recipe import load_recipes
 
@@ -114,6 +114,11 @@ def test_recipe_numbers_are_checked(tmp_path):
     p.write_text("stage2:\n  schedule: linear\n")
     with pytest.raises(ConfigError, match="schedule"):
         load_recipes(p)
+    from pvchat.train.stages import train_command
+
+    with pytest.raises(ConfigError, match="schedule"):  # before anything is written to the run dir
+        train_command(manifest.parent, tmp_path / "run", recipe=str(p))
+    assert not (tmp_path / "run").exists()
     p.write_text("stage2:\n  batch_size: 2.5\n")
     with pytest.raises(ConfigError, match="batch_size must be an integer"):
         load_recipes(p)

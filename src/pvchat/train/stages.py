@@ -121,6 +121,7 @@ def train_command(data: Path, out: Path, preset: str = "tiny", recipe: str = "de
         raise InputError(f"{manifest}: no clip lists a subject; nothing to learn")
     if Path(out).exists() and not resume and any(Path(out).iterdir()):
         raise InputError(f"{out} is not empty; pass --resume to continue that run or choose another directory")
+    stage_recipes(recipe)  # a bad recipe fails here, before OUT/base is written
     state = PartialState(cpu=not torch.cuda.is_available())  # one process, or one rank of a distributed launch
     state.wait_for_everyone()  # every rank has checked OUT before rank 0 writes to it
     with state.main_process_first():
