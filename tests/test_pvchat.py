@@ -145,8 +145,8 @@ def test_ablation_routing_modes_train(routing):
 
 
 def test_paper_preset_on_meta_device_and_presets_registry():
-    assert list_presets() == ["demo", "face", "paper", "tiny"]
-    with pytest.raises(ConfigError, match="choose one of: demo, face, paper, tiny"):
+    assert list_presets() == ["demo", "face", "paper", "small", "tiny"]
+    with pytest.raises(ConfigError, match="choose one of: demo, face, paper, small, tiny"):
         get_preset("huge")
     cfg = get_preset("paper")
     cfg.subjects = ["sks"]

@@ -20,8 +20,11 @@ from pvchat.model.losses import SparsityLossConfig
 class VisionConfig:
     """Vision tower: a Hugging Face ViT built from ``config`` or loaded from ``path`` (local dir)."""
 
-    model_type: str = "clip"  # registry in model/vision.py: clip | siglip
+    model_type: str = "clip"  # registry in model/vision.py: clip | siglip; "person" = model/person_tower.py
     path: str | None = None  # local directory with a saved vision model; overrides ``config``
+    # "person" tower: None = random-init CNN (tests); "efficientnet-lite0" = the carrier's ImageNet
+    # weights (pvchat.weights); or a .safetensors file
+    weights: str | None = None
     config: dict[str, Any] = field(default_factory=dict)  # kwargs of the HF vision config
     feature_layer: int = -2  # hidden state fed to the Q-former (InternVideo2 uses the penultimate)
     train_last_k: int = 0  # stage 2 unfreezes the last K blocks (paper §3.4)
@@ -81,6 +84,7 @@ class LLMConfig:
 
     model_type: str = "mistral"  # registry in model/llm.py
     path: str | None = None
+    weights: str | None = None  # a carrier key of pvchat.weights ("smollm2"), used when ``path`` is unset
     config: dict[str, Any] = field(default_factory=dict)
     tokenizer: str = "tiny"  # "tiny" (built offline) or "pretrained" (from ``path``)
     lora_r: int = 16  # 0: no adapter, every LLM weight trains (only sensible for a random-init LLM)

@@ -6,6 +6,11 @@
 * ``face``  ``demo`` whose frames are read by a face network: 192 px frames, each frame two dlib face
   tokens (embedding + box, model/face_tokens.py) and no ViT patch tokens; the ReMoH sparsity terms
   train the routers only (``reg_grad="router"``). The demo's preset (README, "Status", says why).
+* ``small`` real pretrained parts that ship offline (``pvchat.weights``): EfficientNet-Lite0 grid
+  tokens plus one token per tracked person (dlib face embedding, body-crop CNN feature, pose,
+  motion; model/person_tower.py) → ReMoH Q-former (4 layers, 256 wide) → SmolLM2-135M-Instruct
+  with LoRA r8 and its own ChatML template. Its Q-former, projector and LoRA are aligned once on
+  the offline world (``pvchat pretrain``) and shipped with the package.
 * ``paper`` the paper's sizes (§4.1, pvchat-official.md §2): InternVideo2-1B-sized ViT (1408 wide,
   39 blocks used of 40, 16 heads, patch 14, 224 px), BERT-base Q-former (ReMoH in layers 6–11,
   8 shared + 4 routed heads, target 2, 96 general + 16 per subject), Mistral-7B-Instruct-v0.3 with
@@ -90,7 +95,28 @@ def face() -> PVChatConfig:
     return cfg
 
 
-PRESETS: dict[str, Callable[[], PVChatConfig]] = {"tiny": tiny, "demo": demo, "face": face, "paper": paper}
+def small() -> PVChatConfig:
+    """Real pretrained parts that ship offline (pvchat.weights), in the paper's shape."""
+    return PVChatConfig(
+        # EfficientNet-Lite0 grid tokens + one token per tracked person (face, body crop, pose, motion)
+        vision=VisionConfig(model_type="person", weights="efficientnet-lite0",
+                            config=dict(image_size=288, max_people=3, crop_size=160)),
+        qformer=QFormerConfig(
+            hidden_size=256, num_layers=4, num_heads=8, intermediate_size=1024, dropout=0.0, attention_dropout=0.0,
+            routing="remoh", routed_layers=[2, 3], num_shared_heads=5, top_k=2,
+            num_general_queries=16, num_subject_queries=8,
+            reg_grad="router",  # as the face preset: the sparsity terms set the routers, the LM the rest
+        ),
+        # SmolLM2-135M-Instruct; LoRA on the attention projections keeps what it already says
+        llm=LLMConfig(model_type="llama", weights="smollm2", tokenizer="pretrained", lora_r=8, lora_alpha=16,
+                      lora_dropout=0.0, lora_targets=["q_proj", "k_proj", "v_proj", "o_proj"]),
+        num_frames=8,
+        preset="small",
+    )
+
+
+PRESETS: dict[str, Callable[[], PVChatConfig]] = {"tiny": tiny, "demo": demo, "face": face, "small": small,
+                                                  "paper": paper}
 
 
 def list_presets() -> list[str]:

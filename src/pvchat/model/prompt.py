@@ -12,6 +12,16 @@ Q = G general queries + N per subject in play. The subjects "in play" are the on
 conversation names; they decide both the prefix and which query blocks the Q-former runs
 (supp. S4). Earlier turns follow the first ``[/INST]`` as ``[INST] q [/INST] a</s>`` pairs; only the
 answer tokens of the last turn (and its ``</s>``) carry labels, everything else is −100.
+
+A tokenizer with ChatML markers (SmolLM2, Qwen: ``<|im_start|>``/``<|im_end|>``) gets its own
+template instead, as its ``chat_template`` writes it (a parity test checks the text), with the
+video at the head of the first user turn::
+
+    <|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n<video>×Q\n[<sks>] Is <sks> here?<|im_end|>\n
+    <|im_start|>assistant\nYes, <sks> is ...<|im_end|>
+
+In both, the first two closing markers (``[/INST]`` / ``<|im_end|>``) end the part of the prompt
+that names the people in play.
 """
 
 from __future__ import annotations
@@ -24,7 +34,9 @@ import torch
 from pvchat.errors import InputError
 
 IGNORE_INDEX = -100
-RESERVED = ("[INST]", "[/INST]", "<video>", "[PERSON]", "[/PERSON]", "<s>", "</s>")
+RESERVED = ("[INST]", "[/INST]", "<video>", "[PERSON]", "[/PERSON]", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
+CHATML = ("<|im_start|>", "<|im_end|>")
+SYSTEM = "You answer questions about the people in a video."
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,31}$")
 
 
@@ -62,9 +74,12 @@ class ChatTemplate:
     def __init__(self, tokenizer, num_general_queries: int, num_subject_queries: int):
         self.tokenizer = tokenizer
         self.G, self.N = num_general_queries, num_subject_queries
+        self.style = chat_style(tokenizer)
         self.video_id = self._single_id("<video>")
-        self.close_id = self._single_id("[/INST]")
+        self.close_id = self._single_id("[/INST]" if self.style == "inst" else "<|im_end|>")
         self.eos_id = tokenizer.eos_token_id
+        if self.style == "chatml" and self.eos_id != self.close_id:
+            raise InputError(f"a ChatML tokenizer must end answers with <|im_end|>, its eos is {tokenizer.eos_token!r}")
 
     def _single_id(self, token: str) -> int:
         ids = self.tokenizer.convert_tokens_to_ids(token)
@@ -126,6 +141,8 @@ class ChatTemplate:
             prefix = f"[{subject_token(subjects[0])}] "
         else:
             prefix = "".join(f"[PERSON] {subject_token(s)} [/PERSON] " for s in subjects)
+        if self.style == "chatml":
+            return self._encode_chatml(question, history, prefix, subjects, answer)
 
         ids: list[int] = self._encode("[INST] ")
         ids += [self.video_id] * self.num_visual_tokens(len(subjects))
@@ -139,6 +156,31 @@ class ChatTemplate:
             ids += target
             labels += target
         return EncodedPrompt(ids, labels, subjects)
+
+    def chatml_text(self, question: str, history: list[tuple[str, str]], prefix: str, num_subjects: int) -> str:
+        """The ChatML prompt as text, up to the assistant's turn (``<video>`` repeated Q times)."""
+        video = "<video>" * self.num_visual_tokens(num_subjects)
+        turns = [f"<|im_start|>system\n{SYSTEM}<|im_end|>\n"]
+        for i, (q, a) in enumerate(history):
+            head = f"{video}\n{prefix}" if i == 0 else ""
+            turns.append(f"<|im_start|>user\n{head}{q}<|im_end|>\n<|im_start|>assistant\n{a}<|im_end|>\n")
+        head = "" if history else f"{video}\n{prefix}"
+        turns.append(f"<|im_start|>user\n{head}{question}<|im_end|>\n<|im_start|>assistant\n")
+        return "".join(turns)
+
+    def _encode_chatml(self, question, history, prefix, subjects, answer) -> EncodedPrompt:
+        ids = self._encode(self.chatml_text(question, history, prefix, len(subjects)))
+        labels = [IGNORE_INDEX] * len(ids)
+        if answer is not None:
+            target = self._encode(answer) + [self.eos_id]
+            ids, labels = ids + target, labels + target
+        return EncodedPrompt(ids, labels, subjects)
+
+
+def chat_style(tokenizer) -> str:
+    """``"chatml"`` for a tokenizer with ``<|im_start|>``/``<|im_end|>`` tokens, else ``"inst"``."""
+    vocab = tokenizer.get_vocab()
+    return "chatml" if all(t in vocab for t in CHATML) else "inst"
 
 
 def pad_batch(samples: list[EncodedPrompt], pad_id: int, left: bool = False) -> dict[str, torch.Tensor]:

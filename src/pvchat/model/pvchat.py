@@ -28,15 +28,17 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from pvchat import weights as weights_lib
 from pvchat.errors import ConfigError, InputError
 from pvchat.io import atomic_dir, read_json
 from pvchat.model import llm as llm_lib
 from pvchat.model.config import PVChatConfig
 from pvchat.model.face_tokens import FaceTokens
 from pvchat.model.losses import SparsityController, routed_modules
-from pvchat.model.prompt import ChatTemplate, EncodedPrompt, pad_batch, validate_name
+from pvchat.model.prompt import IGNORE_INDEX, ChatTemplate, EncodedPrompt, pad_batch, validate_name
 from pvchat.model.qformer import QFormer
 from pvchat.model.tokenizer import build_tiny_tokenizer, ensure_chat_tokens
+from pvchat.model.person_tower import PersonTower
 from pvchat.model.vision import VisionTower
 from pvchat.video import IMAGENET_MEAN, IMAGENET_STD, read_frames_uniform, to_model_input
 
@@ -89,8 +91,12 @@ class PVChat(nn.Module):
     def from_config(cls, config: PVChatConfig) -> "PVChat":
         """Build every part from ``config``: random init, or local weights where a ``path`` is set."""
         v = config.vision
-        vision = VisionTower.from_pretrained(v.path, feature_layer=v.feature_layer) if v.path else \
-            VisionTower.from_config(v.model_type, feature_layer=v.feature_layer, **v.config)
+        if v.model_type == "person":  # pretrained CNN grid + tracked person tokens (the small preset)
+            vision = PersonTower(weights_lib.resolve_cnn(v.weights), **v.config)
+        elif v.path:
+            vision = VisionTower.from_pretrained(v.path, feature_layer=v.feature_layer)
+        else:
+            vision = VisionTower.from_config(v.model_type, feature_layer=v.feature_layer, **v.config)
         vision.set_trainable(v.train_last_k)
         if v.face_tokens:
             vision.face_tokens = FaceTokens(v.face_tokens, vision.hidden_size, IMAGENET_MEAN, IMAGENET_STD)
@@ -99,8 +105,8 @@ class PVChat(nn.Module):
                 raise ConfigError("vision.patch_tokens false needs vision.face_tokens > 0 (a frame would have no tokens)")
             vision.patch_tokens = False
         lc = config.llm
-        if lc.path:
-            llm, tokenizer = llm_lib.load_llm(lc.path)
+        if lc.path or lc.weights:
+            llm, tokenizer = llm_lib.load_llm(lc.path or weights_lib.resolve_llm(lc.weights))
             if lc.tokenizer == "tiny":
                 raise ConfigError("llm.tokenizer 'tiny' cannot be used with a pretrained llm.path; use 'pretrained'")
         else:
@@ -198,14 +204,19 @@ class PVChat(nn.Module):
             vision_features = self.encode_video(pixel_values)
         # 2–3. Q-former + projector, spliced into the LLM's input embeddings             (B, L, D_llm)
         embeds, stats = self.embed_inputs(input_ids, vision_features)
-        # 4. the LLM; CE on the answer tokens (labels are −100 elsewhere)
-        out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+        # 4. the LLM; CE on the answer tokens (labels are −100 elsewhere). With labels, the head
+        #    runs only at the positions that predict an answer token (any row of the batch): the
+        #    vocabulary projection of every prompt position is skipped.                  (B, K, V)
         reg = self.sparsity(stats)  # SPR (Eq. 7), HAE (Eq. 10), MoH balance
-        loss = None
-        if labels is not None:
-            loss = out.loss + reg["spr"] + reg["hae"] + reg["moh_balance"]  # Eq. 11
-        return PVChatOutput(loss, out.loss if labels is not None else None, reg["spr"], reg["hae"],
-                            reg["moh_balance"], out.logits, stats)
+        if labels is None:
+            out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask)
+            return PVChatOutput(None, None, reg["spr"], reg["hae"], reg["moh_balance"], out.logits, stats)
+        keep = (labels[:, 1:] != IGNORE_INDEX).any(0).nonzero().squeeze(1)  # positions p predicting p + 1
+        out = self.llm(inputs_embeds=embeds, attention_mask=attention_mask, logits_to_keep=keep)
+        lm = nn.functional.cross_entropy(out.logits.float().flatten(0, 1), labels[:, keep + 1].flatten(),
+                                         ignore_index=IGNORE_INDEX)
+        loss = lm + reg["spr"] + reg["hae"] + reg["moh_balance"]  # Eq. 11
+        return PVChatOutput(loss, lm, reg["spr"], reg["hae"], reg["moh_balance"], out.logits, stats)
 
     def prepare(self, question: str, answer: str | None = None, history=None) -> EncodedPrompt:
         """Encode one turn with the chat template (validates names and reserved tokens)."""

@@ -18,6 +18,7 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from pvchat.errors import ConfigError
+from pvchat.model.prompt import chat_style
 
 BOS, EOS, UNK, PAD = "<s>", "</s>", "<unk>", "<pad>"
 CHAT_TOKENS = ("[INST]", "[/INST]", "<video>")
@@ -138,7 +139,8 @@ def ensure_chat_tokens(tokenizer: PreTrainedTokenizerBase, model=None) -> dict[s
         tokenizer: a Hugging Face tokenizer (modified in place).
         model: optional causal LM whose vocabulary must cover the tokenizer.
     """
-    missing = [t for t in CHAT_TOKENS if not _is_single_token(tokenizer, t)]
+    wanted = CHAT_TOKENS if chat_style(tokenizer) == "inst" else ("<video>",)  # ChatML has its own markers
+    missing = [t for t in wanted if not _is_single_token(tokenizer, t)]
     if missing:
         tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)
     if tokenizer.pad_token is None:
@@ -147,4 +149,4 @@ def ensure_chat_tokens(tokenizer: PreTrainedTokenizerBase, model=None) -> dict[s
         from pvchat.model.llm import ensure_vocab_size  # llm imports this module
 
         ensure_vocab_size(model, len(tokenizer))
-    return {t: tokenizer.convert_tokens_to_ids(t) for t in CHAT_TOKENS}
+    return {t: tokenizer.convert_tokens_to_ids(t) for t in wanted}

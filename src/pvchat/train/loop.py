@@ -117,6 +117,7 @@ def train(
     stop_after_steps: int | None = None,
     on_step: Callable[[int, int, dict[str, Any]], None] | None = None,
     cancel: Any | None = None,
+    features: dict[Path, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``dataset`` with ``recipe``; logs, plot and checkpoints go to ``out_dir``.
 
@@ -132,6 +133,8 @@ def train(
         on_step: called after every step as ``on_step(step, total, record)`` with the log record.
         cancel: a ``threading.Event`` (anything with ``is_set()``); once set, training checkpoints
             and raises :class:`TrainingCancelled` before the next step.
+        features: frozen-tower features computed beforehand, clip path → (1, T, N, C) (e.g. by
+            several processes, :func:`pvchat.train.pretrain.extract_features`); others are computed here.
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
@@ -179,7 +182,7 @@ def train(
     model, optimizer = accelerator.prepare(model, optimizer)
     core: PVChat = accelerator.unwrap_model(model)
     core.train()
-    cache: dict[Path, torch.Tensor] = {}
+    cache: dict[Path, torch.Tensor] = dict(features or {})
     frozen_vision = not any(p.requires_grad for p in core.vision.parameters())
 
     def features(clips: list[Path]) -> torch.Tensor:

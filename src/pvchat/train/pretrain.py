@@ -123,3 +123,177 @@ def pretrain_base(base: Path, work: Path, preset: str = "face", exclude: set[str
                                        "excluded_faces": sorted(exclude), "steps": result.steps,
                                        "final_loss": result.final_loss, "seconds": round(result.seconds, 1)})
     return base
+
+
+# ============================================================== aligning a pretrained base (small)
+ALIGN_FRAMES = 16  # frames rendered per alignment clip; the model samples num_frames of them
+
+
+def write_align_data(out: Path, people, clips: int, seed: int = 0, max_qa: int = 6, progress: bool = True) -> Path:
+    """World clips of ``people`` (1–3 each) with QA of all four types from their ground truth.
+
+    Per clip: for each person in it, existence (yes), appearance and action, left/right against
+    every other person; one person not in it (existence, no); and for one-person clips the
+    appearance and action of "the person" (so the base answers before anyone is learned); at most
+    ``max_qa`` of them, drawn at random. Resumable: clips on disk are not rendered again.
+    """
+    from tqdm.auto import tqdm
+
+    from pvchat.qa.world_qa import world_clip_qa
+    from pvchat.video import write_video
+    from pvchat.world.api import World
+
+    out = Path(out)
+    (out / "clips").mkdir(parents=True, exist_ok=True)
+    world = World(people=list(people), seed=seed + 11, num_frames=ALIGN_FRAMES, max_people_per_clip=3)
+    names = {p.id: p.name for p in people}
+    rng = random.Random(seed)
+    records = []
+    for i in tqdm(range(clips), desc="alignment clips", disable=not progress):
+        spec = world.clip_spec(i)
+        rel = f"clips/c{i:04d}.mp4"
+        rendered = world.render_clip(spec)
+        if not (out / rel).is_file():
+            write_video(out / rel, rendered.frames, fps=world.fps)
+        present = sorted({names[c.person] for c in spec.cast})
+        absent = rng.sample(sorted(set(names.values()) - set(present)), 1)
+        qa = world_clip_qa(rendered.truth, names, rng, absent=absent, generic=True)
+        qa = rng.sample(qa, min(max_qa, len(qa)))
+        records.append(ClipRecord(rel, present, qa, kind="align", stage=[2],
+                                  provenance={"world_seed": seed + 11, "clip": spec.clip_id}))
+    write_manifest(out / "manifest.jsonl", records)
+    return out / "manifest.jsonl"
+
+
+def _features_worker(args) -> int:
+    """One process of :func:`extract_features`: its share of the clips, one thread."""
+    config, clips, num_frames, out = args
+    torch.set_num_threads(1)
+    from safetensors.torch import save_file
+
+    from pvchat.model.config import PVChatConfig
+    from pvchat.model.person_tower import PersonTower
+    from pvchat.video import read_frames_uniform, to_model_input
+    from pvchat.weights import resolve_cnn
+
+    v = PVChatConfig.from_dict(config).vision
+    tower = PersonTower(resolve_cnn(v.weights), **v.config)
+    for clip in clips:
+        dest = Path(out) / (Path(clip).stem + ".safetensors")
+        if dest.is_file():
+            continue
+        pixels = to_model_input(read_frames_uniform(clip, num_frames), size=tower.image_size)
+        feats = tower(pixels.unsqueeze(0))[0].to(torch.float16).contiguous()  # (T, N, C)
+        from pvchat.io import atomic_path
+
+        with atomic_path(dest) as tmp:
+            save_file({"features": feats}, str(tmp))
+    return len(clips)
+
+
+def extract_features(model: PVChat, clips: list[Path], out: Path, workers: int = 2,
+                     progress: bool = True) -> dict[Path, torch.Tensor]:
+    """Frozen person-tower features of ``clips`` (fp16 safetensors in ``out``, one per clip),
+    computed by ``workers`` processes; returns clip → (1, T, N, C) float32. Resumable."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    from tqdm.auto import tqdm
+
+    from pvchat.io import load_tensors
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [c for c in clips if not (out / (Path(c).stem + ".safetensors")).is_file()]
+    chunks = [todo[i:i + 8] for i in range(0, len(todo), 8)]
+    config = model.config.to_dict()
+    with tqdm(total=len(todo), desc="features", disable=not progress) as bar:
+        if chunks:
+            with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+                for n in pool.map(_features_worker, [(config, [str(c) for c in ch], model.config.num_frames, str(out))
+                                                     for ch in chunks]):
+                    bar.update(n)
+    return {Path(c): load_tensors(out / (Path(c).stem + ".safetensors"))["features"].float().unsqueeze(0)
+            for c in clips}
+
+
+ALIGNED_PARTS = ("qformer.", "projector.", "vision_norm.", "frame_position", "sparsity.")
+
+
+def alignment_state(model: PVChat) -> dict[str, torch.Tensor]:
+    """What alignment trains and a base ships: the Q-former (not its subject blocks), projector, frame
+    positions, vision norm, SPR buffers and the LoRA weights, plus the mean subject query block and
+    token row (``subject_init.*``), from which a new person starts."""
+    from pvchat.model import llm as llm_lib
+
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+             if (k.startswith(ALIGNED_PARTS) and "subject_queries" not in k) or "lora_" in k}
+    if model.subjects:
+        state["subject_init.queries"] = torch.stack([q.detach() for q in model.qformer.subject_queries]).mean(0)
+        rows = llm_lib.subject_token_state(model.llm, model.subject_ids)
+        for side in ("input", "output"):
+            got = [v for k, v in rows.items() if k.startswith(side + ".")]
+            if got:
+                state[f"subject_init.{side}"] = torch.stack(got).mean(0)
+    return {k: v.contiguous() for k, v in state.items()}
+
+
+def apply_alignment(model: PVChat, state: dict[str, torch.Tensor]) -> None:
+    """Load :func:`alignment_state` output into a model of the same preset (its people untouched)."""
+    from pvchat.errors import InputError
+
+    own = model.state_dict()
+    parts = {k: v for k, v in state.items() if not k.startswith("subject_init.")}
+    bad = sorted(k for k, v in parts.items() if k not in own or own[k].shape != v.shape)
+    missing = sorted(k for k in own if ((k.startswith(ALIGNED_PARTS) and "subject_queries" not in k) or "lora_" in k)
+                     and k not in parts)
+    if bad or missing:
+        raise InputError(f"the alignment weights do not fit this model (unexpected or misshapen {bad[:3]}, "
+                         f"missing {missing[:3]})")
+    model.load_state_dict(parts, strict=False)
+
+
+def align_base(out: Path, preset: str = "small", clips: int = 600, epochs: int = 3, lr: float = 5e-4,
+               lr_lora: float = 2e-4, batch_size: int = 8, seed: int = 0, workers: int = 2,
+               max_steps: int | None = None, progress: bool = True) -> Path:
+    """Align a base of ``preset`` on world people of the ``align`` face split: all four question types.
+
+    ``out`` holds the data, features, training log/checkpoint (resumable) and, at the end,
+    ``alignment.safetensors`` (:func:`alignment_state`) with ``alignment.json`` (its card). Returns
+    the safetensors path.
+    """
+    import time
+
+    from pvchat.io import atomic_path, file_sha256
+    from pvchat.model.presets import get_preset
+    from pvchat.train.loop import train
+    from pvchat.world.faces import face_split
+    from pvchat.world.people import make_people
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    faces = face_split("align")
+    people = [dataclasses.replace(p, name=f"w{k:02d}") for k, p in enumerate(make_people(len(faces), seed + 7, faces=faces))]
+    manifest = write_align_data(out / "data", people, clips, seed=seed, progress=progress)
+    torch.manual_seed(seed)
+    cfg = get_preset(preset)
+    cfg.subjects = [p.name for p in people]
+    model = PVChat.from_config(cfg)
+    ds = QADataset(manifest, stage=2, num_frames=cfg.num_frames, image_size=model.vision.image_size)
+    feats = extract_features(model, ds.clips, out / "features", workers=workers, progress=progress)
+    recipe = stage2(epochs=epochs, batch_size=batch_size, num_frames=cfg.num_frames, lr_subject=2 * lr,
+                    lr_qformer=lr, lr_lora=lr_lora, seed=seed, checkpoint_every=100, schedule="cosine",
+                    max_steps=max_steps)
+    result = train(model, ds, recipe, out / "train", resume=True, progress=progress, features=feats)
+    from safetensors.torch import save_file
+
+    dest = out / "alignment.safetensors"
+    with atomic_path(dest) as tmp:
+        save_file(alignment_state(model), str(tmp), metadata={"preset": preset})
+    write_json(out / "alignment.json", {
+        "command": f"pvchat pretrain --out {out} --preset {preset} --clips {clips} --epochs {epochs} --seed {seed}",
+        "preset": preset, "people": len(people), "faces": "align split (pvchat.world.faces.face_split)",
+        "clips": clips, "samples": len(ds), "recipe": recipe.to_dict(), "steps": result.steps,
+        "final_loss": result.final_loss, "seconds": round(time.perf_counter() - t0, 1),
+        "data_sha256": file_sha256(manifest), "sha256": file_sha256(dest)})
+    return dest

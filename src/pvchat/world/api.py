@@ -126,10 +126,11 @@ class World:
 
 
 def make_world(people: int = 20, seed: int = 0, max_people_per_clip: int = 3, num_frames: int = 24, fps: float = 8.0,
-               size: tuple[int, int] = SIZE) -> World:
-    """An in-memory world (no files, no embeddings yet)."""
+               size: tuple[int, int] = SIZE, faces: list[str] | None = None) -> World:
+    """An in-memory world (no files, no embeddings yet); ``faces`` restricts whose faces it uses
+    (e.g. ``face_split("held_out")``)."""
     _check(people=people, clips=0, max_people=max_people_per_clip, num_frames=num_frames, fps=fps)
-    return World(people=make_people(people, seed), seed=seed, size=tuple(size), num_frames=num_frames, fps=fps,
+    return World(people=make_people(people, seed, faces=faces), seed=seed, size=tuple(size), num_frames=num_frames, fps=fps,
                  max_people_per_clip=max_people_per_clip)
 
 

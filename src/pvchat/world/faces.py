@@ -131,6 +131,20 @@ def available_faces() -> list[str]:
     return list(PHOTOS) + [f"lfw-{i:03d}" for i in _survey()["pool"]]
 
 
+FACE_SPLITS = ("align", "held_out")
+
+
+def face_split(split: str) -> list[str]:
+    """A fixed split of :func:`available_faces`: ``align`` (base alignment, ``pvchat pretrain``) and
+    ``held_out`` (the two photos and every third LFW face: the demo's, tests' and benchmark's
+    people, never seen by the shipped base)."""
+    if split not in FACE_SPLITS:
+        raise ValueError(f"unknown face split {split!r}; choose one of {FACE_SPLITS}")
+    faces = available_faces()
+    held = [k for i, k in enumerate(faces) if k in PHOTOS or i % 3 == 0]
+    return held if split == "held_out" else [k for k in faces if k not in held]
+
+
 @functools.lru_cache(maxsize=1)
 def template() -> np.ndarray:
     """(68, 2) canonical landmark layout: mean LFW landmarks, centred in the CANON canvas."""

@@ -154,9 +154,10 @@ def _contrast(a: str, b: str) -> bool:
     return float(np.abs(np.subtract(COLOURS[a], COLOURS[b])).sum()) > 180
 
 
-def make_people(n: int, seed: int = 0) -> list[Person]:
-    """``n`` distinct people with faces drawn from :func:`available_faces` (deterministic in seed)."""
-    faces = available_faces()
+def make_people(n: int, seed: int = 0, faces: list[str] | None = None) -> list[Person]:
+    """``n`` distinct people with faces drawn from ``faces`` (default :func:`available_faces`;
+    deterministic in seed)."""
+    faces = available_faces() if faces is None else list(faces)
     if n < 1:
         raise ConfigError(f"people must be >= 1, got {n}")
     if n > len(faces):

