@@ -192,3 +192,34 @@ def test_scoring_needs_the_right_words():
     assert location_correct("<A> is to the left of <B>.", "to the left of")
     assert not location_correct("<A> is to the right of <B>.", "to the left of")
     assert not location_correct("Yes, <A> is in this video.", "to the left of")
+
+
+def test_self_caption_rewrites_descriptions_in_the_bases_words(small_tiny, tmp_path, monkeypatch):
+    from pvchat.data import ClipRecord, QARecord, read_manifest, write_manifest
+    from pvchat.qa.self_caption import as_subject, self_caption
+    from pvchat.video import write_video
+
+    assert as_subject("The person is waving a hand.", "Ann") == "<Ann> is waving a hand."
+    assert as_subject("Yes, it is.", "Ann") is None
+    cfg = small_tiny
+    cfg.subjects = ["Ann"]
+    model = PVChat.from_config(cfg)
+    write_video(tmp_path / "pos.mp4", _frames_with_face(), fps=4)
+    write_video(tmp_path / "neg.mp4", _frames_with_face(), fps=4)
+    qa = [QARecord("existence", "Is <Ann> here?", "Yes, <Ann> is here.", True),
+          QARecord("appearance", "What is <Ann> wearing?", "<Ann> is wearing a blue top."),
+          QARecord("action", "What is <Ann> doing?", "<Ann> is smiling."),
+          QARecord("location", "Where is <Ann>?", "<Ann> is on the left of the frame.")]
+    write_manifest(tmp_path / "manifest.jsonl", [ClipRecord("pos.mp4", ["Ann"], qa),
+                                                 ClipRecord("neg.mp4", [], qa[:1], kind="negative")])
+    said = {"What is the person wearing?": "The person is wearing a red striped shirt and black jeans.",
+            "What is the person doing?": "I cannot tell."}  # what the base says (generation mocked)
+    monkeypatch.setattr(model, "generate", lambda qs, **kw: [said[q] for q in qs])
+    path, feats = self_caption(model, tmp_path / "manifest.jsonl", "Ann", progress=False)
+    pos, neg = read_manifest(path)
+    assert [(q.type, q.answer) for q in pos.qa] == [
+        ("existence", "Yes, <Ann> is here."),
+        ("appearance", "<Ann> is wearing a red striped shirt and black jeans."),  # the base's words
+    ]  # no description from the base: no action answer; one-person location left out
+    assert neg.qa == qa[:1] and list(feats) == [tmp_path / "pos.mp4"]
+    assert self_caption(model, tmp_path / "manifest.jsonl", "Ann")[0] == path  # resumable

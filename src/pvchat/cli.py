@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "synthesize": "pvchat.synth.pipeline:synthesize",
     "compose": "pvchat.synth.compose:compose",
     "eval-generator": "pvchat.synth.report:eval_generator",
+    "pretrain": "pvchat.train.pretrain:pretrain_command",
     "train": "pvchat.train.stages:train_command",
     "learn": "pvchat.api_commands:learn_command",
     "ask": "pvchat.api_commands:ask_command",

@@ -46,6 +46,11 @@ def build_base(directory: Path, preset: str, seed: int = 0) -> Path:
     cfg = get_preset(preset)
     cfg.subjects = []
     model = PVChat.from_config(cfg)
+    aligned = shipped_alignment(preset)
+    if aligned is not None:  # a preset aligned once on the offline world (pvchat pretrain) starts from it
+        from pvchat.train.pretrain import apply_alignment
+
+        apply_alignment(model, aligned)
     try:
         model.save_pretrained(directory, overwrite=False)
     except (InputError, OSError):  # another process saved the same base first
@@ -54,14 +59,45 @@ def build_base(directory: Path, preset: str, seed: int = 0) -> Path:
     return directory
 
 
+ASSETS = "assets"  # pvchat/assets/<preset>_alignment.safetensors: what `pvchat pretrain` trained, shipped
+
+
+def shipped_alignment(preset: str) -> dict[str, torch.Tensor] | None:
+    """The alignment weights shipped for ``preset`` (None when the preset has none)."""
+    from pvchat.io import load_tensors
+
+    path = resources.files("pvchat") / ASSETS / f"{preset}_alignment.safetensors"
+    return load_tensors(Path(str(path))) if path.is_file() else None
+
+
 def with_subjects(base: Path, subjects: list[str], seed: int = 0) -> PVChat:
-    """Load a saved model and add the subjects it lacks (their rows and query blocks drawn from ``seed``)."""
+    """Load a saved model and add the subjects it lacks: their rows and query blocks start from the
+    base's aligned people (the mean row and block, plus noise drawn from ``seed``) when the preset
+    has an alignment, else are drawn from ``seed``."""
     model = PVChat.from_pretrained(base)
     torch.manual_seed(seed)
+    init = shipped_alignment(model.config.preset) if model.config.preset else None
     for name in subjects:
         if name not in model.subject_ids:
             model.add_subject(name)
+            if init is not None and "subject_init.queries" in init:
+                init_subject(model, name, init)
     return model
+
+
+@torch.no_grad()
+def init_subject(model: PVChat, name: str, init: dict[str, torch.Tensor]) -> None:
+    """Start ``name``'s query block and token rows at the aligned people's mean (+ small noise)."""
+    from pvchat.model import llm as llm_lib
+
+    block = model.qformer.subject_queries[model.subjects.index(name)]
+    block.copy_(init["subject_init.queries"] + 0.02 * torch.randn_like(block))
+    rows = llm_lib.subject_token_state(model.llm, {name: model.subject_ids[name]})
+    for key in rows:
+        side = key.split(".", 1)[0]
+        if f"subject_init.{side}" in init:
+            rows[key] = init[f"subject_init.{side}"] + 0.01 * torch.randn_like(rows[key])
+    llm_lib.load_subject_token_state(model.llm, {name: model.subject_ids[name]}, rows)
 
 
 def base_model(out: Path, preset: str, subjects: list[str], seed: int = 0) -> PVChat:
@@ -81,6 +117,12 @@ def learn_stages(model: PVChat, manifest: Path, out: Path, recipe: str | Path = 
     """
     r1, r2 = stage_recipes(recipe)
     size = model.vision.image_size
+    features = None
+    if load_recipes(recipe_path(recipe)).get("captioner") == "base" and subjects and len(subjects) == 1:
+        # the base describes the positives in its own words (qa/self_caption.py)
+        from pvchat.qa.self_caption import self_caption
+
+        manifest, features = self_caption(model, manifest, subjects[0], progress=progress)
 
     def hook(stage: str):
         return None if on_step is None else (lambda step, total, record: on_step(stage, step, total, record))
@@ -92,7 +134,8 @@ def learn_stages(model: PVChat, manifest: Path, out: Path, recipe: str | Path = 
     ds2 = QADataset(records, stage=2, num_frames=min(r2.num_frames, model.config.max_frames), image_size=size,
                     root=manifest.parent)
     res2 = train(model, ds2, r2, out / "stage2", subjects=subjects, resume=resume, progress=progress,
-                 on_step=hook("stage2"), cancel=cancel)
+                 on_step=hook("stage2"), cancel=cancel,
+                 features=features if ds2.num_frames == model.config.num_frames else None)
     return res1, res2
 
 
