@@ -12,8 +12,8 @@
                                                             LLM when the config has lora_r 0) and the
                                                             trained vision blocks
                          buffer/sparsity.beta    (M,)       SPR coefficients (Eq. 9)
-      card.json          names, created, base (preset, path, sha256), model config, training data,
-                         metrics, files (bytes + sha256)
+      card.json          names, created, base (preset, path, content sha256), model config, training
+                         data, metrics, files (bytes + sha256)
 
 What goes in is decided by the parameter groups that training unfroze
 (:func:`pvchat.train.loop.parameter_groups`), not by comparing weights. Subject tensors are keyed
@@ -21,11 +21,20 @@ by name, never by token id, so the people of several packs coexist in one model;
 tensors belong to the pack and are swapped in before a question (:class:`pvchat.api.Chat`).
 Only JSON and safetensors are read; a truncated or altered pack, a pack for another base or
 another config is one :class:`~pvchat.errors.InputError`.
+
+A base model is identified by its content, not its file: :func:`tensors_sha256` hashes every
+tensor's name, dtype, shape and bytes in name order, so a base rebuilt with the same weights (whose
+safetensors header may list its metadata in another order) is the same base. The hash is computed
+from the file each time a base is used, never taken from a cache: a base whose bytes changed is
+refused even when its size and modification time were kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,41 +45,76 @@ import torch
 from pvchat.errors import InputError
 from pvchat.io import atomic_dir, file_sha256, load_tensors, read_json, save_tensors, write_json
 from pvchat.model import llm as llm_lib
+from pvchat.model.prompt import validate_name
 from pvchat.model.pvchat import CONFIG_NAME, WEIGHTS_NAME, PVChat
 
 FORMAT = "pvchat-concept-pack"
 VERSION = 1
 TENSORS = "pack.safetensors"
 CARD = "card.json"
-BASE_HASH = "sha256.json"  # cached hash of a base's weights, next to them
+IDENTITY = "tensors-sha256"  # card["base"]["identity"]: what card["base"]["sha256"] hashes (absent: the file)
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 # ------------------------------------------------------------------------- base models
+def tensors_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    """sha256 over a safetensors file's tensors: name, dtype, shape and bytes of each, in name order.
+
+    The header's metadata (and the order it is written in) does not count, so two saves of the
+    same weights hash the same. A file that is not a readable safetensors file is an InputError.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        try:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if not 2 <= n <= size - 8:
+                raise ValueError(f"header length {n}")
+            header = json.loads(f.read(n))
+            if not isinstance(header, dict):
+                raise ValueError("header is not an object")
+            start = 8 + n
+            entries = []
+            for name, t in header.items():
+                if name == "__metadata__":
+                    continue
+                a, b = t["data_offsets"]
+                if not (isinstance(t["dtype"], str) and all(isinstance(d, int) for d in t["shape"])
+                        and isinstance(a, int) and isinstance(b, int) and 0 <= a <= b <= size - start):
+                    raise ValueError(f"bad entry for {name}")
+                entries.append((name, t["dtype"], list(t["shape"]), a, b))
+        except (struct.error, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            raise InputError(f"{path}: not a readable safetensors file ({e})") from None
+        h = hashlib.sha256()
+        for name, dtype, shape, a, b in sorted(entries):
+            h.update(json.dumps([name, dtype, shape, b - a]).encode() + b"\n")
+            f.seek(start + a)
+            left = b - a
+            while left:
+                block = f.read(min(chunk, left))
+                if not block:
+                    raise InputError(f"{path}: truncated safetensors file ({name} ends past the end)")
+                h.update(block)
+                left -= len(block)
+    return h.hexdigest()
+
+
 def base_info(base: Path) -> dict[str, Any]:
-    """Preset, path, size and sha256 of a saved base model's safetensors (the hash is cached beside it)."""
+    """Preset, path, size, subjects and content hash (:func:`tensors_sha256`) of a saved base model.
+
+    The hash is computed from the weights on every call (one read of the file, which then sits in
+    the page cache for the load that follows), so what is checked is what is loaded.
+    """
     base = Path(base)
     weights = base / WEIGHTS_NAME
     if not weights.is_file() or not (base / CONFIG_NAME).is_file():
         raise InputError(f"{base}: not a saved PVChat base model (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
-    stat = weights.stat()
-    key = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    cache = base / BASE_HASH
-    digest = None
-    if cache.is_file():
-        try:
-            cached = json.loads(cache.read_text())
-            digest = cached["sha256"] if {k: cached.get(k) for k in key} == key else None
-        except (ValueError, KeyError, TypeError):
-            digest = None
-    if digest is None:
-        digest = file_sha256(weights)
-        try:
-            write_json(cache, {**key, "sha256": digest})
-        except OSError:  # a read-only base still works, it is just hashed again next time
-            pass
     meta = read_json(base / CONFIG_NAME)
-    return {"preset": meta["config"].get("preset"), "path": str(base.resolve()), "sha256": digest,
-            "size_bytes": stat.st_size, "subjects": list(meta["config"].get("subjects", []))}
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise InputError(f"{base / CONFIG_NAME}: not a PVChat model config")
+    return {"preset": meta["config"].get("preset"), "path": str(base.resolve()), "sha256": tensors_sha256(weights),
+            "identity": IDENTITY, "size_bytes": weights.stat().st_size,
+            "subjects": list(meta["config"].get("subjects", []))}
 
 
 def base_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +222,7 @@ def write_pack(
     card = {
         "format": FORMAT, "version": VERSION, "name": names[0], "names": list(names),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "base": {k: info[k] for k in ("preset", "path", "sha256", "size_bytes")},
+        "base": {k: info[k] for k in ("preset", "path", "sha256", "identity", "size_bytes")},
         "config": config, "train_last_k": train_last_k, "reference": reference,
         "data": data or {}, "metrics": metrics or {},
         "tensors": {"subject": sum(t.numel() for p in pack.subjects.values() for t in p.values()),
@@ -195,28 +239,79 @@ def write_pack(
     return card
 
 
+def _check_card(card: Any, where: Path) -> dict[str, Any]:
+    """Every card field pvchat reads, checked once: a damaged card is one InputError, never a KeyError later."""
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise InputError(f"{where}: not a {FORMAT} card")
+
+    def need(ok: bool, field_: str, what: str) -> None:
+        if not ok:
+            raise InputError(f"{where}: damaged card: {field_} {what}; learn the person again")
+
+    def integer(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    def text(v: Any) -> bool:
+        return isinstance(v, str) and v != ""
+
+    version = card.get("version")
+    need(integer(version), "'version'", "must be a whole number")
+    if version > VERSION:
+        raise InputError(f"{where}: pack format version {version} is newer than this pvchat reads ({VERSION})")
+    names = card.get("names")
+    need(isinstance(names, list) and 1 <= len(names) <= 3 and len(set(map(str, names))) == len(names)
+         and all(isinstance(n, str) for n in names), "'names'", "must list 1-3 different names")
+    for n in names:
+        try:
+            validate_name(n)
+        except InputError as e:
+            raise InputError(f"{where}: damaged card: {e}") from None
+    need(card.get("name") in names, "'name'", "must be one of its names")
+    base = card.get("base")
+    need(isinstance(base, dict), "'base'", "is missing")
+    need(text(base.get("path")), "'base.path'", "is missing")
+    need(isinstance(base.get("sha256"), str) and bool(_HEX64.match(base["sha256"])), "'base.sha256'",
+         "must be 64 hex digits")
+    need(base.get("preset") is None or text(base.get("preset")), "'base.preset'", "must be a preset name")
+    need(integer(base.get("size_bytes")), "'base.size_bytes'", "must be a byte count")
+    need(base.get("identity") in (None, IDENTITY), "'base.identity'", f"must be {IDENTITY!r}")
+    config = card.get("config")
+    need(isinstance(config, dict), "'config'", "is missing")
+    need(config.get("preset") is None or text(config.get("preset")), "'config.preset'", "must be a preset name")
+    files = card.get("files")
+    entry = files.get(TENSORS) if isinstance(files, dict) else None
+    need(isinstance(entry, dict) and integer(entry.get("bytes")) and isinstance(entry.get("sha256"), str)
+         and bool(_HEX64.match(entry["sha256"])), f"'files.{TENSORS}'", "must give its bytes and sha256")
+    need(integer(card.get("size_bytes")), "'size_bytes'", "must be a byte count")
+    for key, ok in (("reference", lambda v: isinstance(v, str)), ("recipe", lambda v: isinstance(v, str)),
+                    ("person", integer), ("train_last_k", integer), ("metrics", lambda v: isinstance(v, dict)),
+                    ("data", lambda v: isinstance(v, dict)), ("created", lambda v: isinstance(v, (str, int, float))),
+                    ("learn_seconds", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))):
+        need(card.get(key) is None or ok(card[key]), f"'{key}'", "has the wrong type")
+    return card
+
+
 def read_card(path: Path) -> dict[str, Any]:
-    """card.json of a pack directory, checked for the pack format."""
+    """card.json of a pack directory, with every field pvchat reads checked (one InputError if damaged)."""
     path = Path(path)
     if not (path / CARD).is_file() or not (path / TENSORS).is_file():
         raise InputError(f"{path}: not a concept pack (needs {CARD} and {TENSORS})")
-    card = read_json(path / CARD)
-    if not isinstance(card, dict) or card.get("format") != FORMAT or not isinstance(card.get("names"), list):
-        raise InputError(f"{path / CARD}: not a {FORMAT} card")
-    if int(card.get("version", 0)) > VERSION:
-        raise InputError(f"{path}: pack format version {card['version']} is newer than this pvchat reads ({VERSION})")
-    return card
+    return _check_card(read_json(path / CARD), path / CARD)
 
 
 def load_pack(path: Path) -> ConceptPack:
     """Read a pack directory (JSON + safetensors only); any damage is one :class:`InputError`."""
     path = Path(path)
     card = read_card(path)
-    want = card.get("files", {}).get(TENSORS, {})
+    want = card["files"][TENSORS]
     size = (path / TENSORS).stat().st_size
-    if want.get("bytes") != size or want.get("sha256") != file_sha256(path / TENSORS):
+    if want["bytes"] != size:
         raise InputError(f"{path / TENSORS}: corrupt or incomplete ({size} bytes, its card expects "
-                         f"{want.get('bytes')}); learn the person again")
+                         f"{want['bytes']}); learn the person again")
+    digest = file_sha256(path / TENSORS)
+    if digest != want["sha256"]:
+        raise InputError(f"{path / TENSORS}: corrupt (its sha256 {digest[:12]}… differs from the card's "
+                         f"{want['sha256'][:12]}…, at the same size); learn the person again")
     tensors = load_tensors(path / TENSORS)
     subjects: dict[str, dict[str, torch.Tensor]] = {n: {} for n in card["names"]}
     shared, buffers = {}, {}
@@ -245,9 +340,12 @@ def check_fits(pack: ConceptPack, base: dict[str, Any], config: dict[str, Any]) 
     if base_config(pack.card["config"]) != base_config(config):
         raise InputError(f"{where}: learned for another model config (preset {pack.card['config'].get('preset')!r}) "
                          f"than the base {base['path']} (preset {base.get('preset')!r})")
-    if pack.card["base"]["sha256"] != base["sha256"]:
-        raise InputError(f"{where}: learned on another base model (sha256 {pack.card['base']['sha256'][:12]}…) than "
-                         f"{base['path']} ({base['sha256'][:12]}…); learn the person again on this base")
+    want = pack.card["base"]
+    # cards written before content hashes hold the sha256 of the base's file itself
+    have = base["sha256"] if want.get("identity") == IDENTITY else file_sha256(Path(base["path"]) / WEIGHTS_NAME)
+    if want["sha256"] != have:
+        raise InputError(f"{where}: learned on another base model (sha256 {want['sha256'][:12]}…) than "
+                         f"{base['path']} ({have[:12]}…); learn the person again on this base")
 
 
 # --------------------------------------------------------------------- applying packs

@@ -15,6 +15,9 @@ def ensure_benchmark(benchmark: Path, recipe: Path | None = None) -> Path:
     from pvchat.eval.recipe import load_recipe
 
     benchmark = Path(benchmark)
+    if benchmark.exists() and not benchmark.is_dir():
+        raise InputError(f"{benchmark}: a file, not a benchmark directory (give a benchmark directory, or a new "
+                         f"path to build one there)")
     if (benchmark / "benchmark.json").is_file():
         if recipe is not None and load_benchmark(benchmark).recipe != load_recipe(recipe):
             raise InputError(f"{benchmark} was built from another recipe than {recipe}; choose another directory")
