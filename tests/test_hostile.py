@@ -222,3 +222,26 @@ def test_a_damaged_card_is_one_line(edit, message, ann, tmp_path, capsys):
 
 def test_eval_on_a_file_is_one_line(corpus, capsys):
     one_line_error(run_cli(capsys, "eval", corpus["no_face"], "--baseline", "face"), "a file, not a benchmark")
+
+
+# --- 5. names ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["Zed\n", "unk", "pad", "s", "video", "filename", "Zed\r", "1Zed", "Z" * 33])
+def test_names_follow_one_rule(name, corpus, tmp_path, capsys):
+    from pvchat.model.prompt import validate_name
+
+    with pytest.raises(InputError, match="invalid subject name"):
+        validate_name(name)
+    home = tmp_path / "ws"
+    err = one_line_error(run_cli(capsys, "learn", corpus["no_face"], "--name", name, "--home", home),
+                         "invalid subject name")
+    assert "\n" not in err and files_under(home) == []
+
+
+def test_pack_names_follow_the_name_rule(corpus, ann, tmp_path, capsys):
+    bench = tmp_path / "bench"
+    for argv in (("ask", corpus["no_face"], QUESTION, "--pack", "../../etc", "--home", ann),
+                 ("chat", corpus["no_face"], "--pack", "../../etc", "--home", ann),
+                 ("eval", bench, "--pack", "../../etc", "--home", ann)):
+        one_line_error(run_cli(capsys, *argv), "invalid subject name '../../etc'")
+    assert not bench.exists()  # refused before a benchmark was built

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pvchat.api import DEFAULT_HOME, STAGES, Chat, forget, learn, list_people, names_in, pack_names
 from pvchat.errors import InputError, PVChatError
+from pvchat.model.prompt import validate_name
 
 
 def _mb(n: int | None) -> str:
@@ -89,7 +90,7 @@ def ask_command(video: Path, question: str, pack: list[str] | None = None, home:
         pack: learned people to load (repeat --pack or give a comma list); default: the people the question names.
         home: the workspace (default: $PVCHAT_HOME or ./workspace).
     """
-    packs = pack_names(pack) or names_in(question)
+    packs = [validate_name(p) for p in pack_names(pack)] or names_in(question)
     if not packs:
         raise InputError("name a learned person in the question as <NAME>, or pass --pack NAME")
     print(Chat(packs, home=home).ask(video, question).text)
@@ -120,7 +121,7 @@ def chat_command(video: Path, pack: list[str] | None = None, home: Path = DEFAUL
     from pvchat.video import probe
 
     probe(video)  # a bad video fails before the first question
-    packs = pack_names(pack) or [c["name"] for c in list_people(home)]
+    packs = [validate_name(p) for p in pack_names(pack)] or [c["name"] for c in list_people(home)]
     if not packs:
         raise InputError(f"no learned people in {home}; learn one with 'pvchat learn REFERENCE --name NAME'")
     chat = Chat(packs, home=home)

@@ -31,6 +31,16 @@ def ensure_benchmark(benchmark: Path, recipe: Path | None = None) -> Path:
     return build_benchmark(benchmark, rcp, progress=sys.stderr.isatty())
 
 
+def check_pack_spec(pack: str) -> None:
+    """``--pack`` is a concept pack directory (or a person directory holding one) or else a learned
+    person's name, which follows the name rule: ``../../etc`` is neither."""
+    from pvchat.model.prompt import validate_name
+    from pvchat.pack import CARD
+
+    if not (Path(pack) / CARD).is_file() and not (Path(pack) / "pack" / CARD).is_file():
+        validate_name(pack)
+
+
 def pack_answerer(pack: str, home: Path | None = None):
     """(``answer_fn``, the pack's subject name) over a learned concept pack through :class:`pvchat.api.Chat`.
 
@@ -41,6 +51,7 @@ def pack_answerer(pack: str, home: Path | None = None):
         from pvchat.api import Chat
     except ImportError as e:
         raise ConfigError(f"--pack needs the Python API pvchat.api, which could not be imported ({e})") from None
+    check_pack_spec(pack)
     chat = Chat(packs=[pack], **({"home": home} if home is not None else {}))
     people = list(chat.people)
     if pack in people:
@@ -119,6 +130,8 @@ def eval_command(
 
     if (baseline is None) == (pack is None):
         raise ConfigError("choose what to evaluate: --baseline face or --pack NAME (exactly one)")
+    if pack is not None:
+        check_pack_spec(pack)  # before a benchmark is built for nothing
     judge = make_judge(judge_url, judge_model, judge_api_key)
     bench = load_benchmark(ensure_benchmark(benchmark, recipe))
     rename: dict[str, str] = {}

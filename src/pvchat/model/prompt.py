@@ -37,7 +37,13 @@ IGNORE_INDEX = -100
 RESERVED = ("[INST]", "[/INST]", "<video>", "[PERSON]", "[/PERSON]", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
 CHATML = ("<|im_start|>", "<|im_end|>")
 SYSTEM = "You answer questions about the people in a video."
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,31}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,31}\Z")  # \Z: "$" would let a trailing newline in
+# Names whose <name> is a special token of a tokenizer pvchat uses (tiny, Mistral, SmolLM2/StarCoder) or a
+# common one: a person called "unk" could be learned but never asked about.
+RESERVED_NAMES = frozenset({
+    "s", "unk", "pad", "video", "mask", "cls", "sep", "bos", "eos", "image", "audio",
+    "repo_name", "reponame", "file_sep", "filename", "gh_stars", "issue_start", "issue_comment", "issue_closed",
+    "jupyter_start", "jupyter_text", "jupyter_code", "jupyter_output", "jupyter_script", "empty_output"})
 
 
 def subject_token(name: str) -> str:
@@ -46,11 +52,14 @@ def subject_token(name: str) -> str:
 
 
 def validate_name(name: str) -> str:
-    """A subject name: 1–32 characters, a letter then letters, digits, ``_`` or ``-``."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name) or subject_token(name) in RESERVED:
+    """A subject name: 1–32 characters, a letter then letters, digits, ``_`` or ``-``, and not a
+    special token's (:data:`RESERVED_NAMES`)."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise InputError(
             f"invalid subject name {name!r}: use 1-32 letters, digits, '_' or '-', starting with a letter"
         )
+    if name in RESERVED_NAMES or subject_token(name) in RESERVED:
+        raise InputError(f"invalid subject name {name!r}: <{name}> is a reserved token; choose another name")
     return name
 
 

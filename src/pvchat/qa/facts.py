@@ -19,7 +19,7 @@ DEPTH = ("front", "behind")
 GENDERS = ("male", "female")
 AGES = ("young", "middle-aged", "elderly")
 RELATIONS = ("left of", "right of", "in front of", "behind", "next to")
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,31}$")  # the rule of pvchat.model.prompt.validate_name
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,31}\Z")  # the rule of pvchat.model.prompt.validate_name
 _ALIASES = {"center": "centre", "middle": "centre", "foreground": "front", "back": "behind",
             "background": "behind", "middle_aged": "middle-aged", "middle aged": "middle-aged",
             "man": "male", "woman": "female", "old": "elderly"}
