@@ -116,6 +116,68 @@ def one_line_error(result: tuple[int, str, list[str]], *expected: str) -> str:
     return err[0]
 
 
+# --- the corpus through analyze, learn, ask and eval ----------------------------------------------
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_videos_are_one_line_and_leave_nothing(case, corpus, ann, tmp_path, capsys):
+    video = corpus[case]
+    out = tmp_path / "analysis"
+    one_line_error(run_cli(capsys, "analyze", video, out), WHY[case])
+    assert not out.exists()
+
+    home = tmp_path / "ws"
+    one_line_error(run_cli(capsys, "learn", video, "--name", "Zed", "--preset", "tiny", "--home", home), WHY[case])
+    assert files_under(home) == [] and not (home / "people").exists()
+
+    before = files_under(ann)
+    one_line_error(run_cli(capsys, "ask", video, QUESTION, "--home", ann), WHY[case])
+    one_line_error(run_cli(capsys, "chat", video, "--home", ann), WHY[case])
+    assert files_under(ann) == before
+
+    if case != "missing":  # a missing BENCHMARK is where one gets built (pvchat eval --help)
+        msg = one_line_error(run_cli(capsys, "eval", video, "--baseline", "face"))
+        assert "benchmark" in msg
+
+
+def test_valid_but_awkward_videos(corpus, ann, tmp_path, capsys):
+    """No face, five faces, a 4000×3000 frame, ten minutes: refused in one line where learning needs a
+    face, analysed or answered otherwise, in bounded time."""
+    for case in ("no_face", "huge", "long"):
+        t0 = time.perf_counter()
+        one_line_error(run_cli(capsys, "analyze", corpus[case], tmp_path / case), "no detectable face")
+        home = tmp_path / f"ws_{case}"
+        one_line_error(run_cli(capsys, "learn", corpus[case], "--name", "Zed", "--preset", "tiny", "--home", home),
+                       "no detectable face")
+        assert files_under(home) == [] and not (tmp_path / case).exists()
+        assert time.perf_counter() - t0 < 60, case
+
+    code, out, err = run_cli(capsys, "analyze", corpus["five_faces"], tmp_path / "five")
+    assert code == 0 and err == [] and "5 people" in out and (tmp_path / "five" / "person_4").is_dir()
+    home = tmp_path / "ws_five"
+    one_line_error(run_cli(capsys, "learn", corpus["five_faces"], "--name", "Zed", "--person", "7", "--preset", "tiny",
+                            "--home", home), "no person 7; found 5")
+    assert files_under(home) == []
+
+    for case in ("no_face", "five_faces", "huge", "long"):
+        code, out, err = run_cli(capsys, "ask", corpus[case], QUESTION, "--home", ann)
+        assert code == 0 and err == [] and out.strip(), (case, err)
+
+
+def test_a_real_process_exits_2_with_one_line(corpus, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pvchat.cli", "analyze", str(corpus["png"]), str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [f"pvchat analyze: error: {corpus['png']}: a single frame "
+                                                  f"(a still image?), not a video"]
+
+
+def test_learn_help_states_the_bounds(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["learn", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1.26 GB" in text and "407 s" in text and "at least two frames" in text
+
+
 # --- 2 and 7. the base's identity is its content, checked on every load ----------------------------
 
 def test_a_rebuilt_base_keeps_its_packs(ann, tmp_path):
@@ -190,6 +252,123 @@ def test_packs_from_before_content_hashes_still_load(ann, tmp_path):
     card["base"]["sha256"] = file_sha256(ann / "base" / "tiny" / "model.safetensors")  # the old meaning
     write_json(pack / CARD, card)
     assert Chat([str(pack)], home=ann).people == ["Ann"]
+
+
+# --- 3. kill -9 leaves no orphans -----------------------------------------------------------------
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int(d.joinpath("stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def _gone_within(pids: list[int], seconds: float) -> float | None:
+    """Seconds until every pid is gone, or None."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        if not any(_alive(p) for p in pids):
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    return None
+
+
+def _kill(pids) -> None:
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_analysis_workers_die_with_their_parent(tmp_path):
+    script = ("import time\nfrom pvchat.faces.analyze import _pool\npool = _pool(2)\n"
+              "print(' '.join(str(p) for p in pool._processes), flush=True)\ntime.sleep(300)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    workers = []
+    try:
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        parent.kill()
+        parent.wait()
+        took = _gone_within(workers, 5.0)
+        assert took is not None, "pool workers outlived their killed parent"
+    finally:
+        _kill([parent.pid, *workers])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_the_synthesis_child_dies_with_learn_and_holds_the_lock_until_then(two_people_analysis, tmp_path):
+    from pvchat.locks import hold
+
+    lock = tmp_path / "people" / "Zed" / ".lock"
+    script = (f"from pathlib import Path\nfrom pvchat.api import _synthesize\nfrom pvchat.locks import hold\n"
+              f"with hold(Path({str(lock)!r}), 'busy') as fd:\n"
+              f"    _synthesize(Path({str(two_people_analysis)!r}), 'Zed', Path({str(tmp_path / 'data')!r}), 'tiny',"
+              f" lambda f, i: None, None, fd)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)
+    child = []
+    try:
+        deadline = time.monotonic() + 60
+        while not child and time.monotonic() < deadline:
+            child = [p for p in _children(parent.pid)
+                     if "_synthesize_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+            time.sleep(0.05)
+        assert child, "no synthesis child started"
+        fds = {os.readlink(f) for f in Path(f"/proc/{child[0]}/fd").iterdir() if f.is_symlink()}
+        assert str(lock) in fds  # the child holds the person's lock too
+        time.sleep(1.0)
+        parent.kill()
+        parent.wait()
+        took = _gone_within(child, 15.0)  # the child notices as soon as its imports are done
+        assert took is not None, "the synthesis child outlived its killed parent"
+        with hold(lock, "still held", wait=2.0):  # free again: a re-run can start
+            pass
+    finally:
+        _kill([parent.pid, *child])
+
+
+# --- 8. one learn per name at a time -----------------------------------------------------------
+
+def test_one_learn_per_name_at_a_time(corpus, tmp_path):
+    from pvchat.api import forget, learn
+    from pvchat.locks import hold
+
+    home, stop, seen = tmp_path / "ws", threading.Event(), {}
+    stop.set()
+
+    class Enough(Exception):
+        pass
+
+    def progress(stage, fraction, info):
+        if "second" not in seen:
+            with pytest.raises(InputError) as e:  # a second learn of Zed, told to stop at once if it ran
+                learn(corpus["no_face"], "Zed", home=home, preset="tiny", cancel=stop)
+            seen["second"] = str(e.value)
+            with pytest.raises(InputError) as e:
+                forget("Zed", home=home)
+            seen["forget"] = str(e.value)
+            raise Enough
+
+    with pytest.raises(Enough):
+        learn(corpus["no_face"], "Zed", home=home, preset="tiny", progress=progress)
+    assert "being learned by another process" in seen["second"] and "pid" in seen["second"]
+    assert "being learned right now" in seen["forget"]
+    assert files_under(home) == []  # the first one failed before deriving anything: nothing left
+    with hold(home / "people" / "Zed" / ".lock", "still held", wait=0):
+        pass
 
 
 # --- 4. a damaged card or a file for a benchmark: one line ------------------------------------------

@@ -22,6 +22,7 @@ the pack whose people a question names; the people's own rows and query blocks c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -48,6 +49,7 @@ from pvchat.train.loop import TrainingCancelled
 
 DEFAULT_HOME: Path = Path(os.environ.get("PVCHAT_HOME", "workspace"))
 STAGES = ("analyze", "synthesize", "stage1", "stage2", "pack")
+LOCK = ".lock"  # people/<name>/.lock: held while learn works on that person (pvchat.locks)
 BASE_SEED = 0  # every base model of a workspace is built from its preset with this seed
 Cancelled = TrainingCancelled  # what learn raises when ``cancel`` is set
 
@@ -146,6 +148,9 @@ _ERROR = "pvchat-error: "  # how the synthesize child reports a user-facing erro
 
 def _synthesize_main() -> None:
     """Body of the synthesize child process; ``sys.argv[1]`` is the JSON of synthesize_dataset's arguments."""
+    from pvchat.proc import die_with_parent
+
+    die_with_parent(int(sys.argv[2]) if len(sys.argv) > 2 else None)  # a kill -9 of learn ends this child too
     from pvchat.synth.pipeline import synthesize_dataset
 
     try:
@@ -156,19 +161,23 @@ def _synthesize_main() -> None:
 
 
 def _synthesize(analysis: Path, name: str, out: Path, recipe: str, report: Callable[[float, dict], None],
-                cancel: threading.Event | None) -> None:
+                cancel: threading.Event | None, lock: int | None = None) -> None:
     """Synthesize in a child process, so ``cancel`` can stop it at once; every clip it finished stays
     (synthesize resumes per clip). Progress is the count of finished clips; the child's output goes
-    to ``synthesize.log`` beside ``out``."""
+    to ``synthesize.log`` beside ``out``. The child dies with this process, and inherits ``lock`` (the
+    person's lock descriptor), so a re-run after a kill cannot start while it still runs."""
     from pvchat.synth.pipeline import get_synth_recipe
 
     r = get_synth_recipe(recipe)
     total = max(1, r.positives + r.hard_negatives + r.random_negatives)
     kwargs = {"analysis": str(analysis), "name": name, "out": str(out), "recipe": recipe}
     log = out.parent / "synthesize.log"
+    for tmp in [*out.glob("clips/.*.tmp"), *out.glob("records/.*.tmp")]:  # cut off by a killed run (no writer now)
+        tmp.unlink(missing_ok=True)
     with open(log, "w") as sink:  # a new session: Ctrl-C in a terminal reaches the parent only, which cancels
         proc = subprocess.Popen([sys.executable, "-c", "from pvchat.api import _synthesize_main; _synthesize_main()",
-                                 json.dumps(kwargs)], stdout=sink, stderr=sink, start_new_session=True)
+                                 json.dumps(kwargs), str(os.getpid())], stdout=sink, stderr=sink,
+                                start_new_session=True, pass_fds=() if lock is None else (lock,))
     reported = 0
     try:
         while proc.poll() is None:
@@ -254,18 +263,44 @@ def learn(
             info is the latest training log record (loss, lm, spr, hae, sparsity, ...) plus ``total``.
         cancel: set it to stop at the next step with :class:`Cancelled` ("cancelled"); files stay resumable.
     """
+    from pvchat.locks import hold
+
+    paths = person_paths(name, home)
+    made = [d for d in (Path(home), Path(home) / "people") if not d.exists()]
+    try:
+        with hold(paths.root / LOCK, f"{name} is being learned by another process right now; wait for it to "
+                  f"finish or stop it") as lock:
+            try:
+                return _learn(Path(reference), name, Path(home), preset, recipe, person, progress, cancel, lock)
+            except BaseException:
+                _drop_unstarted(paths)
+                raise
+    finally:  # a learn that failed before deriving anything leaves nothing behind
+        for d in (paths.root, *reversed(made)):
+            with contextlib.suppress(OSError):
+                d.rmdir()  # only when empty
+
+
+def _drop_unstarted(paths: PersonPaths) -> None:
+    """Remove the settings of a learn that derived nothing (e.g. its reference had no face)."""
+    if not any(p.exists() for p in (paths.analysis, paths.data, paths.run, paths.pack)):
+        paths.settings.unlink(missing_ok=True)
+
+
+def _learn(reference: Path, name: str, home: Path, preset: str, recipe: str | Path, person: int | None,
+           progress: ProgressFn | None, cancel: threading.Event | None, lock: int) -> dict:
+    """:func:`learn` while holding the person's lock (``lock``, its descriptor: the synthesis child inherits it)."""
     from pvchat.faces.analyze import analyze_video, write_analysis
     from pvchat.model.presets import get_preset
     from pvchat.train.stages import build_base, learn_stages, stage_recipes, with_subjects
-    from pvchat.video import probe
+    from pvchat.video import check_video
 
     t0 = time.perf_counter()
-    home, reference = Path(home), Path(reference)
     paths = person_paths(name, home)
     get_preset(preset)
     _, r2 = stage_recipes(recipe)
     synth = _synth_recipe(recipe)
-    probe(reference)  # a missing or unreadable video fails before anything is written
+    check_video(reference)  # a missing, unreadable or one-frame video fails before anything is written
     settings = {"reference": str(reference.resolve()), "preset": preset, "recipe": _recipe_setting(recipe),
                 "person": person, "synthesize": synth}
     started = any(p.exists() for p in (paths.analysis, paths.data, paths.run, paths.pack))
@@ -303,7 +338,7 @@ def learn(
     if not (paths.data / "summary.json").is_file():
         check_cancel("synthesize")
         report("synthesize", 0.0)
-        _synthesize(paths.analysis, name, paths.data, synth, lambda f, i: report("synthesize", f, i), cancel)
+        _synthesize(paths.analysis, name, paths.data, synth, lambda f, i: report("synthesize", f, i), cancel, lock)
     data = read_json(paths.data / "summary.json")
     report("synthesize", 1.0, {"clips": data.get("clips"), "qa_pairs": data.get("qa_pairs")})
 
@@ -338,13 +373,17 @@ def learn(
 def forget(name: str, home: Path = DEFAULT_HOME) -> list[Path]:
     """Delete every file derived from ``name`` (analysis, data, runs, pack); returns what was deleted.
 
-    The reference video itself is the user's and stays. An unknown name is an :class:`InputError`.
+    The reference video itself is the user's and stays. An unknown name, or one being learned right
+    now, is an :class:`InputError`.
     """
+    from pvchat.locks import hold
+
     paths = person_paths(name, home)
     if not paths.root.is_dir():
         raise _unknown_person(name, Path(home))
-    deleted = sorted(paths.root.iterdir()) + [paths.root]
-    shutil.rmtree(paths.root)
+    with hold(paths.root / LOCK, f"{name} is being learned right now; stop that first", wait=0):
+        deleted = sorted(p for p in paths.root.iterdir() if p.name != LOCK) + [paths.root]
+        shutil.rmtree(paths.root)
     return deleted
 
 
@@ -475,6 +514,9 @@ class Chat:
         stat = video.stat() if video.is_file() else None
         key = (str(video.resolve()), stat.st_mtime_ns if stat else None, stat.st_size if stat else None)
         if key not in self._features:
+            from pvchat.video import check_video
+
+            check_video(video)  # the one rule for what a video is (pvchat.video.check_video)
             frames, pixels = self.model.read_video(video)  # InputError if unreadable
             with torch.no_grad():
                 self._features[key] = (frames, self.model.encode_video(pixels.unsqueeze(0).to(self.device)))

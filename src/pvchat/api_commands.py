@@ -17,7 +17,8 @@ def _mb(n: int | None) -> str:
 
 
 class _Bars:
-    """One tqdm bar per learn stage, driven by learn's progress callback (on stderr)."""
+    """One tqdm bar per learn stage, driven by learn's progress callback (on stderr, when it is a
+    terminal: piped or logged, stderr holds only what went wrong)."""
 
     def __init__(self):
         self.bars: dict = {}
@@ -29,7 +30,8 @@ class _Bars:
             for other in list(self.bars.values()):
                 other.refresh()
             self.bars[stage] = tqdm(total=100, desc=f"{stage:<10}", unit="%", position=STAGES.index(stage),
-                                    bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}{postfix}")
+                                    bar_format="{desc} {percentage:3.0f}%|{bar}| {elapsed}{postfix}",
+                                    disable=not sys.stderr.isatty())
         bar = self.bars[stage]
         bar.n = round(100 * fraction)
         if "loss" in info:
@@ -49,7 +51,13 @@ def learn_command(reference: Path, *, name: str, person: int | None = None, pres
 
     Everything goes under HOME/people/NAME/ (analysis, data, run, pack). Ctrl-C stops at the next
     training step with a checkpoint; running the same command again resumes. 'pvchat forget NAME'
-    deletes it all.
+    deletes it all. One learn per name at a time: a second one is refused while the first runs.
+
+    The reference must decode to at least two frames (a still image is refused). Memory and time
+    bounds: frames are analysed at 8 per second of video and at most 1280 px on their longer side,
+    so size costs memory only up to that (a 4000x3000 reference peaked at 1.26 GB in learn); time
+    grows with the length (a 600-frame reference took 407 s on 2 CPU cores). A short clip (10-30 s)
+    in which the person's face is clearly visible is all learn needs.
 
     Args:
         reference: the reference video of the person.
@@ -90,6 +98,9 @@ def ask_command(video: Path, question: str, pack: list[str] | None = None, home:
         pack: learned people to load (repeat --pack or give a comma list); default: the people the question names.
         home: the workspace (default: $PVCHAT_HOME or ./workspace).
     """
+    from pvchat.video import check_video
+
+    check_video(video)  # a bad video fails before the model loads
     packs = [validate_name(p) for p in pack_names(pack)] or names_in(question)
     if not packs:
         raise InputError("name a learned person in the question as <NAME>, or pass --pack NAME")
@@ -118,9 +129,9 @@ def chat_command(video: Path, pack: list[str] | None = None, home: Path = DEFAUL
         pack: learned people to load (repeat --pack or give a comma list); default: every learned person.
         home: the workspace (default: $PVCHAT_HOME or ./workspace).
     """
-    from pvchat.video import probe
+    from pvchat.video import check_video
 
-    probe(video)  # a bad video fails before the first question
+    check_video(video)  # a bad video fails before the first question
     packs = [validate_name(p) for p in pack_names(pack)] or [c["name"] for c in list_people(home)]
     if not packs:
         raise InputError(f"no learned people in {home}; learn one with 'pvchat learn REFERENCE --name NAME'")

@@ -54,6 +54,8 @@ def _one_line(e: BaseException) -> str:
 def _open(path: str | os.PathLike) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
     """Open ``path`` for reading and yield (container, first video stream); errors → InputError."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: a directory, not a video file")
     if not path.is_file():
         raise InputError(f"{path}: no such file")
     if path.stat().st_size == 0:
@@ -99,6 +101,32 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         if not w or not h:
             raise InputError(f"{path}: video stream has no frame size")
         return VideoInfo(width=int(w), height=int(h), fps=fps, num_frames=n, duration_s=duration)
+
+
+def check_video(path: str | os.PathLike) -> VideoInfo:
+    """The one rule for what a video is, for every command, the Python API and the web app alike.
+
+    A video is a file that PyAV opens as one and that decodes to at least two frames: the type is
+    decided by decoding, never by the file's name, so a text file or a PNG called ``clip.mp4`` is
+    refused, and so is a still image (one frame), and a file cut short of the frames its header
+    lists (a truncated download). Returns :func:`probe`'s info; anything else is an
+    :class:`InputError` with a one-line message. Only the first two frames are decoded here; the
+    rest is demuxed (read, not decoded) to count the frames that are there.
+    """
+    info = probe(path)
+    decoded = 0
+    for _ in _decode(path):
+        decoded += 1
+        if decoded >= 2:
+            break
+    if decoded < 2:
+        raise InputError(f"{path}: a single frame (a still image?), not a video")
+    expected = _header_frames(path)  # exact in mp4/mov headers; 0 when unknown
+    if expected:
+        present = _count_packets(path)
+        if present + max(2, expected // 50) < expected:
+            raise InputError(f"{path}: truncated video ({present} of the {expected} frames its header lists)")
+    return info
 
 
 def _decode(path: str | os.PathLike) -> Iterator[tuple[int, float, av.VideoFrame, float]]:

@@ -37,7 +37,7 @@ from pvchat.faces.demographics import Demographics, estimate_demographics
 from pvchat.faces.detect import Face, FaceEngine, _models, embed_chip, face_chip
 from pvchat.faces.quality import MIN_SIZE, FaceQuality, assess, rank_key
 from pvchat.io import atomic_dir, read_json, write_json, save_tensors, load_tensors
-from pvchat.video import VideoInfo, iter_frames, probe, read_frames_uniform
+from pvchat.video import VideoInfo, check_video, iter_frames, read_frames_uniform
 
 SAME_PERSON = 0.6  # dlib euclidean threshold: a larger jump inside a track starts a new track
 CROP_MARGIN = 0.5  # saved face images: the box grown by this fraction of its size on each side
@@ -169,11 +169,15 @@ def _noop() -> None:
     return None
 
 
-def _worker_init() -> None:
-    """Workers leave Ctrl-C to the parent, which cancels the work and reports it once."""
+def _worker_init(parent: int | None = None) -> None:
+    """Workers leave Ctrl-C to the parent, which cancels the work and reports it once, and end
+    when the parent is gone (a ``kill -9`` of it would otherwise leave them running)."""
     import signal
 
+    from pvchat.proc import die_with_parent
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
@@ -191,7 +195,8 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     if _POOL is not None and _POOL[0] == os.getpid():
         _POOL[2].shutdown(cancel_futures=True)
     _models()  # load the dlib models here first: forked workers inherit them (copy-on-write)
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init)
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init,
+                               initargs=(os.getpid(),))
     pool.submit(_noop).result()  # forks all workers now
     _POOL = (os.getpid(), workers, pool)
     return pool
@@ -310,7 +315,7 @@ def analyze_video(
         raise InputError(f"fps must be > 0, got {settings.fps}")
     start = time.perf_counter()
     video = Path(video)
-    info = probe(video)  # InputError for non-videos before any work
+    info = check_video(video)  # InputError for non-videos (and one-frame stills) before any work
 
     records: list[FaceRecord] = []
     embeddings: list[np.ndarray] = []

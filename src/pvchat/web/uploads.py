@@ -1,7 +1,8 @@
 """Checks on an uploaded video: size and duration limits, and that it really decodes.
 
-The type of a file is decided by decoding it with PyAV (:mod:`pvchat.video`), never by its
-name: a text file called ``clip.mp4`` is refused, and so is a still image (one frame).
+The type of a file is decided by decoding it with PyAV (:func:`pvchat.video.check_video`, the rule
+the command line follows too), never by its name: a text file called ``clip.mp4`` is refused, and
+so is a still image (one frame).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 
 from pvchat.errors import InputError
 from pvchat.io import atomic_path, file_sha256
-from pvchat.video import VideoInfo, iter_frames, probe
+from pvchat.video import VideoInfo, probe
+from pvchat.video import check_video as is_video
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 
@@ -48,15 +50,9 @@ def check_video(path: str | Path | None, limits: UploadLimits) -> VideoInfo:
         info = probe(path)  # InputError when PyAV cannot open it as a video
         if info.duration_s > limits.max_seconds:
             raise InputError(f"{path.name}: {info.duration_s:.0f} s is over the limit of {limits.max_seconds:g} s")
-        decoded = 0
-        for _ in iter_frames(path, fps=0):
-            decoded += 1
-            if decoded >= 2:
-                break
+        is_video(path)  # the rule every pvchat command follows: decodes, at least two frames
     except InputError as e:  # name the file as the user knows it, not by its temporary path
         raise InputError(str(e).replace(str(path), path.name)) from None
-    if decoded < 2:
-        raise InputError(f"{path.name}: a single frame, not a video")
     return info
 
 
