@@ -178,6 +178,105 @@ def test_learn_help_states_the_bounds(capsys):
     assert "1.26 GB" in text and "407 s" in text and "at least two frames" in text
 
 
+# --- 1. forgetting through the web app -------------------------------------------------------------
+
+def _fast_learn(monkeypatch):
+    """learn as it is, minus the slow parts: synthesis writes an empty data set and training is skipped
+    (analysis of the reference, the base model and the pack are real)."""
+    import pvchat.api as api
+    import pvchat.train.stages as stages
+
+    def synthesize(analysis, name, out, recipe, report, cancel, lock=None):
+        out.mkdir(parents=True)
+        (out / "manifest.jsonl").write_text("")
+        write_json(out / "summary.json", {"clips": 0, "qa_pairs": 0})
+
+    monkeypatch.setattr(api, "_synthesize", synthesize)
+    monkeypatch.setattr(stages, "learn_stages", lambda *a, **k: None)
+
+
+def test_web_forget_leaves_no_file_of_theirs(tmp_path, monkeypatch):
+    """Two people enrolled from one upload through the web app (handlers, service, queue, real analysis,
+    Gradio's own caching of what the page shows); forgetting them leaves nothing of theirs."""
+    from gradio.processing_utils import save_file_to_cache
+
+    from pvchat.faces.samples import two_people_clip
+    from pvchat.web import app
+    from pvchat.web.service import WebService
+
+    _fast_learn(monkeypatch)
+    home = tmp_path / "home"
+    service = WebService(home, preset="tiny", recipe=str(REPO / "tests" / "web_recipe.yaml"), isolate=False)
+    upload = service.gradio_dir / "0f1e2d" / "holiday clip.mp4"  # where Gradio puts an upload
+    upload.parent.mkdir(parents=True)
+    two_people_clip(upload, num_frames=24, size=(320, 240), fps=8.0, second_from=0.25)
+    clip_bytes = upload.read_bytes()
+    rejected = service.gradio_dir / "9a8b7c" / "notes.mp4"
+    rejected.parent.mkdir(parents=True)
+    rejected.write_text("not a video")
+
+    assert "not a readable video" in app.on_reference(service, str(rejected))[5]
+    reference, n, sheet, faces, _, status, player = app.on_reference(service, str(upload))
+    assert n == 2 and "2 people" in status
+    assert not upload.exists() and not rejected.exists()  # Gradio's copies of both uploads are gone
+    for shown in (player, sheet, *[f for f, _ in faces]):  # what Gradio caches of the page's outputs
+        save_file_to_cache(shown, str(service.gradio_dir))
+
+    for name, person in (("Ann", 0), ("Bo", 1)):
+        app.on_learn(service, reference, name, person, n, None)
+        assert service.queue.wait_idle(120)
+    assert [j.state for j in service.queue.jobs()] == ["done", "done"], [j.message for j in service.queue.jobs()]
+    base = set(files_under(home / "base"))
+
+    kept = Path(reference)
+    found = service.work / "people" / kept.parent.name
+    anns = {file_sha256(p) for p in [*files_under(found / "person_0"), found / "contact_sheet.png"]}
+    removed = service.forget("Ann")  # Bo still uses the upload: it stays; Ann's faces and the sheets go
+    assert kept.is_file() and not (home / "people" / "Ann").exists()
+    assert (found / "person_1" / "best_face.png").is_file() and found / "person_0" in removed
+    assert not {file_sha256(p) for p in files_under(home)} & anns  # not in Bo's analysis, not in Gradio's
+    bo = home / "people" / "Bo" / "analysis"
+    assert not (bo / "person_0").exists() and not (bo / "contact_sheet.png").exists() and (bo / "person_1").is_dir()
+
+    summary = app.on_forget(service, "Bo")[1]
+    assert "forgot Bo" in summary and "uploaded reference video" in summary
+    left = [p for p in files_under(home) if p not in base]
+    assert left == [], left
+    assert not any(p.stat().st_size == len(clip_bytes) for p in files_under(home))
+    service.close()
+
+
+def test_serve_keeps_gradio_files_in_the_home_and_empties_them(tmp_path, monkeypatch):
+    """Gradio's uploads and page copies go to HOME/.web/gradio, emptied at start (what a killed server
+    left) and at stop, not to the system's temp directory."""
+    import gradio as gr
+
+    from pvchat.web import serve as serve_mod
+
+    home = tmp_path / "home"
+    folder = home / ".web" / "gradio"
+    (folder / "old").mkdir(parents=True)
+    (folder / "old" / "left by a killed server.mp4").write_bytes(b"x")
+    seen = {}
+
+    def launch(self, **kwargs):
+        seen.update(env=os.environ.get("GRADIO_TEMP_DIR"), cache=[b.GRADIO_CACHE for b in self.blocks.values()],
+                    leftovers=files_under(folder))
+        (folder / "up").mkdir()
+        (folder / "up" / "clip.mp4").write_bytes(b"an upload")
+
+    monkeypatch.setattr(gr.Blocks, "launch", launch)
+    monkeypatch.setattr(serve_mod, "_sigterm_stops", lambda: None)
+    monkeypatch.delenv("GRADIO_TEMP_DIR", raising=False)
+    monkeypatch.delenv("PVCHAT_AUTH_TOKEN", raising=False)
+    assert serve_mod.serve(home=home, port=7999) == 0
+    assert seen["env"] == str(folder.resolve())
+    assert folder / "old" / "left by a killed server.mp4" not in seen["leftovers"]
+    assert seen["leftovers"], "the page's own images (e.g. the empty curves) are cached there too"
+    assert seen["cache"] and all(Path(c) == folder.resolve() for c in seen["cache"])
+    assert not folder.exists()
+
+
 # --- 2 and 7. the base's identity is its content, checked on every load ----------------------------
 
 def test_a_rebuilt_base_keeps_its_packs(ann, tmp_path):

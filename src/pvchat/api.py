@@ -373,8 +373,10 @@ def _learn(reference: Path, name: str, home: Path, preset: str, recipe: str | Pa
 def forget(name: str, home: Path = DEFAULT_HOME) -> list[Path]:
     """Delete every file derived from ``name`` (analysis, data, runs, pack); returns what was deleted.
 
-    The reference video itself is the user's and stays. An unknown name, or one being learned right
-    now, is an :class:`InputError`.
+    People learned from the same reference video analysed it too, and their analyses hold every
+    person of it: ``name``'s faces there (``analysis/person_K/``, which their learning does not use)
+    and the contact sheets showing everyone go as well. The reference video itself is the user's
+    and stays. An unknown name, or one being learned right now, is an :class:`InputError`.
     """
     from pvchat.locks import hold
 
@@ -382,9 +384,35 @@ def forget(name: str, home: Path = DEFAULT_HOME) -> list[Path]:
     if not paths.root.is_dir():
         raise _unknown_person(name, Path(home))
     with hold(paths.root / LOCK, f"{name} is being learned right now; stop that first", wait=0):
+        reference, index = _reference_person(paths)
         deleted = sorted(p for p in paths.root.iterdir() if p.name != LOCK) + [paths.root]
         shutil.rmtree(paths.root)
+    for other in sorted((Path(home) / "people").glob("*")) if reference is not None else []:
+        if other != paths.root and _reference_person(PersonPaths(other))[0] == reference:
+            subject = _reference_person(PersonPaths(other))[1]
+            for path in (other / "analysis" / f"person_{index}", other / "analysis" / "contact_sheet.png"):
+                if subject == index or not path.exists():
+                    continue
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                deleted.append(path)
     return deleted
+
+
+def _reference_person(paths: PersonPaths) -> tuple[str | None, int]:
+    """(the reference video a person was learned from, their number in its analysis), as far as known."""
+    try:
+        settings = json.loads(paths.settings.read_text())
+        reference = str(settings["reference"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, 0
+    try:
+        index = int(json.loads((paths.analysis / "summary.json").read_text())["subject"])
+    except (OSError, ValueError, KeyError, TypeError):
+        index = settings.get("person") if isinstance(settings.get("person"), int) else 0
+    return reference, index
 
 
 # ----------------------------------------------------------------------------- chat

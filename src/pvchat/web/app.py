@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 import pandas as pd
-from PIL import Image
 
 from pvchat.errors import PVChatError
 from pvchat.web.jobs import STAGES
@@ -50,8 +48,26 @@ def ok_text(text: str) -> str:
     return f"✓ {text}"
 
 
-def _image(path) -> np.ndarray | None:
-    return np.asarray(Image.open(path).convert("RGB")) if path and Path(path).is_file() else None
+def _file(path) -> str | None:
+    """An image shown by its file (not re-encoded), so that Gradio's copy has the file's bytes and
+    forgetting the person finds and removes it (:meth:`WebService.forget`)."""
+    return str(path) if path and Path(path).is_file() else None
+
+
+def removed_summary(removed: list, home: Path) -> str:
+    """What a forget removed, in words: ``"pack and training data, uploaded video, 3 page copies"``."""
+    parts = {"people": "learned data (analysis, synthesized data, runs, pack)", "uploads": "uploaded reference video",
+             "found": "faces found in the upload", "gradio": "copies the page showed"}
+    counts: dict[str, int] = {}
+    for path in removed:
+        try:
+            rel = Path(path).resolve().relative_to(Path(home).resolve()).parts
+        except ValueError:
+            rel = ()
+        kind = ("gradio" if rel[1:2] == ("gradio",) else "uploads" if rel[1:2] == ("uploads",) else "found") \
+            if rel[:1] == (".web",) else "people"
+        counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{parts[k]}" + (f" ({n})" if k == "gradio" else "") for k, n in counts.items())
 
 
 # --- Enroll ---------------------------------------------------------------------------------------
@@ -70,12 +86,12 @@ def on_reference(service: WebService, upload):
         return None, 0, None, [], gr.update(choices=[], value=None, visible=False), error_text(e), None
     people = found["people"]
     choices = [(f"person {p['index'] + 1} ({p.get('num_faces', '?')} faces)", p["index"]) for p in people]
-    faces = [(_image(p.get("best_face")), f"person {p['index'] + 1}") for p in people if p.get("best_face")]
+    faces = [(_file(p.get("best_face")), f"person {p['index'] + 1}") for p in people if _file(p.get("best_face"))]
     msg = (f"One person found in {Path(upload).name}: give them a name and press Learn." if len(people) == 1 else
            f"{len(people)} people found in {Path(upload).name}: pick one, give them a name and press Learn.")
     radio = gr.update(choices=choices, value=people[0]["index"] if len(people) == 1 else None, visible=True)
-    return (str(found["reference"]), len(people), _image(found.get("contact_sheet")), faces, radio, ok_text(msg),
-            gr.skip())
+    return (str(found["reference"]), len(people), _file(found.get("contact_sheet")), faces, radio, ok_text(msg),
+            str(found["reference"]))  # the player shows pvchat's kept copy: Gradio's upload is deleted
 
 
 def on_learn(service: WebService, reference, name, person, num_found, job_id):
@@ -177,7 +193,9 @@ def on_forget(service: WebService, name):
         removed = service.forget(name)
     except Exception as e:
         return gr.update(visible=False), error_text(e)
-    return gr.update(visible=False), ok_text(f"forgot {html.escape(name)} ({len(removed)} paths removed)")
+    what = removed_summary(removed, service.home)
+    return gr.update(visible=False), ok_text(f"forgot {html.escape(name)} ({len(removed)} paths removed: "
+                                             f"{html.escape(what)})")
 
 
 @dataclass
@@ -222,7 +240,7 @@ def on_query_upload(service: WebService, upload):
     except Exception as e:
         return None, gr.skip(), [], [], [], error_text(e), None
     return (str(kept), gr.update(choices=recent_choices(service), value=str(kept)), [], [], [],
-            ok_text(f"{Path(upload).name}: ready; ask away."), gr.skip())
+            ok_text(f"{Path(upload).name}: ready; ask away."), str(kept))  # Gradio's upload copy is deleted
 
 
 def on_pick(service: WebService, choice):

@@ -1,13 +1,15 @@
 """``pvchat serve``: start the web app (local by default, a token required anywhere else).
 
 Nothing calls out: Gradio's analytics are off, no share link is made, the page's fonts are
-local and server-side rendering (which would need Node) is off.
+local and server-side rendering (which would need Node) is off. Gradio's temporary files live in
+``HOME/.web/gradio`` (emptied at start and stop), not in the system's temp directory.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
+import shutil
 import signal
 import threading
 from pathlib import Path
@@ -78,10 +80,12 @@ def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, a
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
 
-    from pvchat.web.app import build_app
     from pvchat.web.service import WebService
 
     service = WebService(home, preset=preset, recipe=recipe, limits=limits)
+    own_gradio_dir(service.gradio_dir)  # before Gradio is imported: it reads GRADIO_TEMP_DIR then
+    from pvchat.web.app import build_app
+
     app = build_app(service)
     app.queue(default_concurrency_limit=1)
     shown = f"[{host}]" if ":" in host else host
@@ -101,7 +105,17 @@ def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, a
                    quiet=True, footer_links=[])
     finally:
         service.close(wait=15.0)  # a running enrolment stops at its next step, resumable
+        shutil.rmtree(service.gradio_dir, ignore_errors=True)
     return 0
+
+
+def own_gradio_dir(folder: Path) -> None:
+    """Point Gradio's temporary files (every upload, every file the page shows) at ``folder``, a
+    directory of the pvchat home that pvchat empties (here, at the server's start and stop) and
+    searches when a person is forgotten, instead of the system temp directory."""
+    shutil.rmtree(folder, ignore_errors=True)  # what a killed server left
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(folder.resolve())
 
 
 def _sigterm_stops() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
+import shutil
 import threading
 import types
 from collections import OrderedDict
@@ -19,6 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from pvchat.errors import InputError
+from pvchat.io import file_sha256
 from pvchat.model.prompt import validate_name
 from pvchat.web.jobs import EnrollJob, EnrollQueue, Progress
 from pvchat.web.uploads import VIDEO_SUFFIXES, UploadLimits, check_video, keep_upload
@@ -27,6 +30,7 @@ from pvchat.web.worker import Child
 
 MAX_PEOPLE_PER_CHAT = 3
 WORK_DIR = ".web"  # under the home: kept uploads and people-finding results
+GRADIO_DIR = "gradio"  # under WORK_DIR: Gradio's temporary files (GRADIO_TEMP_DIR; pvchat serve empties it)
 
 
 class WebService:
@@ -53,6 +57,7 @@ class WebService:
         self.isolate = isinstance(self.api, types.ModuleType) if isolate is None else bool(isolate)
         self._finder = Child()  # long-lived: its face models and workers stay loaded between uploads
         self.work = self.home / WORK_DIR
+        self.gradio_dir = self.work / GRADIO_DIR  # where Gradio puts uploads and copies of what the page shows
         self.queue = EnrollQueue(self._learn, on_finish=self._finished)
         self._chats: OrderedDict[tuple[str, ...], Any] = OrderedDict()
         self._chats_lock = threading.Lock()
@@ -72,8 +77,11 @@ class WebService:
         Returns ``{"reference": kept path, "people": [...], "contact_sheet": png}`` as
         :func:`pvchat.api.find_people` (plus the kept path).
         """
-        check_video(upload, self.limits)
-        reference = keep_upload(upload, self.work / "uploads")
+        try:
+            check_video(upload, self.limits)
+            reference = keep_upload(upload, self.work / "uploads")
+        finally:
+            self._discard_upload(upload)  # Gradio's copy, accepted or not: pvchat keeps its own
         out = self.work / "people" / reference.parent.name
         if self.isolate:
             found = self._finder.call(f"{self.api.__name__}:find_people", {"reference": reference, "out": out})
@@ -120,22 +128,107 @@ class WebService:
         return next((c for c in self.people() if card_name(c) == name), None) if name else None
 
     def forget(self, name: str | None) -> list[Path]:
-        """Delete a pack; returns what was removed."""
+        """Delete everything derived from a person; returns what was removed.
+
+        Besides what :func:`pvchat.api.forget` deletes (analysis, data, runs, pack): the person's
+        faces found in their upload (``.web/people/<upload>/person_K``) and the contact sheet of
+        that upload; once no other person or queued enrolment uses the upload, the kept video and
+        all its people-finding results; and Gradio's copies of any of these files.
+        """
         if not name:
             raise InputError("select a person to forget")
         if any(j.active and j.name == name for j in self.queue.jobs()):
             raise InputError(f"{name} is being learned right now; cancel that first")
-        removed = self.api.forget(name, home=self.home)
+        reference, person = self._reference_of(name)
+        removed = list(self.api.forget(name, home=self.home))
         self._drop_chats(name)
         self._version += 1
+        return removed + self._forget_upload(reference, person)
+
+    # --- what the web app keeps of an upload ------------------------------------------------------
+
+    def _discard_upload(self, upload: str | Path | None) -> None:
+        """Delete Gradio's temporary copy of an upload (only a file inside :attr:`gradio_dir`)."""
+        if upload and _inside(Path(upload), self.gradio_dir):
+            Path(upload).unlink(missing_ok=True)
+            _prune_empty(Path(upload).parent, self.gradio_dir)
+
+    def _settings(self, name: str) -> dict:
+        """A person's learn.json (empty if there is none or it is unreadable)."""
+        try:
+            data = json.loads((self.home / "people" / name / "learn.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _reference_of(self, name: str) -> tuple[Path | None, int | None]:
+        """The reference video a person was (or is being) learned from, and which person of it."""
+        card = self.card(name) or {}
+        settings = self._settings(name)
+        reference = card.get("reference") or settings.get("reference")
+        person = card.get("person") if isinstance(card.get("person"), int) else settings.get("person")
+        return (Path(reference) if isinstance(reference, str) else None,
+                person if isinstance(person, int) and not isinstance(person, bool) else None)
+
+    def _upload_users(self, reference: Path) -> list[str]:
+        """Who else needs a kept upload: learned people, people being learned, queued enrolments."""
+        target = reference.resolve()
+        names = {card_name(c) for c in self.people()} | {
+            d.name for d in (self.home / "people").glob("*") if (d / "learn.json").is_file()}
+        users = [n for n in sorted(names) if (ref := self._reference_of(n)[0]) is not None and ref.resolve() == target]
+        users += [j.name for j in self.queue.jobs() if j.active and Path(j.reference).resolve() == target]
+        return users
+
+    def _forget_upload(self, reference: Path | None, person: int | None) -> list[Path]:
+        """Remove what the web app derived from a forgotten person's upload (see :meth:`forget`)."""
+        uploads = (self.work / "uploads").resolve()
+        if reference is None or not _inside(reference, uploads) or reference.resolve().parent == uploads:
+            return []  # not a web upload (learned with the CLI from the user's own file)
+        upload = reference.resolve().parent  # uploads/<content hash>/
+        found = self.work / "people" / upload.name
+        if not self._upload_users(reference):
+            doomed = [upload, found]
+        else:
+            if person is None:
+                try:
+                    person = int(json.loads((found / "summary.json").read_text())["subject"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    person = 0
+            doomed = [found / f"person_{person}", found / "contact_sheet.png"]  # the sheet shows everyone
+        files = [f for d in doomed for f in ([d] if d.is_file() else d.rglob("*") if d.is_dir() else [])
+                 if f.is_file()]
+        copies = self._gradio_copies(files)
+        removed = []
+        for path in [*doomed, *copies]:
+            if path.is_dir():
+                shutil.rmtree(path)
+                removed.append(path)
+            elif path.exists():
+                path.unlink()
+                removed.append(path)
+        for path in copies:
+            _prune_empty(path.parent, self.gradio_dir)
         return removed
+
+    def _gradio_copies(self, files: list[Path]) -> list[Path]:
+        """Files in :attr:`gradio_dir` with the same bytes as one of ``files`` (Gradio caches what the
+        page showed, e.g. the reference video, contact sheet and best faces, under content hashes)."""
+        if not files or not self.gradio_dir.is_dir():
+            return []
+        sizes = {f.stat().st_size for f in files}
+        digests = {file_sha256(f) for f in files}
+        return [c for c in self.gradio_dir.rglob("*")
+                if c.is_file() and c.stat().st_size in sizes and file_sha256(c) in digests]
 
     # --- chat -----------------------------------------------------------------------------------
 
     def query_video(self, upload: str | Path | None) -> Path:
         """Check an uploaded query video and keep it (it then shows among the recent videos)."""
-        check_video(upload, self.limits)
-        return keep_upload(upload, self.work / "uploads")
+        try:
+            check_video(upload, self.limits)
+            return keep_upload(upload, self.work / "uploads")
+        finally:
+            self._discard_upload(upload)
 
     def recent_videos(self, limit: int = 30) -> list[Path]:
         """Kept uploads, newest first: the videos a user can pick instead of uploading again."""
@@ -207,3 +300,21 @@ class WebService:
         """Cancel enrolments and stop the workers (waiting up to ``wait`` s for a running one to stop)."""
         self.queue.close(wait)
         self._finder.close()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except OSError:
+        return False
+
+
+def _prune_empty(directory: Path, top: Path) -> None:
+    """Remove ``directory`` and its parents up to (not including) ``top`` while they are empty."""
+    directory, top = Path(directory).resolve(), Path(top).resolve()
+    while directory != top and directory.is_relative_to(top):
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+        directory = directory.parent
