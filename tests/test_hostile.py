@@ -523,3 +523,52 @@ def test_pack_names_follow_the_name_rule(corpus, ann, tmp_path, capsys):
                  ("eval", bench, "--pack", "../../etc", "--home", ann)):
         one_line_error(run_cli(capsys, *argv), "invalid subject name '../../etc'")
     assert not bench.exists()  # refused before a benchmark was built
+
+
+# --- 8. noise and docs --------------------------------------------------------------------------------
+
+def test_asking_prints_no_warnings(corpus, ann):
+    from pvchat.api import Chat
+
+    chat = Chat(["Ann"], home=ann, max_new_tokens=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text = chat.ask(corpus["no_face"], QUESTION).text
+        parts = list(chat.stream(corpus["no_face"], QUESTION, history=[("Hi?", text)]))
+    assert [str(w.message) for w in caught] == []
+    assert parts[-1] == chat.ask(corpus["no_face"], QUESTION, history=[("Hi?", text)]).text
+
+
+def test_greedy_with_the_cache_equals_decoding_without_it(corpus, ann):
+    from pvchat.api import Chat
+
+    chat = Chat(["Ann"], home=ann, max_new_tokens=5)
+    frames, people, embeds, mask = chat._prompt(corpus["no_face"], QUESTION, None)
+    ids = []
+    with torch.no_grad():
+        for _ in range(5):
+            nxt = int(chat.model.llm(inputs_embeds=embeds, attention_mask=mask).logits[0, -1].argmax())
+            if nxt == chat.model.tokenizer.eos_token_id:
+                break
+            ids.append(nxt)
+            row = chat.model.llm.get_input_embeddings()(torch.tensor([[nxt]]))
+            embeds, mask = torch.cat([embeds, row], 1), torch.cat([mask, mask.new_ones(1, 1)], 1)
+    assert chat.ask(corpus["no_face"], QUESTION).text == chat._decode(ids)
+
+
+def test_readme_commands_parse():
+    """Every command line in the README's table is one the parser accepts (placeholders filled in)."""
+    import re
+    import shlex
+
+    parser = cli.build_parser()
+    rows = re.findall(r"^\| `(pvchat [^`]*)`", (REPO / "README.md").read_text(), flags=re.M)
+    assert len(rows) >= 12
+    for row in rows:
+        line = re.sub(r"\(([^()]*?) \\\| [^()]*\)", r"\1", row)  # (a \| b) → a
+        line = re.sub(r"(\S+?)(?:\\\|\S+)+", r"\1", line)  # x\|y\|z → x
+        line = re.sub(r"\b[A-Z][A-Z_]*\b", "1", line.replace("[", "").replace("]", "").replace("...", ""))
+        try:
+            parser.parse_args(shlex.split(line)[1:])
+        except SystemExit as e:
+            assert e.code == 0, f"README: {row}"

@@ -574,9 +574,21 @@ class Chat:
 
     @torch.no_grad()
     def _greedy(self, embeds: torch.Tensor, mask: torch.Tensor) -> Iterator[str]:
-        """Greedy decoding with the KV cache; yields the growing answer after every token."""
+        """Greedy decoding with the KV cache (a ``DynamicCache`` filled in place); yields the growing answer
+        after every token."""
+        import inspect
+
+        from transformers import DynamicCache
+
         llm, eos = self.model.llm, self.model.tokenizer.eos_token_id
-        out = llm(inputs_embeds=embeds, attention_mask=mask, use_cache=True)
+        hf = llm.get_base_model() if hasattr(llm, "get_base_model") else llm  # under LoRA
+        try:
+            cache = DynamicCache(config=hf.config)  # sliding-window layers as the model has them
+        except TypeError:  # transformers before 4.56
+            cache = DynamicCache()
+        # transformers 5.x renamed the argument ``past_key_values`` (now deprecated) to ``cache``
+        kv = {"cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values": cache}
+        out = llm(inputs_embeds=embeds, attention_mask=mask, use_cache=True, **kv)
         ids: list[int] = []
         for _ in range(self.max_new_tokens):
             nxt = int(out.logits[0, -1].argmax())
@@ -585,8 +597,7 @@ class Chat:
             ids.append(nxt)
             yield self._decode(ids)
             mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
-            out = llm(input_ids=torch.tensor([[nxt]], device=self.device), attention_mask=mask,
-                      past_key_values=out.past_key_values, use_cache=True)
+            out = llm(input_ids=torch.tensor([[nxt]], device=self.device), attention_mask=mask, use_cache=True, **kv)
 
     # ------------------------------------------------------------------ API
     def frames(self, video: Path) -> np.ndarray:
