@@ -215,11 +215,11 @@ def test_self_caption_rewrites_descriptions_in_the_bases_words(small_tiny, tmp_p
     said = {"What is the person wearing?": "The person is wearing a red striped shirt and black jeans.",
             "What is the person doing?": "I cannot tell."}  # what the base says (generation mocked)
     monkeypatch.setattr(model, "generate", lambda qs, **kw: [said[q] for q in qs])
-    path, feats = self_caption(model, tmp_path / "manifest.jsonl", "Ann", progress=False)
+    path, feats = self_caption(model, tmp_path / "manifest.jsonl", ["Ann"], progress=False)
     pos, neg = read_manifest(path)
     assert [(q.type, q.answer) for q in pos.qa] == [
         ("existence", "Yes, <Ann> is here."),
         ("appearance", "<Ann> is wearing a red striped shirt and black jeans."),  # the base's words
     ]  # no description from the base: no action answer; one-person location left out
     assert neg.qa == qa[:1] and list(feats) == [tmp_path / "pos.mp4"]
-    assert self_caption(model, tmp_path / "manifest.jsonl", "Ann")[0] == path  # resumable
+    assert self_caption(model, tmp_path / "manifest.jsonl", ["Ann"])[0] == path  # resumable

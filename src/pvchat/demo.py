@@ -1,8 +1,11 @@
 """``pvchat demo``: learn one person from one video and question held-out clips, end to end.
 
     offline world ─► reference video of one person ─► analyze ─► synthesize (classic positives,
-    hard negatives from a pool of other people) ─► train stage 1 + stage 2 (tiny preset)
-    ─► ask "Is <Name> in this video?" about held-out clips ─► accuracy, transcript, plots
+    hard negatives from a pool of other people) ─► train stage 1 + stage 2 (small preset)
+    ─► ask about held-out clips: "Is <Name> in this video?", and where the person is in the clip
+       "What is <Name> wearing?" / "What is <Name> doing?" ─► scores per question type, transcript, plots
+
+The world's people come from the held-out face split (never seen by the shipped ``small`` base).
 
 The people of the world are split: a pool (hard negatives for training) and held-out people who
 only ever appear in query clips, so the evaluation's strangers and hard negatives are new faces.
@@ -18,7 +21,8 @@ from PIL import Image
 
 from pvchat.io import write_json
 
-PRESET, RECIPE = "face", "face"  # model preset and training recipe the demo learns with
+PRESET = "small"  # the default model preset; its training recipe has the same name
+DESCRIBES = ("small",)  # presets whose answers describe the clip (appearance and action are asked)
 
 
 def _write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
@@ -27,20 +31,20 @@ def _write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
     write_video(path, frames, fps=fps)
 
 
-def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = True) -> dict:
+def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = True, preset: str = PRESET) -> dict:
     """The demo as a function: returns the report it also writes to ``out/report.json``."""
-    from pvchat.eval.metrics import existence_accuracy
     from pvchat.faces import FaceEngine
     from pvchat.faces.analyze import analyze_video, write_analysis
     from pvchat.synth.pipeline import synthesize_dataset
     from pvchat.train.stages import base_model, learn_stages
     from pvchat.world.api import World, make_world
+    from pvchat.world.faces import face_split
 
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n_people, n_queries = (8, 12) if quick else (12, 24)
-    world = make_world(people=n_people, seed=seed)
+    world = make_world(people=n_people, seed=seed, faces=face_split("held_out"))
     subject, others = world.people[0], world.people[1:]
     pool_people, held_out = others[: len(others) // 2], others[len(others) // 2 :]
     name = subject.name
@@ -69,13 +73,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     manifest = synthesize_dataset(out / "analysis", name, out / "data", pool=pool,
                                   recipe="demo", progress=progress)
     lap("synthesize", t)
-    # 4. train both stages on the face preset (model/presets.py)
-    t = time.perf_counter()
-    model = base_model(out / "run", PRESET, [name], seed=seed)
-    r1, r2 = learn_stages(model, manifest, out / "run", recipe=RECIPE, subjects=[name], resume=True, progress=progress)
-    lap("train", t)
-
-    # 5. held-out queries: the subject, strangers, and the held-out people nearest to the subject
+    # 4. held-out queries: the subject, strangers, and the held-out people nearest to the subject
     t = time.perf_counter()
     engine = FaceEngine()
     subj_emb = engine.detect(world.portrait(subject.id))[0].embedding
@@ -85,44 +83,107 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
         if faces:
             dist[p.id] = float(np.linalg.norm(faces[0].embedding - subj_emb))
     hard = sorted(dist, key=dist.get)[: max(1, len(dist) // 3)]
-    query_world = World(people=[subject, *held_out], seed=seed + 1, size=world.size, num_frames=16, fps=world.fps,
-                        max_people_per_clip=2)
-    qdir = out / "queries"
-    qdir.mkdir(exist_ok=True)
-    model.eval()
-    rows = []
-    for i in range(n_queries):
-        group = ("subject", "stranger", "hard negative")[i % 3]
-        must = subject.id if group == "subject" else hard[i % len(hard)] if group == "hard negative" else None
-        spec = query_world.clip_spec(i, must_include=must)
-        if group != "subject" and subject.id in {c.person for c in spec.cast}:
-            spec = query_world.clip_spec(i + 1000, must_include=must or held_out[i % len(held_out)].id)
-        rendered = query_world.render_clip(spec)
-        ids = [c.person for c in spec.cast]
-        if group != "subject" and subject.id in ids:
-            continue  # could not draw a clip without the subject for this slot
-        path = qdir / f"q{i:03d}.mp4"
-        _write_clip(path, rendered.frames, world.fps)
-        pixels = model.read_video(path)[1]
-        question = f"Is <{name}> in this video?"
-        answer = model.generate([question], pixel_values=pixels.unsqueeze(0), max_new_tokens=32)[0]
-        rows.append({"clip": path.name, "group": group, "people": ids, "label": subject.id in ids,
-                     "question": question, "answer": answer})
+    queries = _query_clips(World(people=[subject, *held_out], seed=seed + 1, size=world.size, num_frames=16,
+                                 fps=world.fps, max_people_per_clip=2), subject.id, held_out, hard, n_queries,
+                           out / "queries")
+    lap("queries", t)
+
+    # 5. train both stages (the base first answers about "the person": what personalisation adds)
+    t = time.perf_counter()
+    model = base_model(out / "run", preset, [name], seed=seed)
+    describes = preset in DESCRIBES
+    base_rows = _ask(model, queries, name, generic=True) if describes else []
+    r1, r2 = learn_stages(model, manifest, out / "run", recipe=preset, subjects=[name], resume=True, progress=progress)
+    lap("train", t)
+
+    # 6. ask the learned model; the training-free face baseline answers existence
+    t = time.perf_counter()
+    rows = _ask(model, queries, name, describe=describes)
+    from pvchat.eval.face_baseline import FaceBaseline
+
+    faces = FaceBaseline(pool=pool)
+    faces.add_subject(name, reference)
+    face_rows = [{**q, "type": "existence", "answer": "Yes" if faces.present(q["path"], name) else "No"}
+                 for q in queries]
     lap("evaluate", t)
 
-    report = {"subject": name, "world_people": n_people, "pool": [p.id for p in pool_people],
+    report = {"subject": name, "preset": preset, "world_people": n_people, "pool": [p.id for p in pool_people],
               "held_out": [p.id for p in held_out], "hard_negatives": hard, "timings_s": timings,
               "train": {"stage1_steps": r1.steps, "stage1_loss": r1.final_loss, "stage2_steps": r2.steps,
                         "stage2_loss": r2.final_loss},
-              "existence": existence_accuracy([r["answer"] for r in rows], [r["label"] for r in rows]),
-              "by_group": {g: existence_accuracy([r["answer"] for r in rows if r["group"] == g],
-                                                 [r["label"] for r in rows if r["group"] == g])["accuracy"]
-                           for g in ("subject", "stranger", "hard negative")},
-              "transcript": rows}
+              **_scores(rows),
+              "baselines": {"base, asked about the person": _scores(base_rows), "face": _scores(face_rows)},
+              "transcript": [{k: v for k, v in r.items() if k != "path"} for r in rows]}
     report["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / "report.json", report)
     _plot(report, out / "eval.png")
     return report
+
+
+def _query_clips(world, subject: str, held_out, hard: list[str], n: int, qdir: Path) -> list[dict]:
+    """``n`` query clips, a third each with the subject, with strangers, with look-alikes (``hard``)."""
+    qdir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        group = ("subject", "stranger", "hard negative")[i % 3]
+        must = subject if group == "subject" else hard[i % len(hard)] if group == "hard negative" else None
+        spec = world.clip_spec(i, must_include=must)
+        if group != "subject" and subject in {c.person for c in spec.cast}:
+            spec = world.clip_spec(i + 1000, must_include=must or held_out[i % len(held_out)].id)
+        ids = [c.person for c in spec.cast]
+        if group != "subject" and subject in ids:
+            continue  # could not draw a clip without the subject for this slot
+        rendered = world.render_clip(spec)
+        path = qdir / f"q{i:03d}.mp4"
+        if not path.is_file():
+            _write_clip(path, rendered.frames, world.fps)
+        truth = next((p for p in rendered.truth["people"] if p["id"] == subject), None)
+        out.append({"clip": path.name, "path": path, "group": group, "people": ids, "label": truth is not None,
+                    "truth": truth})
+    return out
+
+
+def _ask(model, queries: list[dict], name: str, describe: bool = True, generic: bool = False) -> list[dict]:
+    """The model's answers: existence about every clip and, where the person is in it, what they wear
+    and do. ``generic`` asks about "the person" instead (a base that knows nobody): no existence."""
+    from pvchat.qa.world_qa import action_correct, clothing_correct
+
+    model.eval()
+    who = "the person" if generic else f"<{name}>"
+    rows = []
+    for q in queries:
+        features = model.encode_video(model.read_video(q["path"])[1].unsqueeze(0))
+        if not generic:
+            question = f"Is {who} in this video?"
+            rows.append({**{k: v for k, v in q.items() if k != "truth"}, "type": "existence", "question": question,
+                         "answer": model.generate([question], vision_features=features, max_new_tokens=32)[0]})
+        if describe and q["truth"] is not None:
+            truth = q["truth"]
+            for kind, question in (("appearance", f"What is {who} wearing?"), ("action", f"What is {who} doing?")):
+                said = model.generate([question], vision_features=features, max_new_tokens=40)[0]
+                ok = clothing_correct(said, truth["outfit"]) if kind == "appearance" else action_correct(said, truth["action"])
+                rows.append({**q, "type": kind, "question": question, "answer": said, "correct": ok,
+                             "truth": truth["wearing"] if kind == "appearance" else truth["action_phrase"]})
+    for r in rows:
+        r.pop("path", None)
+    return rows
+
+
+def _scores(rows: list[dict]) -> dict:
+    """Existence (overall and per group), clothing and action accuracy of a list of answers."""
+    from pvchat.eval.metrics import existence_accuracy
+
+    exist = [r for r in rows if r["type"] == "existence"]
+    out: dict = {}
+    if exist:
+        out["existence"] = existence_accuracy([r["answer"] for r in exist], [r["label"] for r in exist])
+        out["by_group"] = {g: existence_accuracy([r["answer"] for r in exist if r["group"] == g],
+                                                 [r["label"] for r in exist if r["group"] == g])["accuracy"]
+                           for g in ("subject", "stranger", "hard negative")}
+    for kind, key in (("appearance", "clothing"), ("action", "action")):
+        got = [r["correct"] for r in rows if r["type"] == kind]
+        out[key] = {"accuracy": sum(got) / len(got), "n": len(got)} if got else None
+    return out
 
 
 def _plot(report: dict, png: Path) -> None:
@@ -144,7 +205,7 @@ def _plot(report: dict, png: Path) -> None:
     plt.close(fig)
 
 
-def demo(out: Path = Path("workspace/demo"), quick: bool = False, seed: int = 0) -> int:
+def demo(out: Path = Path("workspace/demo"), quick: bool = False, seed: int = 0, preset: str = PRESET) -> int:
     """Learn one person of the offline world from one reference video, then question held-out clips.
 
     Renders a small world of real faces, analyses the person's reference video, synthesizes a
@@ -157,17 +218,29 @@ def demo(out: Path = Path("workspace/demo"), quick: bool = False, seed: int = 0)
         out: where everything is written (re-running resumes).
         quick: a smaller world and half the query clips.
         seed: world and training seed.
+        preset: the model (small: real pretrained parts, all question types; face: identity only).
     """
-    report = run_demo(Path(out), quick=quick, seed=seed)
+    report = run_demo(Path(out), quick=quick, seed=seed, preset=preset)
     e = report["existence"]
     print(f"\nLearned <{report['subject']}> from one reference video in {report['seconds']} s "
           f"({', '.join(f'{k} {v} s' for k, v in report['timings_s'].items())}).")
     print(f"Existence accuracy on {e['n']} held-out clips: {e['accuracy']:.2f} "
           f"(with the person {report['by_group']['subject']:.2f}, strangers {report['by_group']['stranger']:.2f}, "
           f"look-alikes {report['by_group']['hard negative']:.2f}; unparsed answers {e['unparsed']:.2f})")
+    for kind, words in (("clothing", "names the top's colour and kind"), ("action", "names the action")):
+        if report.get(kind):
+            print(f"{kind.capitalize()} ({words}) on the {report[kind]['n']} clips with the person: "
+                  f"{report[kind]['accuracy']:.2f}")
+    for label, b in report["baselines"].items():
+        parts = [f"existence {b['existence']['accuracy']:.2f}" if b.get("existence") else None,
+                 *(f"{k} {b[k]['accuracy']:.2f}" if b.get(k) else None for k in ("clothing", "action"))]
+        if any(parts):
+            print(f"  baseline, {label}: " + ", ".join(p for p in parts if p))
     print("\nTranscript:")
-    for r in report["transcript"][:6]:
-        truth = "present" if r["label"] else "absent"
+    shown = [r for r in report["transcript"] if r["type"] == "existence"][:4]
+    shown += [r for r in report["transcript"] if r["type"] != "existence"][:4]
+    for r in shown:
+        truth = ("present" if r["label"] else "absent") if r["type"] == "existence" else f"truth: {r['truth']}"
         print(f"  [{r['clip']}, {r['group']}, {truth}] Q: {r['question']}  A: {r['answer']}")
     print(f"\nReport: {Path(out) / 'report.json'}; plots: {Path(out) / 'eval.png'}, "
           f"{Path(out) / 'run' / 'stage2' / 'training.png'}")

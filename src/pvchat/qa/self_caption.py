@@ -6,7 +6,9 @@ is such a captioner: for each one-person positive clip it is asked what the pers
 does, and its answer, with "The person" replaced by ``<Name>``, becomes the training answer of
 that clip's appearance and action questions. The person is learned in the base's own words, so
 personalisation teaches who, not a new way of describing. Location questions of one-person
-clips (absolute positions, words the base was not aligned on) are left out.
+clips (absolute positions, words the base was not aligned on) are left out; clips of several
+learned people (``pvchat compose``) keep their existence and left/right questions only (their
+descriptions come from colour measurements, not from the base).
 
 ::
 
@@ -36,9 +38,9 @@ def as_subject(answer: str, name: str) -> str | None:
 
 
 @torch.no_grad()
-def self_caption(model, manifest: Path, name: str, out: Path | None = None,
+def self_caption(model, manifest: Path, names: list[str], out: Path | None = None,
                  progress: bool = True) -> tuple[Path, dict[Path, torch.Tensor]]:
-    """Rewrite the descriptive answers of ``name``'s one-person positive clips with the base's own.
+    """Rewrite the descriptive answers of one-person positive clips of ``names`` with the base's own.
 
     Writes ``out`` (default ``manifest_self.jsonl`` beside ``manifest``); resumable (an existing
     file is kept). Returns its path and the clip features computed on the way (clip → (1, T, N, C)),
@@ -55,10 +57,15 @@ def self_caption(model, manifest: Path, name: str, out: Path | None = None,
     was_training = model.training
     model.eval()
     rewritten = []
+    names = [names] if isinstance(names, str) else list(names)
     for r in tqdm(records, desc="self-caption", disable=not progress):
-        if r.kind != "positive" or r.people != [name]:
+        if len(r.people) > 1:  # several learned people: who and where, not what they wear or do
+            rewritten.append(dataclasses.replace(r, qa=[q for q in r.qa if q.type in ("existence", "location")]))
+            continue
+        if r.kind != "positive" or len(r.people) != 1 or r.people[0] not in names:
             rewritten.append(r)
             continue
+        name = r.people[0]
         clip = manifest.parent / r.clip
         _, pixels = model.read_video(clip)
         feats = model.encode_video(pixels.unsqueeze(0))  # (1, T, N, C)

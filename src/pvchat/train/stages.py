@@ -118,11 +118,11 @@ def learn_stages(model: PVChat, manifest: Path, out: Path, recipe: str | Path = 
     r1, r2 = stage_recipes(recipe)
     size = model.vision.image_size
     features = None
-    if load_recipes(recipe_path(recipe)).get("captioner") == "base" and subjects and len(subjects) == 1:
+    if load_recipes(recipe_path(recipe)).get("captioner") == "base":
         # the base describes the positives in its own words (qa/self_caption.py)
         from pvchat.qa.self_caption import self_caption
 
-        manifest, features = self_caption(model, manifest, subjects[0], progress=progress)
+        manifest, features = self_caption(model, manifest, subjects or model.subjects, progress=progress)
 
     def hook(stage: str):
         return None if on_step is None else (lambda step, total, record: on_step(stage, step, total, record))
