@@ -6,7 +6,7 @@ from pvchat.cli import main
 
 
 def test_quick_demo_runs_end_to_end_and_reports(tmp_path, capsys):
-    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["demo", "--quick", "--preset", "face", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "Existence accuracy on" in out and "Transcript:" in out
     report = json.loads((tmp_path / "report.json").read_text())
