@@ -178,3 +178,16 @@ def test_optimizer_step_trains_subject_rows_not_base_rows():
     assert not torch.allclose(emb(torch.tensor([[sks]]))[0, 0], row_before)  # <sks> really trains
     assert not torch.allclose(m.qformer.subject_queries[0], queries_before)
     assert float(m.sparsity.beta[0]) != cfg.loss.beta_init  # β moved once, on the step
+
+
+def test_saved_weights_are_byte_identical_across_saves(tmp_path):
+    cfg = get_preset("tiny")
+    cfg.llm.config["tie_word_embeddings"] = True  # tied tensors go into the metadata
+    torch.manual_seed(0)
+    model = PVChat.from_config(cfg)
+    model.save_pretrained(tmp_path / "a")
+    model.save_pretrained(tmp_path / "b")
+    a, b = (tmp_path / d / "model.safetensors" for d in "ab")
+    assert a.read_bytes() == b.read_bytes()
+    again = PVChat.from_pretrained(tmp_path / "a")
+    assert all(torch.equal(x, y) for x, y in zip(again.state_dict().values(), model.state_dict().values()))

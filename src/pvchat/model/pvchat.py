@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model
 from torch import nn
 
 from pvchat import weights as weights_lib
@@ -260,7 +260,7 @@ class PVChat(nn.Module):
             cfg = self.config.to_dict()
             (tmp / CONFIG_NAME).write_text(json.dumps({"config": cfg, "subject_ids": self.subject_ids}, indent=2))
             self.tokenizer.save_pretrained(str(tmp / "tokenizer"))
-            save_model(self, str(tmp / WEIGHTS_NAME))
+            save_deterministic(self, tmp / WEIGHTS_NAME)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> "PVChat":
@@ -283,6 +283,20 @@ class PVChat(nn.Module):
         if missing or unexpected:
             raise InputError(f"{directory}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
         return model
+
+
+def save_deterministic(model: nn.Module, path: Path) -> None:
+    """``safetensors.torch.save_model`` without its metadata: tied tensors are stored once under the
+    name save_model keeps, in name order, and no alias table is written (safetensors serialises the
+    metadata map in an arbitrary order, so the same weights gave different bytes; :func:`load_model`
+    finds the aliases from the model itself)."""
+    from safetensors.torch import _remove_duplicate_names, save_file
+
+    state = model.state_dict()
+    for removed in _remove_duplicate_names(state).values():
+        for name in removed:
+            del state[name]
+    save_file({k: state[k].contiguous() for k in sorted(state)}, str(path))
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
