@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from pathlib import Path
 
 from pvchat.eval import FaceBaseline, evaluate, load_benchmark
-from pvchat.eval.command import ensure_benchmark
+from pvchat.eval.benchmark import ensure_benchmark
 from pvchat.eval.recipe import GROUPS
 
 
@@ -31,7 +32,8 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=8)
     args = ap.parse_args()
 
-    bench = load_benchmark(ensure_benchmark(args.bench, args.recipe))
+    bench = load_benchmark(ensure_benchmark(args.bench, args.recipe, progress=sys.stderr.isatty(),
+                                             announce=lambda m: print(m, flush=True)))
     print(f"benchmark {bench.root}: {bench.meta['counts']} (built in {bench.meta['seconds']} s)")
     t = time.perf_counter()
     baseline = FaceBaseline.from_benchmark(bench, num_frames=args.frames)

@@ -251,7 +251,7 @@ def test_serve_keeps_gradio_files_in_the_home_and_empties_them(tmp_path, monkeyp
     left) and at stop, not to the system's temp directory."""
     import gradio as gr
 
-    from pvchat.web import serve as serve_mod
+    from pvchat.commands import serve as serve_mod
 
     home = tmp_path / "home"
     folder = home / ".web" / "gradio"

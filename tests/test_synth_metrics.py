@@ -215,7 +215,7 @@ def test_eval_generator_report_and_cli(tmp_path, capsys):
     import json
 
     from pvchat.cli import main
-    from pvchat.synth.report import eval_generator
+    from pvchat.commands.eval_generator import eval_generator
 
     data = tmp_path / "data"
     _write_eval_data(data)
@@ -256,7 +256,7 @@ def test_eval_generator_reads_a_synthesize_output(tmp_path, two_people_analysis)
     """A 'pvchat synthesize' directory: faces from the analysis, negative clips as hard negatives."""
     import json
 
-    from pvchat.synth.report import eval_generator
+    from pvchat.commands.eval_generator import eval_generator
 
     data = tmp_path / "synth"
     _write_eval_data(data)

@@ -114,7 +114,7 @@ def test_recipe_numbers_are_checked(manifest, tmp_path):
     p.write_text("stage2:\n  schedule: linear\n")
     with pytest.raises(ConfigError, match="schedule"):
         load_recipes(p)
-    from pvchat.train.stages import train_command
+    from pvchat.commands.train import train as train_command
 
     with pytest.raises(ConfigError, match="schedule"):  # before anything is written to the run dir
         train_command(manifest.parent, tmp_path / "run", recipe=str(p))

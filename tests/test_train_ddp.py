@@ -21,11 +21,12 @@ from pvchat.data import ClipRecord, QARecord, write_manifest
 from pvchat.video import write_video
 from test_train_kill import RECIPE
 
-# train_command as the CLI runs it, keeping each rank's trained model to compare
+# `pvchat train` as the CLI runs it, keeping each rank's trained model to compare
 RANK_SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
     from accelerate import PartialState
+    from pvchat.commands.train import train
     from pvchat.io import save_tensors
     from pvchat.train import stages
 
@@ -33,7 +34,7 @@ RANK_SCRIPT = textwrap.dedent("""
     models = []
     learn = stages.learn_stages
     stages.learn_stages = lambda model, *a, **k: (models.append(model), learn(model, *a, **k, progress=False))[1]
-    stages.train_command(Path(data), Path(out), preset="tiny", recipe=recipe)
+    train(Path(data), Path(out), preset="tiny", recipe=recipe)
     rank = PartialState().process_index
     save_tensors(Path(out).parent / f"rank{rank}.safetensors",
                  {**dict(models[0].named_parameters()), "sparsity.beta": models[0].sparsity.beta})

@@ -4,7 +4,12 @@ A subcommand is registered in :data:`COMMANDS` as ``"module:function"``. Its arg
 from the function's signature (parameters without a default are positional, keyword-only ones
 without a default are required ``--options``, the others ``--options``; a list option may be
 repeated) and its help from the docstring: the first paragraph is the one-line summary, the
-``Args:`` section documents each option.
+``Args:`` section documents each option. An option annotated ``Annotated[str, OneOf(NAMES)]``
+lists NAMES in its help.
+
+The command functions live in :mod:`pvchat.commands`, one module per command; building the parser
+imports them all, so they import heavy libraries (torch, cv2, transformers, gradio) only when run
+and ``pvchat --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -14,30 +19,32 @@ import importlib
 import inspect
 import re
 import sys
+import types
 import typing
 from pathlib import Path
 from typing import Any, Callable
 
+from pvchat.commands import OneOf
 from pvchat.errors import PVChatError
 
-# name -> "module:function". Keep sorted by pipeline order.
+# name -> "module:function" (the modules of pvchat.commands). Keep sorted by pipeline order.
 COMMANDS: dict[str, str] = {
-    "info": "pvchat.model.commands:info",
-    "world": "pvchat.world.api:world",
-    "analyze": "pvchat.faces.analyze:analyze",
-    "synthesize": "pvchat.synth.pipeline:synthesize",
-    "compose": "pvchat.synth.compose:compose",
-    "eval-generator": "pvchat.synth.report:eval_generator",
-    "pretrain": "pvchat.train.pretrain:pretrain_command",
-    "train": "pvchat.train.stages:train_command",
-    "learn": "pvchat.api_commands:learn_command",
-    "ask": "pvchat.api_commands:ask_command",
-    "chat": "pvchat.api_commands:chat_command",
-    "forget": "pvchat.api_commands:forget_command",
-    "eval": "pvchat.eval.command:eval_command",
-    "ablate": "pvchat.eval.ablate:ablate_command",
-    "demo": "pvchat.demo:demo",
-    "serve": "pvchat.web.serve:serve",
+    "info": "pvchat.commands.info:info",
+    "world": "pvchat.commands.world:world",
+    "analyze": "pvchat.commands.analyze:analyze",
+    "synthesize": "pvchat.commands.synthesize:synthesize",
+    "compose": "pvchat.commands.compose:compose",
+    "eval-generator": "pvchat.commands.eval_generator:eval_generator",
+    "pretrain": "pvchat.commands.pretrain:pretrain",
+    "train": "pvchat.commands.train:train",
+    "learn": "pvchat.commands.learn:learn",
+    "ask": "pvchat.commands.ask:ask",
+    "chat": "pvchat.commands.chat:chat",
+    "forget": "pvchat.commands.forget:forget",
+    "eval": "pvchat.commands.eval:evaluate",
+    "ablate": "pvchat.commands.ablate:ablate",
+    "demo": "pvchat.commands.demo:demo",
+    "serve": "pvchat.commands.serve:serve",
 }
 
 
@@ -66,32 +73,41 @@ def _doc_parts(fn: Callable[..., Any]) -> tuple[str, str, dict[str, str]]:
     return summary, description, args_help
 
 
-def _base_type(annotation: Any) -> tuple[Any, bool]:
-    """Strip Optional[...] ; returns (type, is_list)."""
+def _base_type(annotation: Any) -> tuple[Any, bool, OneOf | None]:
+    """Strip Optional[...] and Annotated[...]; returns (type, is_list, the OneOf it was annotated with)."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        typ, is_list, _ = _base_type(typing.get_args(annotation)[0])
+        return typ, is_list, next((m for m in annotation.__metadata__ if isinstance(m, OneOf)), None)
     origin = typing.get_origin(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         return _base_type(args[0])
     if origin in (list, tuple):
-        return typing.get_args(annotation)[0], True
-    return annotation, False
+        typ, _, one_of = _base_type(typing.get_args(annotation)[0])
+        return typ, True, one_of
+    return annotation, False, None
 
 
 def _add_function_arguments(parser: argparse.ArgumentParser, fn: Callable[..., Any]) -> None:
-    hints = typing.get_type_hints(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)
     _, _, arg_help = _doc_parts(fn)
     for name, param in inspect.signature(fn).parameters.items():
-        typ, is_list = _base_type(hints.get(name, str))
+        typ, is_list, one_of = _base_type(hints.get(name, str))
         help_text = arg_help.get(name, "")
         choices = typing.get_args(typ) if typing.get_origin(typ) is typing.Literal else None
         conv = str if choices else (typ if typ in (int, float, str, Path) else str)
+        names: dict[str, Any] = {}
+        if one_of is not None and one_of.other is None:  # listed, not enforced here: the library's
+            names["metavar"] = "{" + ",".join(one_of.names) + "}"  # one-line error names the valid ones
+        elif one_of is not None:
+            help_text = f"{help_text} ({one_of.help()})".strip()
         if param.default is inspect.Parameter.empty and param.kind is inspect.Parameter.KEYWORD_ONLY:
             parser.add_argument("--" + name.replace("_", "-"), dest=name, type=conv, help=help_text + " (required)",
-                                choices=choices, nargs="+" if is_list else None, required=True)
+                                choices=choices, nargs="+" if is_list else None, required=True, **names)
             continue
         if param.default is inspect.Parameter.empty:
             parser.add_argument(name, type=conv, help=help_text, choices=choices,
-                                nargs="+" if is_list else None)
+                                nargs="+" if is_list else None, **names)
             continue
         flag = "--" + name.replace("_", "-")
         if typ is bool:
@@ -101,7 +117,7 @@ def _add_function_arguments(parser: argparse.ArgumentParser, fn: Callable[..., A
             default_txt = f" (default: {param.default})" if param.default not in (None, "") else ""
             extend = {"action": "extend"} if is_list and param.default is None else {}  # --opt A --opt B C
             parser.add_argument(flag, dest=name, type=conv, default=param.default, choices=choices,
-                                nargs="+" if is_list else None, help=help_text + default_txt, **extend)
+                                nargs="+" if is_list else None, help=help_text + default_txt, **extend, **names)
 
 
 def build_parser() -> argparse.ArgumentParser:

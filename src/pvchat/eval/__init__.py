@@ -10,7 +10,10 @@
 - :mod:`face_baseline`: a training-free answerer from dlib face matching.
 - :mod:`runner`: :func:`evaluate` any ``answer_fn(video, question, subject) -> str``;
   :mod:`report_md` and :mod:`plots` write report.md and the PNGs.
-- :mod:`command`: ``pvchat eval``.
+- :mod:`pack_answerer`: a learned concept pack as an answerer (``pvchat eval --pack``).
+- :mod:`ablate`: the paper's ablation studies (``pvchat ablate``).
+
+The commands ``pvchat eval`` and ``pvchat ablate`` are in :mod:`pvchat.commands`.
 
 Python API::
 

@@ -219,7 +219,7 @@ def write_results(out: Path, study: str, rows: list[dict[str, Any]], settings: d
     return [out / "results.json", out / "results.md", plot_results(study, rows, out / "results.png")]
 
 
-# ------------------------------------------------------------------------------- the command
+# ------------------------------------------------------------------------------- the study
 def run_study(study: str, out: Path, bench: Path, subjects: int = 1, preset: str = "demo",
               recipe: str | Path = "ablate", variants: list[Variant] | None = None, questions: int | None = None,
               progress: bool = True) -> list[dict[str, Any]]:
@@ -276,39 +276,3 @@ def run_study(study: str, out: Path, bench: Path, subjects: int = 1, preset: str
                      "train_seconds": round(seconds[variant.name], 1)})
     write_results(out / study, study, rows, settings)
     return rows
-
-
-def ablate_command(study: str, *, out: Path, bench: Path = Path("workspace/bench"), subjects: int = 1,
-                   preset: str = "demo", recipe: str = "ablate", questions: int | None = None) -> int:
-    """Run one of the paper's ablation studies: train each variant, evaluate it, tabulate.
-
-    Studies: attention (Q-former routing mha / moh / remoh, Table 2), losses (SPR/HAE on and off,
-    official HAE, Table 3), data (positives only / + hard negatives / all, Table 4), queries
-    (subject queries N = 0..20, supp. Table 1). Each variant is trained for each of the first
-    SUBJECTS benchmark subjects from its reference video (analyze + synthesize once per subject,
-    under OUT/subjects) and asked that subject's questions. Writes OUT/STUDY/results.md,
-    results.json and results.png, with the training-free face baseline as a reference row.
-
-    Args:
-        study: attention, losses, data or queries.
-        out: Output directory (shared by studies: the synthesized data is reused).
-        bench: Benchmark directory (built there from the default recipe when missing).
-        subjects: How many benchmark subjects (the first ones).
-        preset: Model preset (tiny or demo; demo trains the whole small LLM).
-        recipe: Training recipe, a name or a YAML path (default ablate: tiny data, few steps).
-        questions: Ask only the first QUESTIONS questions per subject (smoke runs).
-    """
-    from pvchat.eval.command import ensure_benchmark
-    from pvchat.model.presets import get_preset
-    from pvchat.train.stages import recipe_path
-
-    if study not in STUDIES:
-        raise InputError(f"unknown study {study!r}; choose one of: {', '.join(STUDIES)}")
-    get_preset(preset)
-    recipe_path(recipe)
-    bench = ensure_benchmark(Path(bench))
-    rows = run_study(study, Path(out), bench, subjects=subjects, preset=preset, recipe=recipe, questions=questions,
-                     progress=True)
-    print(results_markdown(study, rows, read_json(Path(out) / study / "results.json")))
-    print(f"-> {Path(out) / study / 'results.md'}")
-    return 0

@@ -25,7 +25,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -206,3 +206,27 @@ def build_benchmark(out: str | os.PathLike, recipe: str | os.PathLike | Benchmar
         write_text(tmp / "clips.jsonl", "".join(json.dumps(r) + "\n" for r in clip_rows))
         write_text(tmp / "questions.jsonl", "".join(json.dumps(r) + "\n" for r in question_rows))
     return out
+
+
+def ensure_benchmark(benchmark: str | os.PathLike, recipe: str | os.PathLike | None = None,
+                     progress: bool = False, announce: Callable[[str], None] | None = None) -> Path:
+    """``benchmark`` as is when it holds a benchmark, else built there from ``recipe`` (default recipe).
+
+    ``announce(message)`` hears that a benchmark is about to be built (it takes a while).
+    """
+    benchmark = Path(benchmark)
+    if benchmark.exists() and not benchmark.is_dir():
+        raise InputError(f"{benchmark}: a file, not a benchmark directory (give a benchmark directory, or a new "
+                         f"path to build one there)")
+    if (benchmark / "benchmark.json").is_file():
+        if recipe is not None and load_benchmark(benchmark).recipe != load_recipe(recipe):
+            raise InputError(f"{benchmark} was built from another recipe than {recipe}; choose another directory")
+        return benchmark
+    if benchmark.exists() and any(benchmark.iterdir()):
+        raise InputError(f"{benchmark} exists but holds no benchmark.json; choose an empty or new directory")
+    if benchmark.exists():
+        benchmark.rmdir()
+    rcp = load_recipe(recipe)
+    if announce is not None:
+        announce(f"building the benchmark ({rcp.subjects} subjects, {rcp.num_clips} clips) in {benchmark} ...")
+    return build_benchmark(benchmark, rcp, progress=progress)

@@ -10,14 +10,13 @@ face as the official pipeline does → each cluster is a person, noise is droppe
 good faces per person by the official quality score → demographics of the chosen subject.
 
 :func:`analyze_video` is the Python API (returns an :class:`Analysis`, writes nothing);
-:func:`write_analysis` writes it; :func:`analyze` is the ``pvchat analyze`` command.
+:func:`write_analysis` writes it; the ``pvchat analyze`` command is :mod:`pvchat.commands.analyze`.
 """
 
 from __future__ import annotations
 
 import heapq
 import os
-import sys
 import time
 from collections import deque
 import multiprocessing
@@ -502,52 +501,3 @@ def load_embedding(out: str | os.PathLike, person: int | None = None) -> np.ndar
     """(128,) mean embedding of ``person`` (default: the chosen subject) of an analysis directory."""
     k = load_summary(out)["subject"] if person is None else person
     return load_tensors(Path(out) / f"person_{k}" / "embedding.safetensors")["embedding"].numpy()
-
-
-def analyze(
-    video: Path,
-    out: Path,
-    person: int | None = None,
-    fps: float = 8.0,
-    demographics: str = "none",
-    gender: str | None = None,
-    age: str | None = None,
-    overwrite: bool = False,
-) -> int:
-    """Find the people in a reference video, their best faces and the subject to learn.
-
-    Writes OUT/person_K/ (best_face.png, good_faces/, embedding.safetensors, track.json,
-    quality.json) for every person, OUT/contact_sheet.png and OUT/summary.json. People are
-    numbered by how often they are seen; the subject is person 0 unless --person says otherwise.
-
-    Args:
-        video: The reference video (mp4, mov, mkv, ...).
-        out: Output directory (written atomically; must not exist unless --overwrite).
-        person: Which person is the subject (0 = seen most).
-        fps: Frames analysed per second of video (the paper uses 8).
-        demographics: Gender/age backend: none, given (--gender/--age), vlm or vlm:DIR (local model).
-        gender: The subject's gender (male or female), with --demographics given.
-        age: The subject's age group (young, middle-aged or elderly).
-        overwrite: Replace OUT if it exists.
-    """
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out} already exists (pass --overwrite to replace it)")
-    a = analyze_video(video, person=person, settings=AnalyzeSettings(fps=fps), demographics=demographics,
-                      gender=gender, age=age, progress=sys.stderr.isatty())
-    write_analysis(a, out, overwrite=overwrite)
-    print(f"{a.frames_analyzed} frames analysed, {a.faces_detected} faces, {len(a.people)} "
-          f"{'person' if len(a.people) == 1 else 'people'} ({a.seconds:.1f} s):")
-    for p in a.people:
-        mark = "  <- subject" if p.id == a.subject else ""
-        print(f"  person_{p.id}: {p.num_faces} faces, {p.faces[0].time:.1f}-{p.faces[-1].time:.1f} s, "
-              f"best face score {p.best.quality.score:.1f}{mark}")
-    if len(a.people) > 1:
-        how = "seen most" if a.subject_reason == "seen most" else "chosen with --person"
-        print(f"subject: person_{a.subject} ({how}); pass --person K to choose another")
-    for note in a.notes:
-        print(f"note: {note}")
-    if a.demographics:
-        print(f"demographics ({a.demographics.source}): gender={a.demographics.gender}, age={a.demographics.age}")
-    print(f"wrote {out}")
-    return 0

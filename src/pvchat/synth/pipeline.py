@@ -1,4 +1,4 @@
-"""``pvchat synthesize``: from one analysed reference video to a personalised training set.
+"""From one analysed reference video to a personalised training set (``pvchat synthesize``).
 
 Paper §3.2, Fig. 2–3::
 
@@ -15,7 +15,6 @@ where the last one stopped; ``manifest.jsonl`` is assembled at the end.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -234,25 +233,3 @@ def dedupe_qa(records: list[QARecord]) -> list[QARecord]:
             seen.add(key)
             out.append(r)
     return out
-
-
-def synthesize(analysis: Path, name: str, out: Path, pool: Path | None = None, recipe: str = "paper",
-               backend: str = "classic") -> int:
-    """Turn an analysed reference video into a training set: positives, hard negatives, QA, manifest.
-
-    Writes OUT/clips/*.mp4, OUT/records/*.json (one per clip, so a re-run resumes), OUT/manifest.jsonl
-    and OUT/summary.json.
-
-    Args:
-        analysis: the directory written by 'pvchat analyze'.
-        name: the person's name; questions will call them <NAME>.
-        out: the data directory.
-        pool: images/videos of other people for hard negatives (default: the offline world's people).
-        recipe: how much data: paper, demo or tiny.
-        backend: positive-clip generator (classic runs on CPU).
-    """
-    manifest = synthesize_dataset(analysis, name, out, pool=pool, recipe=recipe, backend=backend)
-    summary = json.loads((Path(out) / "summary.json").read_text())
-    print(f"{summary['clips']} clips ({summary['positives']} positive, {summary['negatives']} negative), "
-          f"{summary['qa_pairs']} QA pairs -> {manifest}")
-    return 0

@@ -1,4 +1,4 @@
-"""``pvchat eval-generator``: VideoAlchemy metrics, keep/drop and a contact sheet per backend.
+"""VideoAlchemy metrics, keep/drop and a contact sheet per backend (``pvchat eval-generator``).
 
 Input (until the synthesis manifest exists, this is the minimal layout it reads)::
 
@@ -154,7 +154,7 @@ def _means(rows: list[dict[str, Any]]) -> dict[str, float | None]:
     return out
 
 
-def eval_generator(
+def evaluate_generated(
     data_dir: Path,
     out: Path | None = None,
     clip_dir: str | None = None,
@@ -167,27 +167,12 @@ def eval_generator(
     num_frames: int = 8,
     max_side: int = 512,
     tiles: int = 8,
-) -> int:
+) -> tuple[dict[str, Any], Path]:
     """Score generated clips with VideoAlchemy's metrics and keep or drop each, per backend.
 
-    Reads DATA_DIR/clips.jsonl and DATA_DIR/subjects.json (layout in pvchat.synth.report), or a
-    'pvchat synthesize' output (manifest.jsonl), and writes report.json, decisions.jsonl and
-    contact_sheet.png to OUT. Text-S and Vid-S need a local CLIP
-    directory, Subj-S a local DINO-style encoder directory; Face-S uses dlib offline by default.
-
-    Args:
-        data_dir: clips.jsonl + subjects.json + their files, or a 'pvchat synthesize' output.
-        out: output directory (default DATA_DIR/eval).
-        clip_dir: local CLIP model directory for Text-S and Vid-S (paper: ViT-L/14).
-        subject_dir: local vision encoder directory for Subj-S (paper: DINO ViT-B/16).
-        face_encoder: "dlib" or a PyTorch face encoder directory (pvchat.synth.pv_face format).
-        face_threshold: face cosine gate for subjects that cannot be calibrated.
-        min_text: drop positives whose Text-S is below this.
-        min_dync: drop positives whose Dync-D mean flow score is below this.
-        max_vid_s: drop positives more similar than this to the reference video (near-duplicates).
-        num_frames: frames per clip for the similarity metrics.
-        max_side: longer side frames are downscaled to before scoring.
-        tiles: clips shown per contact-sheet row.
+    Writes report.json, decisions.jsonl and contact_sheet.png to ``out`` (default
+    ``data_dir/eval``); returns (the report, ``out``). The arguments are those of
+    ``pvchat eval-generator`` (:func:`pvchat.commands.eval_generator.eval_generator`).
     """
     from pvchat.faces.contact_sheet import contact_sheet
     from pvchat.io import write_json, write_text
@@ -248,14 +233,4 @@ def eval_generator(
 
     with atomic_path(out / "contact_sheet.png") as tmp:
         tmp.write_bytes(png.tobytes())
-
-    def fmt(v: float | None) -> str:
-        return "   -  " if v is None else f"{v:6.3f}"
-
-    print(f"{'backend':<14} {'clips':>5} {'kept':>5} {'drop':>5}  Text-S  Vid-S  Subj-S Face-S Dync-D  (means over positives)")
-    for b, s in summary.items():
-        m = s["mean"]
-        print(f"{b:<14} {s['clips']:>5} {s['kept']:>5} {s['dropped']:>5}  {fmt(m['text_s'])} {fmt(m['vid_s'])} "
-              f"{fmt(m['subj_s'])} {fmt(m['face_s'])} {fmt(m['dync_d'])}")
-    print(f"wrote {out / 'report.json'}, {out / 'decisions.jsonl'}, {out / 'contact_sheet.png'}")
-    return 0
+    return report, out

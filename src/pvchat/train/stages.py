@@ -1,4 +1,4 @@
-"""The two-stage schedule (paper §3.4) over the one loop, and the ``pvchat train`` command."""
+"""The two-stage schedule (paper §3.4) over the one loop (``pvchat train``: :mod:`pvchat.commands.train`)."""
 
 from __future__ import annotations
 
@@ -137,41 +137,3 @@ def learn_stages(model: PVChat, manifest: Path, out: Path, recipe: str | Path = 
                  on_step=hook("stage2"), cancel=cancel,
                  features=features if ds2.num_frames == model.config.num_frames else None)
     return res1, res2
-
-
-def train_command(data: Path, out: Path, preset: str = "tiny", recipe: str = "demo", resume: bool = False) -> int:
-    """Train PVChat on a synthesized data set: stage 1 on first frames, then stage 2 on clips.
-
-    Writes OUT/base (the starting model), OUT/stage1 and OUT/stage2 (log.jsonl, training.png,
-    checkpoint/) and OUT/model (the trained model). With --resume, a run that was stopped at any
-    point continues where its last checkpoint left it.
-
-    Args:
-        data: the directory written by 'pvchat synthesize' (holds manifest.jsonl).
-        out: the run directory.
-        preset: model preset (tiny, demo or paper).
-        recipe: training recipe: a name (demo, paper) or a YAML path.
-        resume: continue a stopped run in OUT.
-
-    Also runs as N processes (``torchrun --nproc_per_node N -m pvchat.cli train ...``): rank 0
-    builds the base and writes every file; the others load the base and train their shards.
-    """
-    from accelerate import PartialState
-
-    manifest = Path(data) / "manifest.jsonl"
-    people = sorted({p for r in read_manifest(manifest) for p in r.people})
-    if not people:
-        raise InputError(f"{manifest}: no clip lists a subject; nothing to learn")
-    if Path(out).exists() and not resume and any(Path(out).iterdir()):
-        raise InputError(f"{out} is not empty; pass --resume to continue that run or choose another directory")
-    stage_recipes(recipe)  # a bad recipe fails here, before OUT/base is written
-    state = PartialState(cpu=not torch.cuda.is_available())  # one process, or one rank of a distributed launch
-    state.wait_for_everyone()  # every rank has checked OUT before rank 0 writes to it
-    with state.main_process_first():
-        model = base_model(Path(out), preset, people)
-    r1, r2 = learn_stages(model, manifest, Path(out), recipe=recipe, subjects=people, resume=resume)
-    if state.is_main_process:
-        model.save_pretrained(Path(out) / "model")
-        print(f"stage 1: {r1.steps} steps, loss {r1.final_loss:.3f}; stage 2: {r2.steps} steps, "
-              f"loss {r2.final_loss:.3f} -> {Path(out) / 'model'}")
-    return 0

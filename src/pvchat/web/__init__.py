@@ -9,5 +9,6 @@ Modules, smallest first; only :mod:`pvchat.web.app` and :mod:`pvchat.web.serve` 
 - :mod:`~pvchat.web.service`: the state one server shares across tabs (home, queue, chat cache)
   and the actions the page calls, testable without a browser.
 - :mod:`~pvchat.web.app`: the Gradio page, one builder function per tab.
-- :mod:`~pvchat.web.serve`: the ``pvchat serve`` command (binding, token, limits).
+- :mod:`~pvchat.web.serve`: the server: token, Gradio's files, build and run (the command is
+  :mod:`pvchat.commands.serve`).
 """

@@ -17,7 +17,7 @@ Command line: ``pvchat world OUT --people 20 --clips 100 --seed 0``.
 """
 
 from pvchat.world.actions import ACTIONS, Action, Pose
-from pvchat.world.api import World, build_world, contact_sheet, load_world, make_world, world
+from pvchat.world.api import World, build_world, contact_sheet, load_world, make_world
 from pvchat.world.faces import available_faces, load_face
 from pvchat.world.negatives import hard_negatives, nearest, person_embeddings, portrait
 from pvchat.world.people import Outfit, Person, make_people, random_outfit
@@ -28,5 +28,5 @@ __all__ = [
     "ACTIONS", "Action", "BACKGROUNDS", "CAMERAS", "Cast", "ClipSpec", "Look", "Outfit", "Person", "Pose", "Rendered",
     "World", "available_faces", "build_world", "contact_sheet", "hard_negatives", "load_face", "load_world",
     "location_phrase", "make_people", "make_world", "nearest", "person_embeddings", "plan_clip", "portrait",
-    "position_word", "random_outfit", "render_clip", "world",
+    "position_word", "random_outfit", "render_clip",
 ]

@@ -1,4 +1,4 @@
-"""The offline world as a Python API and the ``pvchat world`` command.
+"""The offline world as a Python API (the ``pvchat world`` command is :mod:`pvchat.commands.world`).
 
 A world directory holds::
 
@@ -17,7 +17,6 @@ Everything is deterministic from the seed; only JSON and safetensors are read ba
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,32 +246,3 @@ def load_world(path: str | Path) -> World:
                      max_people_per_clip=int(settings["max_people_per_clip"]), root=path, negatives=negatives)
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{path}: malformed world files ({type(e).__name__}: {e})") from None
-
-
-def world(out: Path, people: int = 20, clips: int = 100, seed: int = 0, max_people_per_clip: int = 3,
-          overwrite: bool = False, references: bool = True) -> int:
-    """Render an offline world of real-face people: query clips, reference videos, ground truth.
-
-    People are real faces that ship offline (the scikit-image LFW subset, scikit-image's
-    astronaut, matplotlib's Grace Hopper) with drawn bodies, clothing and accessories; clips show
-    1 to 3 of them in rooms and outdoors, moving and acting, with ground truth for existence,
-    appearance, action and location questions. Writes OUT/clips/*.mp4, OUT/clips.jsonl,
-    OUT/people.json, OUT/references/*.mp4, OUT/embeddings.safetensors and OUT/people.png.
-
-    Args:
-        out: Output directory (written atomically; must not exist unless --overwrite).
-        people: How many distinct people (at most the 63 usable real faces that ship offline).
-        clips: How many query clips to render.
-        seed: Random seed; the same seed gives the same world.
-        max_people_per_clip: At most this many people in one clip (1 to 3).
-        overwrite: Replace OUT if it exists.
-        references: Also render one reference video per person.
-    """
-    import time
-
-    start = time.perf_counter()
-    w = build_world(out, people=people, clips=clips, seed=seed, max_people_per_clip=max_people_per_clip,
-                    references=references, overwrite=overwrite, progress=sys.stderr.isatty())
-    print(f"{len(w.people)} people, {clips} clips{', references' if references else ''} "
-          f"in {time.perf_counter() - start:.1f} s -> {out}")
-    return 0

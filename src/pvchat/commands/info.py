@@ -1,19 +1,23 @@
-"""CLI commands about the model itself."""
+"""``pvchat info``: a preset's parts and parameter counts."""
 
 from __future__ import annotations
 
-import torch
+from typing import Annotated
 
-from pvchat.model.presets import get_preset
+from pvchat.choices import PRESETS
+from pvchat.commands import OneOf
 
 
-def info(preset: str = "tiny", subjects: int = 1) -> int:
+def info(preset: Annotated[str, OneOf(PRESETS)] = "tiny", subjects: int = 1) -> int:
     """Print a preset's parts and parameter counts (the paper preset is built on the meta device).
 
     Args:
-        preset: model preset name (tiny, demo or paper).
+        preset: model preset name.
         subjects: number of subjects (persons) to add.
     """
+    import torch  # torch, transformers: the model
+
+    from pvchat.model.presets import get_preset
     from pvchat.model.pvchat import PVChat, count_parameters
 
     cfg = get_preset(preset)

@@ -1,0 +1,35 @@
+"""The names pvchat's registries accept, for the command line's ``--help``.
+
+The registries themselves live next to what they build (presets with the model, generator
+backends with the synthesis, ...), which imports torch, cv2 or transformers. ``pvchat --help``
+must not pay for that, so the names are also written here, with nothing but the standard library
+imported; ``tests/test_cli.py`` checks that each tuple equals its registry. A new preset, backend,
+recipe or study is added to its registry and here.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+# pvchat.model.presets.PRESETS
+PRESETS = ("demo", "face", "paper", "small", "tiny")
+# pvchat.synth.base.GENERATORS: positive-clip generators of `pvchat synthesize`
+GENERATORS = ("classic", "consisid", "liveportrait", "personalvideo", "photomaker")
+# pvchat.synth.pipeline.SYNTH_RECIPES: how much data `pvchat synthesize` makes
+SYNTH_RECIPES = ("demo", "paper", "tiny")
+# pvchat.qa.generate.RECIPES: how many questions per clip
+QA_RECIPES = ("demo", "paper", "tiny")
+# pvchat.eval.ablate.STUDIES, in the paper's order (Tables 2, 3, 4, supp. Table 1)
+STUDIES = ("attention", "losses", "data", "queries")
+# pvchat.faces.demographics.BACKENDS (vlm also as vlm:DIR)
+DEMOGRAPHICS = ("none", "given", "vlm")
+# pvchat.faces.demographics.GENDERS and AGES
+GENDERS = ("male", "female")
+AGES = ("young", "middle-aged", "elderly")
+
+
+def train_recipes() -> tuple[str, ...]:
+    """The training recipes shipped in ``pvchat/recipes`` (``NAME.yaml``), by name (what
+    :func:`pvchat.train.stages.recipe_path` accepts besides a YAML path)."""
+    folder = resources.files("pvchat") / "recipes"
+    return tuple(sorted(f.name[: -len(".yaml")] for f in folder.iterdir() if f.name.endswith(".yaml")))

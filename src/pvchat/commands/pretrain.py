@@ -1,0 +1,46 @@
+"""``pvchat pretrain``: align a base on the offline world."""
+
+from __future__ import annotations
+
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+from pvchat.choices import PRESETS
+from pvchat.commands import OneOf
+
+
+def pretrain(out: Path = Path("workspace/pretrain"), preset: Annotated[str, OneOf(PRESETS)] = "small",
+             clips: int = 600, epochs: int = 2, seed: int = 0, workers: int = 2, install: bool = False) -> int:
+    """Align a base on the offline world: all four question types, people never asked about later.
+
+    Renders clips of the world's people from the align face split (1-3 per clip) with QA from
+    their ground truth (existence, clothing, action, left/right; "the person" for one-person
+    clips), computes the frozen tower's features in WORKERS processes, trains the Q-former,
+    projector, LoRA and one token + query block per world person (recipe: stage 2, cosine), and
+    writes OUT/alignment.safetensors and OUT/alignment.json (command, recipe, data hash, steps,
+    loss, time; curves in OUT/train/training.png). Resumable: run it again to continue.
+
+    Args:
+        out: the work directory.
+        preset: the model preset to align (small).
+        clips: world clips to render.
+        epochs: passes over the QA.
+        seed: world, data and training seed.
+        workers: processes for the feature extraction.
+        install: copy the result into the package (pvchat/assets/PRESET_alignment.safetensors), so
+            new bases of PRESET start from it.
+    """
+    from pvchat.model.presets import get_preset  # torch, transformers: the model and its training
+    from pvchat.train.pretrain import align_base
+
+    get_preset(preset)
+    dest = align_base(Path(out), preset=preset, clips=clips, epochs=epochs, seed=seed, workers=workers)
+    print(f"aligned {preset}: {dest} ({Path(out) / 'alignment.json'})")
+    if install:
+        target = Path(str(resources.files("pvchat"))) / "assets" / f"{preset}_alignment.safetensors"
+        shutil.copyfile(dest, target)
+        shutil.copyfile(Path(out) / "alignment.json", target.with_suffix(".json"))
+        print(f"installed: {target}")
+    return 0
