@@ -338,3 +338,28 @@ def test_forget(learned, tmp_path, capsys):
         forget("../etc", home=home)
     with pytest.raises(InputError, match="no learned person"):
         Chat([learned.name], home=home)
+
+
+def test_two_people_learned_together_one_pack_one_question(learned, tmp_path):
+    from pvchat.video import write_video
+    from pvchat.world.api import make_world
+
+    world = make_world(people=4, seed=0)
+    a, b = world.people[0], world.people[1]
+    refs = []
+    for p in (a, b):
+        refs.append(tmp_path / f"{p.id}.mp4")
+        write_video(refs[-1], world.render_reference(p.id).frames, fps=world.fps)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE + "compose_clips: 3\n")
+    home = tmp_path / "home"
+    with pytest.raises(InputError, match="one video each"):
+        learn(refs[:1], ["Ann", "Ben"], home=home, preset="tiny", recipe=recipe)
+    card = learn(refs, ["Ann", "Ben"], home=home, preset="tiny", recipe=recipe)
+    assert card["names"] == ["Ann", "Ben"] and (home / "people" / "Ann+Ben" / "pack" / CARD).is_file()
+    assert [p["names"] for p in list_people(home)] == [["Ann", "Ben"]]
+    chat = Chat(["Ann", "Ben"], home=home)  # both names resolve to the one pack
+    answer = chat.ask(learned.query, "Where is <Ann> relative to <Ben>?")
+    assert answer.people == ["Ann", "Ben"] and isinstance(answer.text, str)
+    deleted = forget("Ben", home=home)  # the group's model is Ben's too: it goes
+    assert home / "people" / "Ann+Ben" in deleted and not (home / "people" / "Ann+Ben").exists()

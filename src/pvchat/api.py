@@ -49,6 +49,7 @@ from pvchat.train.loop import TrainingCancelled
 
 DEFAULT_HOME: Path = Path(os.environ.get("PVCHAT_HOME", "workspace"))
 STAGES = ("analyze", "synthesize", "stage1", "stage2", "pack")
+COMPOSED_CLIPS = 24  # clips of people learned together (pvchat compose); a recipe's compose_clips: overrides
 LOCK = ".lock"  # people/<name>/.lock: held while learn works on that person (pvchat.locks)
 BASE_SEED = 0  # every base model of a workspace is built from its preset with this seed
 Cancelled = TrainingCancelled  # what learn raises when ``cancel`` is set
@@ -93,6 +94,23 @@ class PersonPaths:
 
 def person_paths(name: str, home: Path = DEFAULT_HOME) -> PersonPaths:
     return PersonPaths(Path(home) / "people" / validate_name(name))
+
+
+GROUP_JOIN = "+"  # people/<A>+<B>/: two or three people learned together (never a valid name)
+
+
+def group_paths(names: list[str], home: Path = DEFAULT_HOME) -> PersonPaths:
+    """One person's paths, or those of people learned together (``people/Ann+Ben``)."""
+    return PersonPaths(Path(home) / "people" / GROUP_JOIN.join(validate_name(n) for n in names))
+
+
+def _group_of(name: str, home: Path) -> PersonPaths | None:
+    """The learned group ``name`` belongs to, if any."""
+    people = Path(home) / "people"
+    for d in sorted(people.glob(f"*{GROUP_JOIN}*")) if people.is_dir() else []:
+        if name in d.name.split(GROUP_JOIN) and (d / "pack" / CARD).is_file():
+            return PersonPaths(d)
+    return None
 
 
 def base_dir(preset: str, home: Path = DEFAULT_HOME) -> Path:
@@ -228,6 +246,19 @@ def _synth_recipe(recipe: str | Path) -> str:
     return str(chosen)
 
 
+def check_weights(preset: str) -> None:
+    """The preset's pretrained weights are at hand (carrier packages or the user's folders): a missing
+    one is an :class:`InputError` before any work is done."""
+    from pvchat.model.presets import get_preset
+    from pvchat.weights import resolve_cnn, resolve_llm
+
+    cfg = get_preset(preset)
+    if cfg.vision.model_type == "person":
+        resolve_cnn(cfg.vision.weights)
+    if cfg.llm.weights and not cfg.llm.path:
+        resolve_llm(cfg.llm.weights)
+
+
 def _last_record(log: Path) -> dict:
     from pvchat.train.loop import read_log
 
@@ -236,8 +267,8 @@ def _last_record(log: Path) -> dict:
 
 
 def learn(
-    reference: Path,
-    name: str,
+    reference: Path | list[Path],
+    name: str | list[str],
     home: Path = DEFAULT_HOME,
     preset: str = "face",
     recipe: str = "face",
@@ -245,15 +276,19 @@ def learn(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
 ) -> dict:
-    """Learn ``name`` from one reference video; returns the concept pack's card.
+    """Learn ``name`` from one reference video (or 2–3 people together, one video each); returns the
+    concept pack's card.
 
     Runs analyze → synthesize → stage 1 → stage 2 → pack, everything under ``HOME/people/<name>/``.
+    People learned together (``learn([a, b], ["Ann", "Ben"])``) get clips of them side by side
+    (:func:`pvchat.synth.compose.compose_dataset`) instead of synthesis, one model and one pack,
+    under ``HOME/people/Ann+Ben/``, so one question can ask about them together.
     A re-run with the same settings resumes where the last one stopped (a finished person returns
     its card at once); other settings for an existing name are an :class:`InputError`.
 
     Args:
-        reference: the reference video.
-        name: what questions call the person (``<name>``).
+        reference: the reference video (a list: one per person learned together).
+        name: what questions call the person (``<name>``; a list for people learned together).
         home: the workspace.
         preset: model preset (its subject-free base is built once under ``HOME/base/<preset>``).
         recipe: training recipe, a name or a YAML path; a ``synthesize:`` key in it picks the synthesis
@@ -265,13 +300,21 @@ def learn(
     """
     from pvchat.locks import hold
 
-    paths = person_paths(name, home)
+    references = [Path(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
+    names = list(name) if isinstance(name, (list, tuple)) else [name]
+    if not 1 <= len(names) <= 3 or len(names) != len(references):
+        raise InputError(f"learn one person from one video, or 2-3 people together with one video each; "
+                         f"got {len(names)} name(s) and {len(references)} video(s)")
+    if len(set(names)) != len(names):
+        raise InputError(f"the names must differ: {', '.join(names)}")
+    paths = group_paths(names, home)
+    who = " and ".join(names)
     made = [d for d in (Path(home), Path(home) / "people") if not d.exists()]
     try:
-        with hold(paths.root / LOCK, f"{name} is being learned by another process right now; wait for it to "
+        with hold(paths.root / LOCK, f"{who} is being learned by another process right now; wait for it to "
                   f"finish or stop it") as lock:
             try:
-                return _learn(Path(reference), name, Path(home), preset, recipe, person, progress, cancel, lock)
+                return _learn(references, names, Path(home), preset, recipe, person, progress, cancel, lock)
             except BaseException:
                 _drop_unstarted(paths)
                 raise
@@ -287,22 +330,27 @@ def _drop_unstarted(paths: PersonPaths) -> None:
         paths.settings.unlink(missing_ok=True)
 
 
-def _learn(reference: Path, name: str, home: Path, preset: str, recipe: str | Path, person: int | None,
+def _learn(references: list[Path], names: list[str], home: Path, preset: str, recipe: str | Path, person: int | None,
            progress: ProgressFn | None, cancel: threading.Event | None, lock: int) -> dict:
-    """:func:`learn` while holding the person's lock (``lock``, its descriptor: the synthesis child inherits it)."""
+    """:func:`learn` while holding the people's lock (``lock``, its descriptor: the synthesis child inherits it)."""
     from pvchat.faces.analyze import analyze_video, write_analysis
     from pvchat.model.presets import get_preset
     from pvchat.train.stages import build_base, learn_stages, stage_recipes, with_subjects
     from pvchat.video import check_video
 
     t0 = time.perf_counter()
-    paths = person_paths(name, home)
+    paths = group_paths(names, home)
+    name = GROUP_JOIN.join(names)
     get_preset(preset)
     _, r2 = stage_recipes(recipe)
     synth = _synth_recipe(recipe)
-    check_video(reference)  # a missing, unreadable or one-frame video fails before anything is written
-    settings = {"reference": str(reference.resolve()), "preset": preset, "recipe": _recipe_setting(recipe),
+    for reference in references:  # a missing, unreadable or one-frame video fails before anything is written
+        check_video(reference)
+    check_weights(preset)  # a missing weight carrier fails now, not after analysis and synthesis
+    settings = {"reference": str(references[0].resolve()), "preset": preset, "recipe": _recipe_setting(recipe),
                 "person": person, "synthesize": synth}
+    if len(names) > 1:
+        settings.update(reference=None, references=[str(r.resolve()) for r in references], names=names)
     started = any(p.exists() for p in (paths.analysis, paths.data, paths.run, paths.pack))
     if started and paths.settings.is_file():
         old = read_json(paths.settings)
@@ -326,32 +374,45 @@ def _learn(reference: Path, name: str, home: Path, preset: str, recipe: str | Pa
         report("pack", 1.0, {"size_bytes": card.get("size_bytes")})
         return card
 
-    # 1. analyze: the people of the reference video and the subject's faces
-    if not (paths.analysis / "summary.json").is_file():
-        check_cancel("analyze")
-        report("analyze", 0.0)
-        write_analysis(analyze_video(reference, person=person, progress=False), paths.analysis, overwrite=True)
-    summary = read_json(paths.analysis / "summary.json")
+    # 1. analyze: the people of each reference video and the subject's faces
+    analyses = [paths.analysis] if len(names) == 1 else [paths.analysis / n for n in names]
+    for i, (reference, analysis) in enumerate(zip(references, analyses)):
+        if not (analysis / "summary.json").is_file():
+            check_cancel("analyze")
+            report("analyze", i / len(names))
+            write_analysis(analyze_video(reference, person=person, progress=False), analysis, overwrite=True)
+    summary = read_json(analyses[0] / "summary.json")
     report("analyze", 1.0, {"people": len(summary["people"]), "subject": summary["subject"]})
 
-    # 2. synthesize: positives, hard negatives from the default pool, QA
+    # 2. synthesize: positives, hard negatives from the default pool, QA; people learned together:
+    #    clips of them side by side, each cut out of their own reference
     if not (paths.data / "summary.json").is_file():
         check_cancel("synthesize")
         report("synthesize", 0.0)
-        _synthesize(paths.analysis, name, paths.data, synth, lambda f, i: report("synthesize", f, i), cancel, lock)
+        if len(names) == 1:
+            _synthesize(paths.analysis, name, paths.data, synth, lambda f, i: report("synthesize", f, i), cancel, lock)
+        else:
+            from pvchat.synth.compose import compose_dataset
+            from pvchat.synth.pipeline import get_synth_recipe
+            from pvchat.train.recipe import load_recipes
+            from pvchat.train.stages import recipe_path
+
+            clips = int(load_recipes(recipe_path(recipe)).get("compose_clips", COMPOSED_CLIPS))
+            compose_dataset(list(zip(names, analyses)), paths.data, clips=clips, progress=False,
+                            qa=get_synth_recipe(synth).qa)
     data = read_json(paths.data / "summary.json")
     report("synthesize", 1.0, {"clips": data.get("clips"), "qa_pairs": data.get("qa_pairs")})
 
     # 3. train both stages from the shared subject-free base (checkpointed: a re-run resumes)
     check_cancel("stage1")
     base = build_base(base_dir(preset, home), preset, BASE_SEED)
-    model = with_subjects(base, [name], seed=BASE_SEED)
+    model = with_subjects(base, names, seed=BASE_SEED)
     report("stage1", 0.0)
 
     def on_step(stage: str, step: int, total: int, record: dict) -> None:
         report(stage, step / max(total, 1), {**record, "total": total})
 
-    learn_stages(model, paths.data / "manifest.jsonl", paths.run, recipe=recipe, subjects=[name], resume=True,
+    learn_stages(model, paths.data / "manifest.jsonl", paths.run, recipe=recipe, subjects=names, resume=True,
                  progress=False, on_step=on_step, cancel=cancel)
     metrics = {}
     for stage in ("stage1", "stage2"):
@@ -362,8 +423,8 @@ def _learn(reference: Path, name: str, home: Path, preset: str, recipe: str | Pa
     # 4. the concept pack
     check_cancel("pack")
     report("pack", 0.0)
-    card = write_pack(model, [name], paths.pack, base, train_last_k=r2.train_last_k, data=data, metrics=metrics,
-                      reference=settings["reference"],
+    card = write_pack(model, names, paths.pack, base, train_last_k=r2.train_last_k, data=data, metrics=metrics,
+                      reference=settings["reference"] or ", ".join(settings["references"]),
                       extra={"person": summary["subject"], "recipe": settings["recipe"], "synthesize": synth,
                              "learn_seconds": round(time.perf_counter() - t0, 1)})
     report("pack", 1.0, {"size_bytes": card["size_bytes"]})
@@ -375,12 +436,15 @@ def forget(name: str, home: Path = DEFAULT_HOME) -> list[Path]:
 
     People learned from the same reference video analysed it too, and their analyses hold every
     person of it: ``name``'s faces there (``analysis/person_K/``, which their learning does not use)
-    and the contact sheets showing everyone go as well. The reference video itself is the user's
-    and stays. An unknown name, or one being learned right now, is an :class:`InputError`.
+    and the contact sheets showing everyone go as well. A person learned together with others
+    (``people/Ann+Ben``) shares one model with them: that whole group goes. The reference video itself
+    is the user's and stays. An unknown name, or one being learned right now, is an :class:`InputError`.
     """
     from pvchat.locks import hold
 
     paths = person_paths(name, home)
+    if not paths.root.is_dir():
+        paths = _group_of(name, Path(home)) or paths
     if not paths.root.is_dir():
         raise _unknown_person(name, Path(home))
     with hold(paths.root / LOCK, f"{name} is being learned right now; stop that first", wait=0):
@@ -421,6 +485,9 @@ def _pack_path(spec: str | Path, home: Path) -> Path:
     name = str(spec)
     if NAME_PATTERN.match(name) and (home / "people" / name / "pack" / CARD).is_file():
         return home / "people" / name / "pack"
+    group = _group_of(name, home) if NAME_PATTERN.match(name) else None
+    if group is not None:  # learned together with others: their shared pack
+        return group.pack
     for candidate in (Path(spec), Path(spec) / "pack"):
         if (candidate / CARD).is_file():
             return candidate
@@ -463,7 +530,13 @@ class Chat:
         specs = [packs] if isinstance(packs, (str, Path)) else list(packs)
         if not specs:
             raise InputError("Chat needs at least one learned person (a name or a concept pack directory)")
-        loaded = [load_pack(_pack_path(s, home)) for s in specs]
+        chosen, seen = [], set()
+        for spec in specs:  # two names of people learned together lead to their one pack: load it once
+            path = _pack_path(spec, home)
+            if path not in chosen or str(spec) in seen:
+                chosen.append(path)
+            seen.add(str(spec))
+        loaded = [load_pack(p) for p in chosen]
         seen: dict[str, Path | None] = {}
         for pk in loaded:
             for n in pk.names:
