@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from pvchat.errors import ConfigError, InputError, PVChatError
+from pvchat.model.prompt import names_in
 from pvchat.video import read_frames_uniform, write_video
 from pvchat.web.jobs import STAGES, EnrollJob, EnrollQueue
 from pvchat.web.uploads import UploadLimits, check_video, keep_upload, safe_name
@@ -288,7 +289,7 @@ def test_chat_text_helpers():
     assert views.insert_name("", "Ann") == "<Ann> "
     assert views.insert_name("Is", "<Ann>") == "Is <Ann> "
     assert views.insert_name("Is ", "Ann") == "Is <Ann> "
-    assert views.names_in("Where is <A> relative to <B>? <A>") == ["A", "B"]
+    assert names_in("Where is <A> relative to <B>? <A>") == ["A", "B"]
     assert views.shown("Is <Ann> & co here?") == "Is &lt;Ann&gt; &amp; co here?"
     msgs = views.chat_messages([("Is <Ann> here?", "Yes.")], pending=("And now?", ""))
     assert views.chat_messages([("Hm?", "")])[1]["content"] == "(no answer)"

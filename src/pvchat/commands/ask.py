@@ -16,8 +16,8 @@ def ask(video: Path, question: str, pack: list[str] | None = None, home: Path | 
         pack: learned people to load (repeat --pack or give a comma list); default: the people the question names.
         home: the workspace (default: $PVCHAT_HOME or ./workspace).
     """
-    from pvchat.api import DEFAULT_HOME, Chat, names_in, pack_names  # torch, transformers: the model
-    from pvchat.model.prompt import validate_name
+    from pvchat.api import DEFAULT_HOME, Chat, pack_names  # torch, transformers: the model
+    from pvchat.model.prompt import names_in, validate_name
     from pvchat.video import check_video
 
     check_video(video)  # a bad video fails before the model loads

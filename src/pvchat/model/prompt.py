@@ -37,7 +37,13 @@ IGNORE_INDEX = -100
 RESERVED = ("[INST]", "[/INST]", "<video>", "[PERSON]", "[/PERSON]", "<s>", "</s>", "<|im_start|>", "<|im_end|>")
 CHATML = ("<|im_start|>", "<|im_end|>")
 SYSTEM = "You answer questions about the people in a video."
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,31}\Z")  # \Z: "$" would let a trailing newline in
+# The name grammar, here only (everything else imports it): a subject name is a letter, then up to 31
+# letters, digits, '_' or '-'; a text names a person as <Name>.
+_NAME_START, _NAME_CHAR = "[A-Za-z]", r"[A-Za-z0-9_\-]"
+NAME_PATTERN = re.compile(rf"^{_NAME_START}{_NAME_CHAR}{{0,31}}\Z")  # \Z: "$" would let a trailing newline in
+# a mention: <...> around anything written like a name, an over-long one included, so that it is found and
+# refused (unknown person) instead of read as plain text; RESERVED tokens (<s>, <video>) are not mentions
+MENTION = re.compile(rf"<({_NAME_START}{_NAME_CHAR}*)>")
 # Names whose <name> is a special token of a tokenizer pvchat uses (tiny, Mistral, SmolLM2/StarCoder) or a
 # common one: a person called "unk" could be learned but never asked about.
 RESERVED_NAMES = frozenset({
@@ -49,6 +55,17 @@ RESERVED_NAMES = frozenset({
 def subject_token(name: str) -> str:
     """``"sks"`` → ``"<sks>"``: the LLM token of a subject."""
     return f"<{name}>"
+
+
+def names_in(text: str) -> list[str]:
+    """The ``<Name>`` mentions of a text, in order, without repeats (reserved tokens left out)."""
+    found = [m.group(1) for m in MENTION.finditer(text or "") if subject_token(m.group(1)) not in RESERVED]
+    return list(dict.fromkeys(found))
+
+
+def is_subject_token(token: str) -> bool:
+    """``token`` is ``<Name>`` for a name that follows the grammar (reserved names not checked)."""
+    return isinstance(token, str) and bool(MENTION.fullmatch(token)) and bool(NAME_PATTERN.match(token[1:-1]))
 
 
 def validate_name(name: str) -> str:
@@ -103,7 +120,7 @@ class ChatTemplate:
         """Subjects named as ``<name>`` in ``texts``, in order of first mention; unknown names raise."""
         found: list[tuple[int, str]] = []
         joined = "\n".join(texts)
-        for m in re.finditer(r"<([A-Za-z][A-Za-z0-9_\-]*)>", joined):
+        for m in MENTION.finditer(joined):
             name = m.group(1)
             if subject_token(name) in RESERVED:
                 continue

@@ -8,18 +8,17 @@ derive them from measurements (the ``rules`` backend) or from pixels (``vlm``, `
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 from pvchat.errors import InputError
+from pvchat.model.prompt import NAME_PATTERN
 
 HORIZONTAL = ("left", "centre", "right")
 DEPTH = ("front", "behind")
 GENDERS = ("male", "female")
 AGES = ("young", "middle-aged", "elderly")
 RELATIONS = ("left of", "right of", "in front of", "behind", "next to")
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,31}\Z")  # the rule of pvchat.model.prompt.validate_name
 _ALIASES = {"center": "centre", "middle": "centre", "foreground": "front", "back": "behind",
             "background": "behind", "middle_aged": "middle-aged", "middle aged": "middle-aged",
             "man": "male", "woman": "female", "old": "elderly"}
@@ -27,7 +26,7 @@ _ALIASES = {"center": "centre", "middle": "centre", "foreground": "front", "back
 
 def subject_token(name: str) -> str:
     """``"Anna"`` → ``"<Anna>"`` after checking the name (1–32 letters, digits, ``_``/``-``)."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise InputError(f"invalid subject name {name!r}: use 1-32 letters, digits, '_' or '-', starting with a letter")
     return f"<{name}>"
 

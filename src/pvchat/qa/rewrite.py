@@ -17,6 +17,7 @@ import re
 from typing import Callable, Protocol
 
 from pvchat.errors import ConfigError, InputError, unknown_choice
+from pvchat.model.prompt import is_subject_token
 from pvchat.qa.endpoint import ChatEndpoint
 
 # supp. Fig. 6, "Caption Replace by ChatGPT-4o"
@@ -153,7 +154,7 @@ def _her(m: re.Match, tok: str) -> str:
 
 def check_token(token: str) -> str:
     """A subject token looks like ``<Name>``."""
-    if not (isinstance(token, str) and re.fullmatch(r"<[A-Za-z][A-Za-z0-9_\-]{0,31}>", token)):
+    if not is_subject_token(token):
         raise InputError(f"invalid subject token {token!r}: expected <Name>")
     return token
 

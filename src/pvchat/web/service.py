@@ -22,10 +22,10 @@ import numpy as np
 
 from pvchat.errors import InputError
 from pvchat.io import file_sha256
-from pvchat.model.prompt import validate_name
+from pvchat.model.prompt import names_in, validate_name
 from pvchat.web.jobs import EnrollJob, EnrollQueue, Progress
 from pvchat.web.uploads import VIDEO_SUFFIXES, UploadLimits, check_video, keep_upload
-from pvchat.web.views import card_name, card_names, names_in
+from pvchat.web.views import card_name, card_names
 from pvchat.web.worker import Child
 
 MAX_PEOPLE_PER_CHAT = 3

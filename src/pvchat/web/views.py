@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 import io
-import re
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,6 @@ STAGE_LABELS = {"analyze": "analyze", "synthesize": "synthesize", "stage1": "sta
 LOSS_KEYS = ("loss", "lm")
 ROUTER_KEYS = ("sparsity", "spr", "hae")
 PEOPLE_COLUMNS = ["name", "learned", "from", "metrics", "size"]
-NAME_IN_TEXT = re.compile(r"<([A-Za-z][A-Za-z0-9_\-]{0,31})>")
 
 
 # --- people ---------------------------------------------------------------------------------------
@@ -223,15 +221,6 @@ def insert_name(question: str, name: str) -> str:
     question = question or ""
     sep = "" if not question or question.endswith(" ") else " "
     return f"{question}{sep}{token} "
-
-
-def names_in(text: str) -> list[str]:
-    """The ``<Name>`` mentions of a question, in order, without repeats."""
-    seen: list[str] = []
-    for name in NAME_IN_TEXT.findall(text or ""):
-        if name not in seen:
-            seen.append(name)
-    return seen
 
 
 def shown(text: str) -> str:
