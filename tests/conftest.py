@@ -6,7 +6,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-
 # --- video and faces (tests/test_video.py, tests/test_faces.py) ---------------------------------
 
 

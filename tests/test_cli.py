@@ -35,7 +35,8 @@ def test_bad_input_is_one_line_and_exit_2():
     out = run("info", "--preset", "huge")
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "choose one of: demo, face, paper, small, tiny" in lines[0] and "Traceback" not in out.stderr
+    assert len(lines) == 1 and "choose one of: demo, face, paper, small, tiny" in lines[0] \
+        and "Traceback" not in out.stderr
 
 
 # --- start-up: the parser is built from light modules --------------------------------------------

@@ -9,9 +9,7 @@ from PIL import Image
 
 from pvchat.cli import main as cli_main
 from pvchat.errors import ConfigError, InputError
-from pvchat.faces import FaceEngine, face_distance
-from pvchat.faces import demographics as D
-from pvchat.faces import quality as Q
+from pvchat.faces import FaceEngine, demographics as D, face_distance, quality as Q
 from pvchat.faces.analyze import analyze_video, load_embedding, load_summary
 from pvchat.faces.cluster import DBSCAN_STEPS, OFFICIAL_FACENET_STEPS, cluster_embeddings
 from pvchat.faces.samples import astronaut, grace_hopper, lfw_faces
@@ -47,7 +45,7 @@ def _iou(a, b):
 
 def test_detects_the_real_faces_with_landmarks_and_embeddings(photos):
     expect = {"astronaut": (175, 76, 266, 167), "grace_hopper": (180, 139, 367, 326)}  # dlib at full res
-    for name, (img, f) in photos.items():
+    for name, (_img, f) in photos.items():
         assert _iou(f.box, expect[name]) > 0.8, (name, f.box)
         assert f.landmarks.shape == (68, 2) and f.landmarks.dtype == np.float32
         x0, y0, x1, y1 = f.box
@@ -357,8 +355,15 @@ def test_no_face_passing_the_gates_is_said_not_hidden(tmp_path, engine):
 def _tiny_local_vlm(path):
     """A random-weight LLaVA (tiny CLIP + tiny Llama, word-level tokenizer) saved to ``path``: no download."""
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, LlavaConfig,
-                              LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast)
+    from transformers import (
+        CLIPImageProcessorPil,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+    )
 
     words = ["<unk>", "<pad>", "<s>", "</s>", "<image>", "USER:", "ASSISTANT:"] + (
         "male female young middle-aged elderly the person video , .".split())

@@ -32,7 +32,7 @@ def test_prompt_layout_and_labels(model):
     ids = enc.input_ids
     assert enc.subjects == ["sks"]
     assert ids.count(model.template.video_id) == G + N  # general + one subject block
-    supervised = [t for t, l in zip(ids, enc.labels) if l != IGNORE_INDEX]
+    supervised = [t for t, label in zip(ids, enc.labels) if label != IGNORE_INDEX]
     assert model.tokenizer.decode(supervised).strip().startswith("Yes, <sks> is here.")
     assert supervised[-1] == model.tokenizer.eos_token_id
     two = model.prepare("Where is <sks> relative to <Anna>?", answer="Left of <Anna>.")

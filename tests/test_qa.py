@@ -12,12 +12,22 @@ import pytest
 
 from pvchat.errors import ConfigError, InputError
 from pvchat.qa import (
-    ClipFacts, PersonFacts, PersonMeasurements, QARecipe, clip_from_dict, clip_to_dict, get_recipe, make_captioner,
-    make_qa, make_rewriter, qa_for_clips, qa_from_record,
+    ClipFacts,
+    PersonFacts,
+    PersonMeasurements,
+    QARecipe,
+    clip_from_dict,
+    clip_to_dict,
+    get_recipe,
+    make_captioner,
+    make_qa,
+    make_rewriter,
+    qa_for_clips,
+    qa_from_record,
 )
 from pvchat.qa.captioners import CaptionRequest, OpenAICaptioner, VLMCaptioner, build_prompt, parse_answer
-from pvchat.qa.endpoint import ChatEndpoint
 from pvchat.qa.describe import describe
+from pvchat.qa.endpoint import ChatEndpoint
 from pvchat.qa.facts import Relation
 from pvchat.qa.generate import existence_pairs
 from pvchat.qa.measure import colour_name, facts_from_measurements, movement_words

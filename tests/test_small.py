@@ -103,7 +103,7 @@ def test_chatml_template_matches_the_tokenizers_own(small_tiny):
     assert mine == ref
     enc = model.prepare("Where is <Ann> relative to <Ben>?", answer="<Ann> is to the left of <Ben>.")
     assert enc.input_ids.count(model.template.video_id) == 16 + 2 * 8 and enc.subjects == ["Ann", "Ben"]
-    assert tok.decode([i for i, l in zip(enc.input_ids, enc.labels) if l != -100]) == \
+    assert tok.decode([i for i, label in zip(enc.input_ids, enc.labels) if label != -100]) == \
         "<Ann> is to the left of <Ben>.<|im_end|>"
     # a person named only in an earlier answer is not in play; one named in a later question is
     enc2 = model.prepare("What is <Ben> doing?", history=[("Is <Ann> here?", "Yes, <Ann> is in this video.")])

@@ -32,8 +32,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def tiny_animatediff(tmp_path_factory):
     """A saved AnimateDiff pipeline dir, a MotionAdapter dir and a face encoder dir, all tiny."""
-    from diffusers import (AnimateDiffPipeline, AutoencoderKL, DDIMScheduler, MotionAdapter,
-                           UNet2DConditionModel)
+    from diffusers import AnimateDiffPipeline, AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from pvchat.synth.pv_face import FaceEncoder, FaceEncoderConfig, save_face_encoder

@@ -21,10 +21,9 @@ from PIL import Image
 from pvchat.errors import ConfigError, InputError, PVChatError
 from pvchat.model.prompt import names_in
 from pvchat.video import read_frames_uniform, write_video
+from pvchat.web import views
 from pvchat.web.jobs import STAGES, EnrollJob, EnrollQueue
 from pvchat.web.uploads import UploadLimits, check_video, keep_upload, safe_name
-from pvchat.web import views
-
 
 # --- fixtures ---------------------------------------------------------------------------------------
 

@@ -10,8 +10,20 @@ import pytest
 
 from pvchat.cli import main
 from pvchat.errors import ConfigError, InputError
-from pvchat.world import (Cast, ClipSpec, available_faces, build_world, load_face, load_world, make_people,
-                          make_world, nearest, person_embeddings, plan_clip, render_clip)
+from pvchat.world import (
+    Cast,
+    ClipSpec,
+    available_faces,
+    build_world,
+    load_face,
+    load_world,
+    make_people,
+    make_world,
+    nearest,
+    person_embeddings,
+    plan_clip,
+    render_clip,
+)
 from pvchat.world.actions import get_action
 from pvchat.world.faces import _lfw_for_dlib, _lfw_images, _survey
 from pvchat.world.render import location_phrase, position_word

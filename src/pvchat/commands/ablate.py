@@ -33,8 +33,8 @@ def ablate(study: Annotated[str, OneOf(STUDIES)], *, out: Path, bench: Path = Pa
         recipe: Training recipe (default ablate: tiny data, few steps).
         questions: Ask only the first QUESTIONS questions per subject (smoke runs).
     """
-    from pvchat.eval.ablate import STUDIES as studies  # torch, transformers, dlib: training and evaluation
-    from pvchat.eval.ablate import results_markdown, run_study
+    # torch, transformers, dlib: training and evaluation
+    from pvchat.eval.ablate import STUDIES as studies, results_markdown, run_study
     from pvchat.eval.benchmark import ensure_benchmark
     from pvchat.io import read_json
     from pvchat.model.presets import get_preset

@@ -50,7 +50,8 @@ def eval_generator(
     def fmt(v: float | None) -> str:
         return "   -  " if v is None else f"{v:6.3f}"
 
-    print(f"{'backend':<14} {'clips':>5} {'kept':>5} {'drop':>5}  Text-S  Vid-S  Subj-S Face-S Dync-D  (means over positives)")
+    print(f"{'backend':<14} {'clips':>5} {'kept':>5} {'drop':>5}  "
+          "Text-S  Vid-S  Subj-S Face-S Dync-D  (means over positives)")
     for b, s in report["backends"].items():
         m = s["mean"]
         print(f"{b:<14} {s['clips']:>5} {s['kept']:>5} {s['dropped']:>5}  {fmt(m['text_s'])} {fmt(m['vid_s'])} "

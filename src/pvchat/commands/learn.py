@@ -68,8 +68,8 @@ def learn(reference: Path, *, name: str, person: int | None = None, preset: Anno
         recipe: training recipe.
         home: the workspace (default: $PVCHAT_HOME or ./workspace).
     """
-    from pvchat.api import DEFAULT_HOME, STAGES  # torch, transformers, dlib: the whole pipeline
-    from pvchat.api import learn as learn_person
+    # torch, transformers, dlib: the whole pipeline
+    from pvchat.api import DEFAULT_HOME, STAGES, learn as learn_person
 
     home = DEFAULT_HOME if home is None else home
     cancel = threading.Event()
@@ -79,7 +79,8 @@ def learn(reference: Path, *, name: str, person: int | None = None, preset: Anno
         cancel.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    previous = signal.signal(signal.SIGINT, interrupt) if threading.current_thread() is threading.main_thread() else None
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupt) if main_thread else None
     try:
         card = learn_person(reference, name, home=home, preset=preset, recipe=recipe, person=person, progress=bars,
                             cancel=cancel)

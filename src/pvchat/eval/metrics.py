@@ -33,9 +33,9 @@ def parse_yes_no(answer: str) -> bool | None:
 def existence_accuracy(answers: Sequence[str], labels: Sequence[bool]) -> dict[str, float]:
     """Accuracy (unparseable answers count as wrong), plus the rates on positives and negatives."""
     parsed = [parse_yes_no(a) for a in answers]
-    right = [p == l for p, l in zip(parsed, labels)]
-    pos = [r for r, l in zip(right, labels) if l]
-    neg = [r for r, l in zip(right, labels) if not l]
+    right = [p == label for p, label in zip(parsed, labels)]
+    pos = [r for r, label in zip(right, labels) if label]
+    neg = [r for r, label in zip(right, labels) if not label]
     return {
         "accuracy": sum(right) / max(1, len(right)),
         "positive_accuracy": sum(pos) / max(1, len(pos)),

@@ -16,10 +16,10 @@ good faces per person by the official quality score → demographics of the chos
 from __future__ import annotations
 
 import heapq
+import multiprocessing
 import os
 import time
 from collections import deque
-import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
@@ -35,7 +35,7 @@ from pvchat.faces.contact_sheet import contact_sheet
 from pvchat.faces.demographics import Demographics, estimate_demographics
 from pvchat.faces.detect import Face, FaceEngine, _models, embed_chip, face_chip
 from pvchat.faces.quality import MIN_SIZE, FaceQuality, assess, rank_key
-from pvchat.io import atomic_dir, read_json, write_json, save_tensors, load_tensors
+from pvchat.io import atomic_dir, load_tensors, read_json, save_tensors, write_json
 from pvchat.video import VideoInfo, check_video, iter_frames, read_frames_uniform
 
 SAME_PERSON = 0.6  # dlib euclidean threshold: a larger jump inside a track starts a new track
@@ -325,7 +325,8 @@ def analyze_video(
     total = int(info.duration_s * min(settings.fps, info.fps or settings.fps)) or None
     bar = tqdm(total=total, desc=f"analyze {video.name}", unit="frame", disable=not progress or None, leave=False)
     try:
-        for ordinal, (idx, t, rgb, found) in enumerate(_ordered_results(iter_frames(video, settings.fps, settings.frame_max_side), settings)):
+        frames = iter_frames(video, settings.fps, settings.frame_max_side)
+        for ordinal, (idx, t, rgb, found) in enumerate(_ordered_results(frames, settings)):
             frames_analyzed += 1
             bar.update(1)
             # Link faces to live tracks by box overlap, most overlapping pairs first.

@@ -35,10 +35,10 @@ from pvchat.model import llm as llm_lib
 from pvchat.model.config import PVChatConfig
 from pvchat.model.face_tokens import FaceTokens
 from pvchat.model.losses import SparsityController, routed_modules
+from pvchat.model.person_tower import PersonTower
 from pvchat.model.prompt import IGNORE_INDEX, ChatTemplate, EncodedPrompt, pad_batch, validate_name
 from pvchat.model.qformer import QFormer
 from pvchat.model.tokenizer import build_tiny_tokenizer, ensure_chat_tokens
-from pvchat.model.person_tower import PersonTower
 from pvchat.model.vision import VisionTower
 from pvchat.video import IMAGENET_MEAN, IMAGENET_STD, read_frames_uniform, to_model_input
 

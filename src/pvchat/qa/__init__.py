@@ -11,7 +11,16 @@
 
 from pvchat.qa.captioners import CAPTIONERS, CaptionRequest, make_captioner
 from pvchat.qa.facts import ClipFacts, PersonFacts, PersonMeasurements, Relation, clip_from_dict, clip_to_dict
-from pvchat.qa.generate import RECIPES, QAPair, QARecipe, get_recipe, make_qa, qa_for_clips, qa_from_record, qa_to_records
+from pvchat.qa.generate import (
+    RECIPES,
+    QAPair,
+    QARecipe,
+    get_recipe,
+    make_qa,
+    qa_for_clips,
+    qa_from_record,
+    qa_to_records,
+)
 from pvchat.qa.rewrite import REWRITERS, make_rewriter
 from pvchat.qa.worldfacts import facts_from_world_record
 

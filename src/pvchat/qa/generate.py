@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Sequence
 
 from pvchat.errors import ConfigError, InputError, unknown_choice
-from pvchat.qa.captioners import CaptionRequest, Captioner, make_captioner
+from pvchat.qa.captioners import Captioner, CaptionRequest, make_captioner
 from pvchat.qa.describe import MissingFactError
 from pvchat.qa.facts import ClipFacts, subject_token
 from pvchat.qa.rewrite import Rewriter, make_rewriter

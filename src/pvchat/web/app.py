@@ -21,8 +21,19 @@ import pandas as pd
 from pvchat.errors import PVChatError
 from pvchat.web.jobs import STAGES
 from pvchat.web.service import MAX_PEOPLE_PER_CHAT, WebService
-from pvchat.web.views import (PEOPLE_COLUMNS, card_markdown, card_name, chat_messages, curves_image, frame_gallery,
-                              head_activation_image, insert_name, people_rows, progress_markdown, queue_markdown)
+from pvchat.web.views import (
+    PEOPLE_COLUMNS,
+    card_markdown,
+    card_name,
+    chat_messages,
+    curves_image,
+    frame_gallery,
+    head_activation_image,
+    insert_name,
+    people_rows,
+    progress_markdown,
+    queue_markdown,
+)
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ from pathlib import Path
 
 from pvchat.errors import InputError
 from pvchat.io import atomic_path, file_sha256
-from pvchat.video import VideoInfo, probe
-from pvchat.video import check_video as is_video
+from pvchat.video import VideoInfo, check_video as is_video, probe
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from pvchat.errors import ConfigError, InputError
-from pvchat.io import atomic_dir, load_tensors, read_json, save_tensors, write_json, write_text, read_jsonl
+from pvchat.io import atomic_dir, load_tensors, read_json, read_jsonl, save_tensors, write_json, write_text
 from pvchat.world.faces import available_faces
 from pvchat.world.negatives import hard_negatives, person_embeddings, portrait
 from pvchat.world.people import Person, make_people

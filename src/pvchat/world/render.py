@@ -19,8 +19,19 @@ from pvchat.errors import ConfigError
 from pvchat.world.actions import ACTIONS, get_action
 from pvchat.world.figure import draw_person
 from pvchat.world.people import Outfit, Person, random_outfit
-from pvchat.world.scenes import (BACKGROUNDS, CAMERAS, DEPTH_HEAD_Y, DEPTH_SCALE, MARGIN, OCCLUDERS, SLOTS,
-                                 camera_path, draw_occluder, paint_background, slot_x)
+from pvchat.world.scenes import (
+    BACKGROUNDS,
+    CAMERAS,
+    DEPTH_HEAD_Y,
+    DEPTH_SCALE,
+    MARGIN,
+    OCCLUDERS,
+    SLOTS,
+    camera_path,
+    draw_occluder,
+    paint_background,
+    slot_x,
+)
 
 SIZE = (480, 360)  # default frame (w, h)
 UNIT = 0.2  # face width as a fraction of the frame height (front row: 72 px at 360 px)

@@ -108,7 +108,7 @@ def _street(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     img = _tinted("brick", (w, h), _jitter(rng, (170, 90, 70)), rng, 0.9)
     pave = int(h * 0.78)
     img[pave:] = _tinted("gravel", (w, h - pave), (140, 140, 140), rng, 0.5)
-    for k in range(int(rng.integers(1, 3))):  # doors / shop windows
+    for _ in range(int(rng.integers(1, 3))):  # doors / shop windows
         x = int(rng.uniform(0.05, 0.8) * w)
         cv2.rectangle(img, (x, int(h * 0.35)), (x + int(w * 0.14), pave), _jitter(rng, (60, 70, 80), 40), -1)
     return img
