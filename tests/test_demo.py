@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from pvchat.cli import main
+
+pytestmark = pytest.mark.integration  # the CLI end to end: world, analyze, synthesize, train, questions
 
 
 def test_quick_demo_runs_end_to_end_and_reports(tmp_path, capsys):

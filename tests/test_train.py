@@ -138,3 +138,14 @@ def test_bf16_autocast_runs_on_cpu_with_fp32_master_weights(manifest, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(TrainingError, match="fp16 needs a GPU"):
             train(_model(), ds, _recipe(epochs=1, mixed_precision="fp16"), tmp_path / "fp16", progress=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_with_loss_scaling_trains_on_a_gpu(manifest, tmp_path):
+    ds = QADataset(manifest, stage=2, num_frames=4, image_size=32, types=("existence",))
+    m = _model()
+    r = train(m, ds, _recipe(epochs=2, mixed_precision="fp16"), tmp_path / "fp16", progress=False)
+    losses = [row["loss"] for row in read_log(r.log)]
+    assert r.steps == 4 and np.isfinite(losses).all()
+    assert all(p.dtype == torch.float32 for p in m.parameters())  # master weights stay fp32

@@ -21,6 +21,8 @@ from pvchat.data import ClipRecord, QARecord, write_manifest
 from pvchat.video import write_video
 from test_train_kill import RECIPE
 
+pytestmark = pytest.mark.integration  # two processes under torchrun
+
 # `pvchat train` as the CLI runs it, keeping each rank's trained model to compare
 RANK_SCRIPT = textwrap.dedent("""
     import sys

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -27,6 +27,8 @@ from pvchat.model.presets import get_preset
 from pvchat.model.pvchat import PVChat
 from pvchat.train.loop import read_log, train
 from pvchat.train.recipe import stage2
+
+pytestmark = pytest.mark.integration  # real CLI processes killed with SIGKILL
 
 RECIPE = """\
 stage1: {epochs: 4, batch_size: 2, lr_subject: 1.0e-2, lr_qformer: 1.0e-2, lr_lora: 1.0e-2, checkpoint_every: 3}
