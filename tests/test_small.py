@@ -12,7 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from pvchat import weights
 from pvchat.errors import InputError
-from pvchat.model.person_tower import PRESENT, TOKEN_DIM, PersonTower, track
+from pvchat.model.person_tower import PRESENT, TOKEN_DIM, PersonTower, pool_scene, track
 from pvchat.model.presets import get_preset
 from pvchat.model.prompt import SYSTEM
 from pvchat.model.pvchat import PVChat
@@ -73,6 +73,10 @@ def test_person_tower_tokens_a_face_and_its_grid():
     pixels = to_model_input(_frames_with_face(), size=288)[None]  # (1, 2, 3, 288, 288)
     out = tower(pixels)
     assert out.shape == (1, 2, 49 + 2, TOKEN_DIM)
+    pooled = pool_scene(out, 2)  # a 2×2-grid tower gives what pooling the 7×7 tower's tokens gives
+    coarse = PersonTower(None, image_size=288, max_people=2, grid=2)
+    coarse.cnn.load_state_dict(tower.cnn.state_dict())
+    assert pooled.shape == (1, 2, 4 + 2, TOKEN_DIM) and torch.allclose(coarse(pixels), pooled, atol=1e-5)
     assert out[0, :, 49, PRESENT].tolist() == [1.0, 1.0]  # the face, tracked into slot 0 in both frames
     assert out[0, :, 50, PRESENT].tolist() == [0.0, 0.0] and not out[0, :, 50].any()  # an empty slot is zeros
     assert out[0, 1, 49, -4:].abs().sum() > 0  # motion since the previous frame (the mirrored face moved)

@@ -102,8 +102,9 @@ def _add_function_arguments(parser: argparse.ArgumentParser, fn: Callable[..., A
         elif one_of is not None:
             help_text = f"{help_text} ({one_of.help()})".strip()
         if param.default is inspect.Parameter.empty and param.kind is inspect.Parameter.KEYWORD_ONLY:
+            repeat = {"nargs": "+", "action": "extend"} if is_list else {}  # --name A --name B
             parser.add_argument("--" + name.replace("_", "-"), dest=name, type=conv, help=help_text + " (required)",
-                                choices=choices, nargs="+" if is_list else None, required=True, **names)
+                                choices=choices, required=True, **repeat, **names)
             continue
         if param.default is inspect.Parameter.empty:
             parser.add_argument(name, type=conv, help=help_text, choices=choices,

@@ -46,11 +46,14 @@ class _Bars:
             bar.close()
 
 
-def learn(reference: Path, *, name: str, person: int | None = None, preset: Annotated[str, OneOf(PRESETS)] = "face",
+def learn(reference: list[Path], *, name: list[str], person: int | None = None, preset: Annotated[str, OneOf(PRESETS)] = "face",
           recipe: Annotated[str, OneOf(train_recipes(), "a YAML path")] = "face", home: Path | None = None) -> int:
     """Learn a person from one reference video: analyze, synthesize, train two stages, write a concept pack.
 
-    Everything goes under HOME/people/NAME/ (analysis, data, run, pack). Ctrl-C stops at the next
+    Everything goes under HOME/people/NAME/ (analysis, data, run, pack). Two or three people are
+    learned together from one video each ('pvchat learn a.mp4 b.mp4 --name Ann --name Ben'): clips
+    of them side by side, one model and one pack (HOME/people/Ann+Ben/), so one question can ask
+    about them together ("Where is <Ann> relative to <Ben>?"). Ctrl-C stops at the next
     training step with a checkpoint; running the same command again resumes. 'pvchat forget NAME'
     deletes it all. One learn per name at a time: a second one is refused while the first runs.
 
@@ -61,8 +64,9 @@ def learn(reference: Path, *, name: str, person: int | None = None, preset: Anno
     in which the person's face is clearly visible is all learn needs.
 
     Args:
-        reference: the reference video of the person.
-        name: what questions call the person: <NAME> (letters, digits, '_' or '-').
+        reference: the reference video of the person (one per person learned together).
+        name: what questions call the person: <NAME> (letters, digits, '_' or '-'); repeat it for
+            people learned together, in the order of the videos.
         person: which person of the reference to learn (0 = seen most; 'pvchat analyze' lists them).
         preset: model preset (face, the default, learns identity).
         recipe: training recipe.
@@ -82,14 +86,16 @@ def learn(reference: Path, *, name: str, person: int | None = None, preset: Anno
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, interrupt) if main_thread else None
     try:
-        card = learn_person(reference, name, home=home, preset=preset, recipe=recipe, person=person, progress=bars,
-                            cancel=cancel)
+        card = learn_person(reference if len(reference) > 1 else reference[0], name if len(name) > 1 else name[0],
+                            home=home, preset=preset, recipe=recipe, person=person, progress=bars, cancel=cancel)
     finally:
         bars.close()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
     base = card["base"]["size_bytes"]
-    print(f"learned <{name}>: {Path(home) / 'people' / name / 'pack'} ({_mb(card['size_bytes'])}; "
+    who = " and ".join(f"<{n}>" for n in name)
+    print(f"learned {who}: {Path(home) / 'people' / '+'.join(name) / 'pack'} ({_mb(card['size_bytes'])}; "
           f"base model {_mb(base)}, {100 * card['size_bytes'] / max(base, 1):.1f}%)")
-    print(f"ask: pvchat ask VIDEO \"Is <{name}> in this video?\" --home {home}")
+    question = f"Is <{name[0]}> in this video?" if len(name) == 1 else f"Where is <{name[0]}> relative to <{name[1]}>?"
+    print(f"ask: pvchat ask VIDEO \"{question}\" --home {home}")
     return 0

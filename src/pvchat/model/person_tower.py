@@ -4,7 +4,7 @@ No pretrained video ViT ships offline; EfficientNet-Lite0 (ImageNet) and dlib's 
 (``pvchat.weights``). A frame becomes G grid tokens and F person tokens, all frozen, all of
 width D = 1280 + 144 = 1424::
 
-    frame (S×S) ─┬─ EfficientNet-Lite0 at 224 px ─► 7×7 grid of 1280-d features           (49, D)
+    frame (S×S) ─┬─ EfficientNet-Lite0 at 224 px ─► 7×7 grid of 1280-d features, pooled to g×g  (g², D)
                  └─ dlib: faces, 68 landmarks, 128-d embedding; tracked across the clip
                     per person: EfficientNet over the body crop (face box widened, head to waist)
                                 ⧺ [embedding 128 | box 4 | present | pose 3 | mouth | motion 4 | …]   (F, D)
@@ -24,6 +24,7 @@ position (the box) from the same token. Nothing here trains (``train_last_k`` mu
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -97,15 +98,20 @@ class PersonTower(nn.Module):
         image_size: S, the frame size the faces are detected at.
         max_people: F, person slots per frame.
         crop_size: side of the body crop fed to the CNN.
+        grid: g, the CNN's 7×7 feature grid is average-pooled to g×g scene tokens (the people are in
+            their own tokens; fewer scene tokens leave the Q-former's cross-attention less to search).
     """
 
     def __init__(self, weights: str | Path | None = None, image_size: int = 288, max_people: int = 3,
-                 crop_size: int = 160, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+                 crop_size: int = 160, grid: int = 7, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
         if max_people < 1:
             raise ConfigError(f"person tower needs max_people >= 1, got {max_people}")
+        if not 1 <= grid <= 7:
+            raise ConfigError(f"person tower grid must be 1..7 (pooled from 7×7), got {grid}")
+        self.grid = grid
         self.cnn = EfficientNet.from_name("efficientnet-lite0")
         if weights is not None:
             from safetensors.torch import load_file
@@ -134,7 +140,7 @@ class PersonTower(nn.Module):
 
     @property
     def num_patches(self) -> int:
-        return 49 + self.max_people
+        return self.grid**2 + self.max_people
 
     def set_trainable(self, last_k: int = 0) -> None:
         if last_k:
@@ -161,7 +167,10 @@ class PersonTower(nn.Module):
     def _person_tokens(self, rgb: np.ndarray, x01: torch.Tensor) -> torch.Tensor:
         """(T, S, S, 3) uint8 and the same frames in [0, 1] → (T, F, D) person tokens."""
         T, S = rgb.shape[0], rgb.shape[1]
-        faces = [self.engine.detect(f, embed=True) for f in rgb]
+        engine = self.engine
+        # dlib releases the GIL while detecting: the frames are searched on torch's intra-op threads' count
+        with ThreadPoolExecutor(max(1, min(T, torch.get_num_threads()))) as pool:
+            faces = list(pool.map(lambda f: engine.detect(f, embed=True), rgb))
         slots = track(faces, self.max_people)
         out = torch.zeros(T, self.max_people, TOKEN_DIM)
         crops, where = [], []
@@ -198,25 +207,39 @@ class PersonTower(nn.Module):
 
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, T, 3, S, S) → (B, T, 49 + F, D)."""
+        """(B, T, 3, S, S) → (B, T, g² + F, D)."""
         B, T, C, H, W = pixel_values.shape
         if (H, W) != (self.image_size, self.image_size):
             from pvchat.errors import InputError
 
             raise InputError(f"frames are {H}×{W} but the person tower expects {self.image_size}×{self.image_size}")
         x01 = (pixel_values.reshape(B * T, C, H, W).float().cpu() * self.in_std.cpu() + self.in_mean.cpu()).clamp(0, 1)
-        # grid tokens: the whole frame at 224 px                                           (B·T, 49, D)
+        # grid tokens: the whole frame at 224 px, pooled to g×g                          (B·T, g², D)
         small = nn.functional.interpolate(x01, size=(224, 224), mode="bilinear", align_corners=False)
-        grid = self._cnn(small)  # (B·T, 1280, 7, 7)
-        g = grid.flatten(2).transpose(1, 2)  # (B·T, 49, 1280)
-        cells = torch.stack(torch.meshgrid(torch.arange(7), torch.arange(7), indexing="ij"), -1).reshape(49, 2)
-        grid_tokens = torch.zeros(B * T, 49, TOKEN_DIM)
-        grid_tokens[..., :CNN_DIM] = g
-        grid_tokens[..., GRID] = 1.0
-        grid_tokens[..., CELL] = (cells[:, 1].float() + 0.5) / 7  # x
-        grid_tokens[..., CELL + 1] = (cells[:, 0].float() + 0.5) / 7  # y
+        grid_tokens = scene_tokens(self._cnn(small), self.grid)
+        G = self.grid**2
         # person tokens, tracked over each clip                                           (B·T, F, D)
         rgb = (x01 * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy().reshape(B, T, H, W, 3)
         people = torch.cat([self._person_tokens(rgb[b], x01[b * T:(b + 1) * T]) for b in range(B)])
-        tokens = torch.cat([grid_tokens, people], dim=1)  # (B·T, 49 + F, D)
-        return tokens.reshape(B, T, 49 + self.max_people, TOKEN_DIM).to(pixel_values.device)
+        tokens = torch.cat([grid_tokens, people], dim=1)  # (B·T, g² + F, D)
+        return tokens.reshape(B, T, G + self.max_people, TOKEN_DIM).to(pixel_values.device)
+
+
+def scene_tokens(grid: torch.Tensor, g: int) -> torch.Tensor:
+    """(N, 1280, 7, 7) CNN grid → (N, g², D) scene tokens: pooled features, grid flag, cell centre."""
+    pooled = nn.functional.adaptive_avg_pool2d(grid, g)  # (N, 1280, g, g)
+    cells = torch.stack(torch.meshgrid(torch.arange(g), torch.arange(g), indexing="ij"), -1).reshape(g * g, 2)
+    out = torch.zeros(grid.shape[0], g * g, TOKEN_DIM)
+    out[..., :CNN_DIM] = pooled.flatten(2).transpose(1, 2)
+    out[..., GRID] = 1.0
+    out[..., CELL] = (cells[:, 1].float() + 0.5) / g  # x
+    out[..., CELL + 1] = (cells[:, 0].float() + 0.5) / g  # y
+    return out
+
+
+def pool_scene(features: torch.Tensor, g: int) -> torch.Tensor:
+    """Tokens of a 7×7-grid tower (…, 49 + F, D) → those of a g×g one (…, g² + F, D), without the CNN."""
+    lead, n = features.shape[:-2], features.shape[-2]
+    flat = features.reshape(-1, n, TOKEN_DIM)
+    grid = flat[:, :49, :CNN_DIM].transpose(1, 2).reshape(-1, CNN_DIM, 7, 7)
+    return torch.cat([scene_tokens(grid, g), flat[:, 49:]], 1).reshape(*lead, g * g + n - 49, TOKEN_DIM)

@@ -100,7 +100,7 @@ def small() -> PVChatConfig:
     return PVChatConfig(
         # EfficientNet-Lite0 grid tokens + one token per tracked person (face, body crop, pose, motion)
         vision=VisionConfig(model_type="person", weights="efficientnet-lite0",
-                            config=dict(image_size=288, max_people=3, crop_size=160)),
+                            config=dict(image_size=288, max_people=3, crop_size=160, grid=2)),
         qformer=QFormerConfig(
             hidden_size=256, num_layers=4, num_heads=8, intermediate_size=1024, dropout=0.0, attention_dropout=0.0,
             routing="remoh", routed_layers=[2, 3], num_shared_heads=5, top_k=2,

@@ -217,6 +217,97 @@ def extract_features(model: PVChat, clips: list[Path], out: Path, workers: int =
             for c in clips}
 
 
+# ------------------------------------------------------------------ Q-former warm-up (no LLM)
+def answer_labels(qa_type: str, answer: str, label: bool | None) -> dict[str, int]:
+    """Class labels an alignment answer states (world vocabulary): top colour and kind, action,
+    present, left/right. Empty where the answer states none."""
+    from pvchat.world.actions import ACTIONS
+    from pvchat.world.people import COLOURS, TOP_KINDS
+
+    words = answer.rstrip(".").replace(",", "").split()
+    out: dict[str, int] = {}
+    if qa_type == "existence" and label is not None:
+        out["present"] = int(bool(label))
+    elif qa_type == "appearance" and "wearing" in words:
+        rest = words[words.index("wearing") + 1:]
+        colour = next((w for w in rest if w in COLOURS), None)
+        kind = next((w for w in rest if w in TOP_KINDS), None)
+        if colour is not None and kind is not None:
+            out["colour"], out["kind"] = list(COLOURS).index(colour), TOP_KINDS.index(kind)
+    elif qa_type == "action":
+        phrases = [a.phrase for a in ACTIONS.values()]
+        found = [i for i, p in enumerate(phrases) if answer.rstrip(".").endswith(" " + p)]
+        if found:
+            out["action"] = found[0]
+    elif qa_type == "location":
+        if "to the left of" in answer:
+            out["side"] = 0
+        elif "to the right of" in answer:
+            out["side"] = 1
+    return out
+
+
+def warm_qformer(model: PVChat, dataset: QADataset, features: dict[Path, torch.Tensor], steps: int = 1500,
+                 batch_size: int = 32, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> list[float]:
+    """Teach the Q-former and projector to carry what the answers need before the LLM reads them
+    (as BLIP-2's first stage trains its Q-former without the LLM): linear heads on the projected
+    tokens of the queries the question puts in play (the subject's block, or the general queries
+    for "the person") predict the answer's top colour and kind, action and presence; the two
+    subjects' blocks of a left/right question predict the side. The heads are dropped after.
+    Returns the loss per step."""
+    from tqdm.auto import tqdm
+
+    from pvchat.world.actions import ACTIONS
+    from pvchat.world.people import COLOURS, TOP_KINDS
+
+    D = model.projector.out_features
+    heads = torch.nn.ModuleDict({"colour": torch.nn.Linear(D, len(COLOURS)), "kind": torch.nn.Linear(D, len(TOP_KINDS)),
+                                 "action": torch.nn.Linear(D, len(ACTIONS)), "present": torch.nn.Linear(D, 2),
+                                 "side": torch.nn.Linear(2 * D, 2)})
+    items = []
+    for s in dataset.samples:
+        labels = answer_labels(s.type, s.answer, s.label)
+        if labels:
+            items.append((s, labels, model.prepare(s.question).subjects))
+    trained = [*model.qformer.parameters(), *model.projector.parameters(), *model.vision_norm.parameters(),
+               model.frame_position]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in trained:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW([*trained, *heads.parameters()], lr=lr, weight_decay=0.01)
+    G, N = model.config.qformer.num_general_queries, model.config.qformer.num_subject_queries
+    index = {n: i for i, n in enumerate(model.subjects)}
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    model.train()
+    for _ in tqdm(range(steps), desc="Q-former warm-up", disable=not progress):
+        batch = [items[int(i)] for i in torch.randint(len(items), (batch_size,), generator=gen)]
+        feats = torch.cat([features[s.clip] for s, _, _ in batch])
+        mask = torch.zeros(len(batch), len(model.subjects), dtype=torch.bool)
+        for b, (_, _, who) in enumerate(batch):
+            for n in who:
+                mask[b, index[n]] = True
+        tokens, _, _ = model.visual_tokens(feats, mask)  # (B, Q, D)
+        blocks = [s for s in range(mask.shape[1]) if bool(mask[:, s].any())]
+        loss = torch.zeros(())
+        for b, (_, labels, who) in enumerate(batch):
+            pooled = [tokens[b, G + N * blocks.index(index[n]): G + N * (blocks.index(index[n]) + 1)].mean(0)
+                      for n in who] or [tokens[b, :G].mean(0)]
+            for key, y in labels.items():
+                x = torch.cat(pooled[:2]) if key == "side" else pooled[0]
+                if key == "side" and len(pooled) < 2:
+                    continue
+                loss = loss + torch.nn.functional.cross_entropy(heads[key](x)[None], torch.tensor([y]))
+        loss = loss / len(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([*trained, *heads.parameters()], 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 ALIGNED_PARTS = ("qformer.", "projector.", "vision_norm.", "frame_position", "sparsity.")
 
 
