@@ -22,7 +22,7 @@ from PIL import Image
 
 from pvchat.io import write_json
 
-PRESET = "small"  # the default model preset; its training recipe has the same name
+PRESET = "face"  # the default model preset (small once it meets its numbers: README, Status); recipe of the same name
 DESCRIBES = ("small",)  # presets whose answers describe the clip (appearance and action are asked)
 
 

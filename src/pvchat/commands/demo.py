@@ -10,7 +10,7 @@ from pvchat.commands import OneOf
 
 
 def demo(out: Path = Path("workspace/demo"), quick: bool = False, seed: int = 0,
-         preset: Annotated[str, OneOf(PRESETS)] = "small") -> int:
+         preset: Annotated[str, OneOf(PRESETS)] = "face") -> int:
     """Learn one person of the offline world from one reference video, then question held-out clips.
 
     Renders a small world of real faces, analyses the person's reference video, synthesizes a
