@@ -42,7 +42,7 @@ import torch
 from pvchat.errors import InputError, PVChatError
 from pvchat.io import read_json, write_json
 from pvchat.model.pvchat import CONFIG_NAME, WEIGHTS_NAME
-from pvchat.model.prompt import NAME_PATTERN, RESERVED, pad_batch, validate_name
+from pvchat.model.prompt import NAME_PATTERN, RESERVED, validate_name
 from pvchat.pack import (CARD, ConceptPack, add_pack_subjects, apply_shared, base_info, check_fits, dir_size,
                          load_pack, read_card, write_pack)
 from pvchat.train.loop import TrainingCancelled
@@ -626,7 +626,7 @@ class Chat:
         self._features.move_to_end(key)
         return self._features[key]
 
-    def _prompt(self, video: Path, question: str, history) -> tuple[np.ndarray, list[str], torch.Tensor, torch.Tensor]:
+    def _prompt(self, video: Path, question: str, history) -> tuple[np.ndarray, list[str], torch.Tensor, list]:
         history = self._history(history)
         people, pack = self._people_in(question, history)
         self._activate(pack)
@@ -635,42 +635,7 @@ class Chat:
         if self._max_positions and len(enc.input_ids) + self.max_new_tokens > self._max_positions:
             raise InputError(f"the conversation is too long ({len(enc.input_ids)} tokens; the model reads "
                              f"{self._max_positions - self.max_new_tokens} before answering); start a new one")
-        batch = pad_batch([enc], self.model.tokenizer.pad_token_id, left=True)
-        with torch.no_grad():
-            embeds, _ = self.model.embed_inputs(batch["input_ids"].to(self.device), features)
-        return frames, people, embeds, batch["attention_mask"].to(self.device)
-
-    def _decode(self, ids: list[int]) -> str:
-        """Answer text: control tokens the model may emit are dropped (people's <name> tokens stay), so an
-        answer can go back into the history."""
-        return self.model.tokenizer.decode(ids, skip_special_tokens=True).strip()
-
-    @torch.no_grad()
-    def _greedy(self, embeds: torch.Tensor, mask: torch.Tensor) -> Iterator[str]:
-        """Greedy decoding with the KV cache (a ``DynamicCache`` filled in place); yields the growing answer
-        after every token."""
-        import inspect
-
-        from transformers import DynamicCache
-
-        llm, eos = self.model.llm, self.model.tokenizer.eos_token_id
-        hf = llm.get_base_model() if hasattr(llm, "get_base_model") else llm  # under LoRA
-        try:
-            cache = DynamicCache(config=hf.config)  # sliding-window layers as the model has them
-        except TypeError:  # transformers before 4.56
-            cache = DynamicCache()
-        # transformers 5.x renamed the argument ``past_key_values`` (now deprecated) to ``cache``
-        kv = {"cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values": cache}
-        out = llm(inputs_embeds=embeds, attention_mask=mask, use_cache=True, **kv)
-        ids: list[int] = []
-        for _ in range(self.max_new_tokens):
-            nxt = int(out.logits[0, -1].argmax())
-            if nxt == eos:
-                break
-            ids.append(nxt)
-            yield self._decode(ids)
-            mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
-            out = llm(input_ids=torch.tensor([[nxt]], device=self.device), attention_mask=mask, use_cache=True, **kv)
+        return frames, people, features, history
 
     # ------------------------------------------------------------------ API
     def frames(self, video: Path) -> np.ndarray:
@@ -684,15 +649,15 @@ class Chat:
         The chat is locked while the generator runs: iterate it to the end (or close it).
         """
         with self._lock:
-            _, _, embeds, mask = self._prompt(video, question, history)
-            yield from self._greedy(embeds, mask)
+            _, _, features, history = self._prompt(video, question, history)
+            yield from self.model.stream(question, features, history, self.max_new_tokens)
 
     def ask(self, video: Path, question: str, history: list[tuple[str, str]] | None = None) -> Answer:
         """Answer ``question`` about ``video``; ``history`` holds earlier (question, answer) turns."""
         with self._lock:
-            frames, people, embeds, mask = self._prompt(video, question, history)
+            frames, people, features, history = self._prompt(video, question, history)
             text = ""
-            for text in self._greedy(embeds, mask):
+            for text in self.model.stream(question, features, history, self.max_new_tokens):
                 pass
         return Answer(text=text, frames=frames, people=people)
 

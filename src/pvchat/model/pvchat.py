@@ -21,6 +21,7 @@ Q-former's subject query blocks (supp. S4) and the number of <video> placeholder
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from pvchat.model.config import PVChatConfig
 from pvchat.model.face_tokens import FaceTokens
 from pvchat.model.losses import SparsityController, routed_modules
 from pvchat.model.person_tower import PersonTower
-from pvchat.model.prompt import IGNORE_INDEX, ChatTemplate, EncodedPrompt, pad_batch, validate_name
+from pvchat.model.prompt import IGNORE_INDEX, ChatTemplate, EncodedPrompt, validate_name
 from pvchat.model.qformer import QFormer
 from pvchat.model.tokenizer import build_tiny_tokenizer, ensure_chat_tokens
 from pvchat.model.vision import VisionTower
@@ -223,6 +224,22 @@ class PVChat(nn.Module):
         return self.template.encode(question, self.subjects, answer=answer, history=history)
 
     @torch.no_grad()
+    def stream(self, question: str, vision_features: torch.Tensor, history: list[tuple[str, str]] | None = None,
+               max_new_tokens: int = 64) -> Iterator[str]:
+        """The one decoder (chat, ask, the web app, the demo, eval, ablations): greedy with the KV cache
+        over one video's features (1, T, N, C); yields the answer as it grows, one token at a time.
+        Control tokens the model may emit are dropped from the text (people's ``<name>`` tokens stay),
+        so an answer can go back into the history."""
+        enc = self.prepare(question, history=history)
+        ids = torch.tensor([enc.input_ids], device=vision_features.device)
+        embeds, _ = self.embed_inputs(ids, vision_features)
+        tokens: list[int] = []
+        for token in greedy_tokens(self.llm, embeds, torch.ones_like(ids), self.tokenizer.eos_token_id,
+                                   max_new_tokens):
+            tokens.append(token)
+            yield self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
+
+    @torch.no_grad()
     def generate(
         self,
         questions: list[str],
@@ -230,23 +247,17 @@ class PVChat(nn.Module):
         vision_features: torch.Tensor | None = None,
         histories: list[list[tuple[str, str]]] | None = None,
         max_new_tokens: int = 64,
-        **gen_kwargs,
     ) -> list[str]:
-        """Answer one question per video (greedy unless ``do_sample`` is passed)."""
+        """Answer one question per video (row of ``pixel_values`` / ``vision_features``) with :meth:`stream`."""
         if vision_features is None:
             vision_features = self.encode_video(pixel_values)
         histories = histories or [None] * len(questions)
-        enc = [self.prepare(q, history=h) for q, h in zip(questions, histories)]
-        batch = pad_batch(enc, self.tokenizer.pad_token_id, left=True)
-        device = vision_features.device
-        embeds, _ = self.embed_inputs(batch["input_ids"].to(device), vision_features)
-        gen_kwargs.setdefault("do_sample", False)
-        out = self.llm.generate(
-            inputs_embeds=embeds, attention_mask=batch["attention_mask"].to(device), max_new_tokens=max_new_tokens,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id, **gen_kwargs,
-        )
-        return [self.tokenizer.decode(o, skip_special_tokens=False).split(self.tokenizer.eos_token)[0]
-                .replace(self.tokenizer.pad_token or "", "").strip() for o in out]
+        answers = []
+        for i, (question, history) in enumerate(zip(questions, histories)):
+            grown = [""]  # every partial answer; the last is the whole
+            grown.extend(self.stream(question, vision_features[i : i + 1], history, max_new_tokens))
+            answers.append(grown[-1])
+        return answers
 
     @torch.no_grad()
     def sparsity_step(self) -> None:
@@ -283,6 +294,33 @@ class PVChat(nn.Module):
         if missing or unexpected:
             raise InputError(f"{directory}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
         return model
+
+
+@torch.no_grad()
+def greedy_tokens(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, eos_id: int,
+                  max_new_tokens: int) -> Iterator[int]:
+    """Greedy decoding of a causal LM from input embeddings (1, L, D), with a ``DynamicCache`` filled
+    in place; yields token ids until ``eos_id``. The prompt's pass computes the last position's logits only."""
+    import inspect
+
+    from transformers import DynamicCache
+
+    hf = llm.get_base_model() if hasattr(llm, "get_base_model") else llm  # under LoRA
+    try:
+        cache = DynamicCache(config=hf.config)  # sliding-window layers as the model has them
+    except TypeError:  # transformers before 4.56
+        cache = DynamicCache()
+    # transformers 5.x renamed the argument ``past_key_values`` (now deprecated) to ``cache``
+    kv = {"cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values": cache}
+    out = llm(inputs_embeds=embeds, attention_mask=mask, use_cache=True, logits_to_keep=1, **kv)
+    for _ in range(max_new_tokens):
+        token = int(out.logits[0, -1].argmax())
+        if token == eos_id:
+            return
+        yield token
+        mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
+        out = llm(input_ids=torch.tensor([[token]], device=embeds.device), attention_mask=mask, use_cache=True,
+                  logits_to_keep=1, **kv)
 
 
 def save_deterministic(model: nn.Module, path: Path) -> None:
