@@ -40,6 +40,7 @@ def pretrain(out: Path = Path("workspace/pretrain"), preset: Annotated[str, OneO
     print(f"aligned {preset}: {dest} ({Path(out) / 'alignment.json'})")
     if install:
         target = Path(str(resources.files("pvchat"))) / "assets" / f"{preset}_alignment.safetensors"
+        target.parent.mkdir(exist_ok=True)
         shutil.copyfile(dest, target)
         shutil.copyfile(Path(out) / "alignment.json", target.with_suffix(".json"))
         print(f"installed: {target}")
