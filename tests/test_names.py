@@ -33,9 +33,8 @@ def test_every_check_of_a_name_is_the_same_rule(name):
 
 
 def test_the_name_pattern_is_written_once():
-    """Only model/prompt.py writes the name's character classes (api.py keeps a copy until its restructuring
-    in issue 17 switches it to pvchat.model.prompt; then remove it from ``allowed``)."""
-    allowed = {"model/prompt.py", "api.py"}
+    """Only model/prompt.py writes the name's character classes."""
+    allowed = {"model/prompt.py"}
     writers = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
                      if "[A-Za-z0-9_" in p.read_text(encoding="utf-8"))
     assert set(writers) <= allowed, writers

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -41,10 +40,20 @@ import torch
 
 from pvchat.errors import InputError, PVChatError
 from pvchat.io import read_json, write_json
+from pvchat.model.prompt import NAME_PATTERN, RESERVED, names_in, validate_name  # noqa: F401 (names_in: API)
 from pvchat.model.pvchat import CONFIG_NAME, WEIGHTS_NAME
-from pvchat.model.prompt import NAME_PATTERN, RESERVED, validate_name
-from pvchat.pack import (CARD, ConceptPack, add_pack_subjects, apply_shared, base_info, check_fits, dir_size,
-                         load_pack, read_card, write_pack)
+from pvchat.pack import (
+    CARD,
+    ConceptPack,
+    add_pack_subjects,
+    apply_shared,
+    base_info,
+    check_fits,
+    dir_size,
+    load_pack,
+    read_card,
+    write_pack,
+)
 from pvchat.train.loop import TrainingCancelled
 
 DEFAULT_HOME: Path = Path(os.environ.get("PVCHAT_HOME", "workspace"))
@@ -656,9 +665,8 @@ class Chat:
         """Answer ``question`` about ``video``; ``history`` holds earlier (question, answer) turns."""
         with self._lock:
             frames, people, features, history = self._prompt(video, question, history)
-            text = ""
-            for text in self.model.stream(question, features, history, self.max_new_tokens):
-                pass
+            text = self.model.generate([question], vision_features=features, histories=[history],
+                                       max_new_tokens=self.max_new_tokens)[0]
         return Answer(text=text, frames=frames, people=people)
 
     def routed_layers(self) -> list[str]:
@@ -686,12 +694,6 @@ class Chat:
         return {"layers": self.routed_layers(), "people": people,
                 "with": [[round(float(a), 4) for a in s.active_rate] for s in with_],
                 "without": [[round(float(a), 4) for a in s.active_rate] for s in without]}
-
-
-def names_in(text: str) -> list[str]:
-    """``<Name>`` mentions in a text, in order (reserved tokens left out)."""
-    found = [m.group(1) for m in re.finditer(r"<([A-Za-z][A-Za-z0-9_\-]*)>", text) if f"<{m.group(1)}>" not in RESERVED]
-    return list(dict.fromkeys(found))
 
 
 def pack_names(packs: list[str] | None) -> list[str]:
