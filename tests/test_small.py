@@ -127,17 +127,19 @@ def test_small_forward_backward_generate_and_alignment_roundtrip(small_tiny):
                       model.tokenizer.pad_token_id)
     out = model(**batch, vision_features=feats)
     out.loss.backward()
-    assert torch.isfinite(out.loss) and model.projector.weight.grad is not None
+    assert torch.isfinite(out.loss) and model.projector.linear.weight.grad is not None
+    assert out.words is not None and float(out.words.detach()) > 0  # the answer-words term (W4) is in the loss
+    assert model.qformer.anchor.keys[0].grad is not None  # the identity key learns with the block
     text = model.generate(["Is <Ann> in this video?"], vision_features=feats, max_new_tokens=4)[0]
     assert isinstance(text, str)
     state = alignment_state(model)
     assert any("lora_" in k for k in state) and "subject_init.queries" in state
-    assert not any("subject_queries" in k for k in state)
+    assert not any("subject_queries" in k or "anchor.keys" in k for k in state)
     cfg.subjects = []
     torch.manual_seed(1)
     other = PVChat.from_config(cfg)
     apply_alignment(other, state)
-    assert torch.equal(other.projector.weight, model.projector.weight)
+    assert torch.equal(other.projector.linear.weight, model.projector.linear.weight)
     with pytest.raises(InputError, match="do not fit"):
         apply_alignment(other, {"projector.weight": torch.zeros(3, 3)})
 
@@ -227,3 +229,56 @@ def test_self_caption_rewrites_descriptions_in_the_bases_words(small_tiny, tmp_p
     ]  # no description from the base: no action answer; one-person location left out
     assert neg.qa == qa[:1] and list(feats) == [tmp_path / "pos.mp4"]
     assert self_caption(model, tmp_path / "manifest.jsonl", ["Ann"])[0] == path  # resumable
+
+
+def test_identity_anchor_primes_a_block_with_the_matching_face_or_with_nobody():
+    from pvchat.model.identity import IdentityAnchor
+    from pvchat.model.person_tower import EMB
+
+    torch.manual_seed(0)
+    anchor = IdentityAnchor(TOKEN_DIM, 16, EMB, PRESENT)
+    faces = torch.nn.functional.normalize(torch.randn(2, 128), dim=-1) * 0.5  # two people, 0.7 apart
+    raw = torch.zeros(1, 3, 4, TOKEN_DIM)  # 3 frames: 2 scene tokens, 2 person slots
+    raw[0, :, 2, EMB:EMB + 128], raw[0, :, 2, PRESENT] = faces[0], 1.0
+    raw[0, :2, 3, EMB:EMB + 128], raw[0, :2, 3, PRESENT] = faces[1], 1.0  # the second leaves after frame 2
+    anchor.add_subject(faces[1] + 0.01)
+    anchor.add_subject(torch.ones(128))  # a face nobody in the clip has
+    m = anchor.match(raw, [0, 1])  # (1, 2, T, N + 1)
+    assert m[0, 0, :2, 3].min() > 0.9 and m[0, 0, 2, -1] > 0.9  # found while there, then ∅
+    assert m[0, 1, :, -1].min() > 0.99  # nobody
+    assert m[0, :, :, :2].max() == 0  # scene tokens are never a person
+    assert anchor(raw, raw, [0, 1]).shape == (1, 2, 16)
+
+
+def test_answer_words_are_the_content_words_and_the_loss_asks_for_them(small_tiny):
+    from pvchat.model.projector import answer_words_loss
+
+    cfg = small_tiny
+    cfg.subjects = ["Ann"]
+    model = PVChat.from_config(cfg)
+    enc = model.prepare("What is <Ann> wearing?", answer="<Ann> is wearing a red shirt.")
+    words = {model.tokenizer.decode([t]).strip() for t in enc.labels if t != -100 and model.answer_words(t)}
+    assert "red" in words and not words & {"is", "a", "wearing", ".", "<Ann>"}
+    V = model.projector.vocab_size
+    logits = torch.zeros(1, 3, V, requires_grad=True)
+    labels = torch.tensor([enc.labels])
+    keep = torch.tensor([[True, True, False]])
+    loss = answer_words_loss(logits.softmax(-1), keep, labels, model.answer_words)
+    loss.backward()
+    red = model.tokenizer.convert_tokens_to_ids(model.tokenizer.tokenize(" red"))[0]
+    assert logits.grad[0, 0, red] < 0 and logits.grad[0, 2].abs().max() == 0  # more "red"; the other sample's token untouched
+
+
+def test_a_pack_carries_the_identity_key(small_tiny, tmp_path):
+    from pvchat.pack import add_pack_subjects, extract_pack
+
+    cfg = small_tiny
+    cfg.subjects = ["Ann"]
+    model = PVChat.from_config(cfg)
+    model.set_identity("Ann", torch.full((128,), 0.25))
+    pack = extract_pack(model, ["Ann"])
+    assert torch.equal(pack.subjects["Ann"]["identity"], torch.full((128,), 0.25))
+    cfg.subjects = []
+    other = PVChat.from_config(cfg)
+    add_pack_subjects(other, pack)
+    assert torch.equal(other.qformer.anchor.keys[0].detach(), torch.full((128,), 0.25))

@@ -415,7 +415,9 @@ def _learn(references: list[Path], names: list[str], home: Path, preset: str, re
     # 3. train both stages from the shared subject-free base (checkpointed: a re-run resumes)
     check_cancel("stage1")
     base = build_base(base_dir(preset, home), preset, BASE_SEED)
-    model = with_subjects(base, names, seed=BASE_SEED)
+    from pvchat.faces.analyze import load_embedding
+
+    model = with_subjects(base, names, seed=BASE_SEED, faces={n: load_embedding(a) for n, a in zip(names, analyses)})
     report("stage1", 0.0)
 
     def on_step(stage: str, step: int, total: int, record: dict) -> None:
@@ -689,8 +691,8 @@ class Chat:
             self._activate(pack)
             _, features = self._video(video)
             mask = torch.tensor([[n in people for n in self.people]], device=self.device)
-            _, _, with_ = self.model.visual_tokens(features, mask)
-            _, _, without = self.model.visual_tokens(features, torch.zeros_like(mask))
+            with_ = self.model.visual_tokens(features, mask).stats
+            without = self.model.visual_tokens(features, torch.zeros_like(mask)).stats
         return {"layers": self.routed_layers(), "people": people,
                 "with": [[round(float(a), 4) for a in s.active_rate] for s in with_],
                 "without": [[round(float(a), 4) for a in s.active_rate] for s in without]}

@@ -35,7 +35,7 @@ def _write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
 def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = True, preset: str = PRESET) -> dict:
     """The demo as a function: returns the report it also writes to ``out/report.json``."""
     from pvchat.faces import FaceEngine
-    from pvchat.faces.analyze import analyze_video, write_analysis
+    from pvchat.faces.analyze import analyze_video, load_embedding, write_analysis
     from pvchat.synth.pipeline import synthesize_dataset
     from pvchat.train.stages import base_model, learn_stages
     from pvchat.world.api import World, make_world
@@ -92,7 +92,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
 
     # 5. train both stages (the base first answers about "the person": what personalisation adds)
     t = time.perf_counter()
-    model = base_model(out / "run", preset, [name], seed=seed)
+    model = base_model(out / "run", preset, [name], seed=seed, faces={name: load_embedding(out / "analysis")})
     describes = preset in DESCRIBES
     base_rows = _ask(model, queries, name, generic=True) if describes else []
     r1, r2 = learn_stages(model, manifest, out / "run", recipe=preset, subjects=[name], resume=True, progress=progress)

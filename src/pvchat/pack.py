@@ -172,7 +172,10 @@ def trained_parameters(model: PVChat, names: list[str], train_last_k: int = 0) -
 def _subject_tensors(model: PVChat, name: str) -> dict[str, torch.Tensor]:
     rows = llm_lib.subject_token_state(model.llm, {name: model.subject_ids[name]})  # input.<name>, output.<name>
     out = {key.split(".", 1)[0]: t for key, t in rows.items()}
-    out["queries"] = model.qformer.subject_queries[model.subjects.index(name)].detach().cpu().clone()
+    index = model.subjects.index(name)
+    out["queries"] = model.qformer.subject_queries[index].detach().cpu().clone()
+    if model.qformer.anchor is not None:
+        out["identity"] = model.qformer.anchor.keys[index].detach().cpu().clone()
     return out
 
 
@@ -364,6 +367,10 @@ def add_pack_subjects(model: PVChat, pack: ConceptPack) -> None:
             raise InputError(f"{pack.path}: query block of {name} is {tuple(parts['queries'].shape)}, "
                              f"the model's {tuple(block.shape)}")
         block.copy_(parts["queries"].to(block))
+        if model.qformer.anchor is not None:
+            if "identity" not in parts:
+                raise InputError(f"{pack.path}: {name} has no identity key, which this model's subject queries need")
+            model.qformer.anchor.keys[model.subjects.index(name)].copy_(parts["identity"].to(block))
 
 
 @torch.no_grad()

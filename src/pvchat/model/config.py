@@ -58,6 +58,9 @@ class QFormerConfig:
     # learnable queries: general + N per subject (supp. S1)
     num_general_queries: int = 32
     num_subject_queries: int = 16
+    # prime each subject's block with the person its identity key matches (model/identity.py);
+    # needs vision tokens that carry a face embedding (the person tower)
+    identity_anchor: bool = False
 
     def __post_init__(self):
         if self.routing not in ROUTING_MODES:
@@ -107,6 +110,10 @@ class PVChatConfig:
     max_frames: int = 16  # size of the learned temporal embedding
     subjects: list[str] = field(default_factory=list)  # names, one <name> token + query block each
     preset: str | None = None
+    # "linear" (the paper's projector) or "words": visual tokens as mixtures of the LLM's own word
+    # embeddings (model/projector.py), with ``word_loss`` weighting the answer-words term
+    projector: str = "linear"
+    word_loss: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

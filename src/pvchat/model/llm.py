@@ -181,6 +181,15 @@ class SubjectEmbedding(nn.Module):
         return torch.where(is_new.unsqueeze(-1), new, base)
 
 
+def word_embedding_matrix(llm: nn.Module) -> torch.Tensor:
+    """(V', D) the LLM's input embedding matrix of its own tokens (the rows pvchat adds excluded:
+    they live in :class:`NewRows`)."""
+    emb = llm.get_input_embeddings()
+    base = emb.base if isinstance(emb, SubjectEmbedding) else emb
+    base = getattr(base, "base_layer", base)  # a LoRA-wrapped embedding
+    return base.weight
+
+
 class SubjectHead(nn.Module):
     """A frozen output head plus new rows; with ``tied`` the rows are the embedding's own."""
 

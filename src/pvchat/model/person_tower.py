@@ -2,12 +2,13 @@
 
 No pretrained video ViT ships offline; EfficientNet-Lite0 (ImageNet) and dlib's face networks do
 (``pvchat.weights``). A frame becomes G grid tokens and F person tokens, all frozen, all of
-width D = 1280 + 144 = 1424::
+width D = 1280 + 184 = 1464::
 
     frame (S×S) ─┬─ EfficientNet-Lite0 at 224 px ─► 7×7 grid of 1280-d features, pooled to g×g  (g², D)
                  └─ dlib: faces, 68 landmarks, 128-d embedding; tracked across the clip
                     per person: EfficientNet over the body crop (face box widened, head to waist)
-                                ⧺ [embedding 128 | box 4 | present | pose 3 | mouth | motion 4 | …]   (F, D)
+                                ⧺ [embedding 128 | box 4 | present | pose 3 | mouth | motion 4 | …
+                                   | torso colour 30 | the track's motion over the clip 10]          (F, D)
 
     token layout  [0:1280]    CNN feature: grid cell, or mean over the person's body crop
                   [1280:1408] dlib embedding (person tokens)
@@ -15,6 +16,10 @@ width D = 1280 + 144 = 1424::
                   [1412]      present flag   [1413] grid flag   [1414:1416] grid cell centre x, y
                   [1416:1419] yaw, pitch, roll proxies from landmarks  [1419] mouth opening
                   [1420:1424] face-centre motion dx, dy since the previous frame; d(yaw), d(pitch)
+                  [1424:1454] torso colour: 3×3×3 RGB histogram of the chest below the face + mean RGB
+                  [1454:1464] the track over the whole clip (same in each of its frames): spread of the
+                              face centre x, y, of mouth opening, yaw, pitch; net displacement x, y;
+                              frame-difference energy left of, right of and above the body (arms)
 
 A person keeps their slot for the whole clip (greedy tracking by embedding distance, then box
 overlap), so the Q-former can read one person's motion across frames; the subject queries find
@@ -34,9 +39,10 @@ from torch import nn
 from pvchat.errors import ConfigError
 
 CNN_DIM = 1280
-EXTRA_DIM = 144
+EXTRA_DIM = 184
 TOKEN_DIM = CNN_DIM + EXTRA_DIM
 EMB, BOX, PRESENT, GRID, CELL, POSE, MOUTH, MOTION = 1280, 1408, 1412, 1413, 1414, 1416, 1419, 1420
+COLOUR, TRACK = 1424, 1454  # torso colour (30), the track's clip-level motion (10)
 LITE_MEAN, LITE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # EfficientNet-Lite's input scaling
 SAME_PERSON = 0.6  # dlib's verification threshold
 
@@ -61,6 +67,56 @@ def body_box(face_box, width: int, height: int) -> tuple[int, int, int, int]:
     bx0, bx1 = int(max(0, x0 - 1.2 * w)), int(min(width, x1 + 1.2 * w))
     by0, by1 = int(max(0, y0 - 0.3 * h)), int(min(height, y1 + 3.0 * h))
     return bx0, by0, max(bx1, bx0 + 1), max(by1, by0 + 1)
+
+
+def torso_box(face_box, width: int, height: int) -> tuple[int, int, int, int]:
+    """The chest below a face box: a quarter face width wider each side, from 0.5 to 1.8 face heights
+    under the chin (the top garment, clear of the head and usually of the arms)."""
+    x0, y0, x1, y1 = face_box
+    w, h = x1 - x0, y1 - y0
+    tx0, tx1 = int(max(0, x0 - 0.25 * w)), int(min(width, x1 + 0.25 * w))
+    ty0, ty1 = int(min(height - 1, y1 + 0.5 * h)), int(min(height, y1 + 1.8 * h))
+    return tx0, ty0, max(tx1, tx0 + 1), max(ty1, ty0 + 1)
+
+
+def colour_features(region: np.ndarray) -> np.ndarray:
+    """(h, w, 3) uint8 → (30,): a 3×3×3 RGB histogram (fractions) and the mean RGB in [0, 1]."""
+    px = region.reshape(-1, 3).astype(np.int64)
+    if not len(px):
+        return np.zeros(30, np.float32)
+    bins = np.minimum(px * 3 // 256, 2)
+    hist = np.bincount(bins[:, 0] * 9 + bins[:, 1] * 3 + bins[:, 2], minlength=27) / len(px)
+    return np.concatenate([hist, px.mean(0) / 255.0]).astype(np.float32)
+
+
+def arm_regions(face_box, width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Where arms move: beside the torso on either side, and above the head (a raised hand)."""
+    x0, y0, x1, y1 = face_box
+    w, h = x1 - x0, y1 - y0
+    boxes = [(x0 - 2.2 * w, y0 - 0.5 * h, x0 - 0.3 * w, y1 + 2.5 * h), (x1 + 0.3 * w, y0 - 0.5 * h, x1 + 2.2 * w, y1 + 2.5 * h),
+             (x0 - 1.0 * w, y0 - 1.5 * h, x1 + 1.0 * w, y0 - 0.1 * h)]
+    out = []
+    for bx0, by0, bx1, by1 in boxes:
+        bx0, by0 = int(np.clip(bx0, 0, width - 1)), int(np.clip(by0, 0, height - 1))
+        out.append((bx0, by0, int(np.clip(bx1, bx0 + 1, width)), int(np.clip(by1, by0 + 1, height))))
+    return out
+
+
+def track_motion(rgb: np.ndarray, slots: list[list], k: int, S: int) -> np.ndarray:
+    """(10,) how track ``k`` moves over the clip (see the layout above); zeros if seen in < 2 frames."""
+    seen = [(t, f) for t, frame in enumerate(slots) if (f := frame[k]) is not None]
+    if len(seen) < 2:
+        return np.zeros(10, np.float32)
+    cx = np.array([(f.box[0] + f.box[2]) / 2 / S for _, f in seen])
+    cy = np.array([(f.box[1] + f.box[3]) / 2 / S for _, f in seen])
+    geo = np.array([_landmark_geometry(f.landmarks) for _, f in seen])  # (n, 4) yaw pitch roll opening
+    energy = np.zeros(3)
+    for (t0, _), (t1, f) in zip(seen, seen[1:]):
+        diff = np.abs(rgb[t1].astype(np.int16) - rgb[t0].astype(np.int16)).mean(-1)  # (S, S)
+        for j, (bx0, by0, bx1, by1) in enumerate(arm_regions(f.box, S, S)):
+            energy[j] += diff[by0:by1, bx0:bx1].mean() / 255.0 / (len(seen) - 1)
+    return np.array([10 * cx.std(), 10 * cy.std(), 10 * geo[:, 3].std(), geo[:, 0].std(), geo[:, 1].std(),
+                     5 * (cx[-1] - cx[0]), 5 * (cy[-1] - cy[0]), *(10 * energy)], np.float32)
 
 
 def track(frames_faces: list[list], max_people: int) -> list[list]:
@@ -194,11 +250,18 @@ class PersonTower(nn.Module):
                     tok[MOTION:MOTION + 4] = torch.tensor([10 * (centre[0] - pc[0]), 10 * (centre[1] - pc[1]),
                                                            yaw - pyaw, pitch - ppitch])
                 prev[k] = (centre, (yaw, pitch))
+                tx0, ty0, tx1, ty1 = torso_box(f.box, S, S)
+                tok[COLOUR:COLOUR + 30] = torch.from_numpy(colour_features(rgb[t, ty0:ty1, tx0:tx1]))
                 bx0, by0, bx1, by1 = body_box(f.box, S, S)
                 crop = x01[t:t + 1, :, by0:by1, bx0:bx1]
                 crops.append(nn.functional.interpolate(crop, size=(self.crop_size, self.crop_size), mode="bilinear",
                                                        align_corners=False))
                 where.append((t, k))
+        for k in range(self.max_people):
+            motion = torch.from_numpy(track_motion(rgb, slots, k, S))
+            for t in range(T):
+                if slots[t][k] is not None:
+                    out[t, k, TRACK:TRACK + 10] = motion
         if crops:
             feats = self._cnn(torch.cat(crops)).mean((2, 3))  # (n, 1280): mean over the crop's grid
             for (t, k), v in zip(where, feats):

@@ -106,11 +106,14 @@ def small() -> PVChatConfig:
             routing="remoh", routed_layers=[2, 3], num_shared_heads=5, top_k=2,
             num_general_queries=16, num_subject_queries=8,
             reg_grad="router",  # as the face preset: the sparsity terms set the routers, the LM the rest
+            identity_anchor=True,  # each person's block starts from the face it matches (model/identity.py)
         ),
         # SmolLM2-135M-Instruct; LoRA on the attention projections keeps what it already says
         llm=LLMConfig(model_type="llama", weights="smollm2", tokenizer="pretrained", lora_r=8, lora_alpha=16,
                       lora_dropout=0.0, lora_targets=["q_proj", "k_proj", "v_proj", "o_proj"]),
         num_frames=8,
+        # visual tokens written as mixtures of SmolLM2's own words, which the answers ask for (projector.py)
+        projector="words", word_loss=1.0,
         preset="small",
     )
 

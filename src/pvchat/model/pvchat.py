@@ -7,12 +7,13 @@
         │ 2. + frame position, LayerNorm, flatten time     (B, T·N_v, C_v)
         ▼
     Q-former: general + in-play subject queries            (B, Q, D_q)   + routing stats
-        │ 3. linear projector                              (B, Q, D_llm)
+        │ 3. projector: linear, or word mixtures (projector.py)  (B, Q, D_llm)
         ▼
     LLM input embeddings with the visual tokens spliced in at the <video> placeholders
         │ 4. causal LM (LoRA) → logits; CE on answer tokens only
         ▼
     loss = L_LM + L_SPR + L_HAE  (Eq. 11)   [+ MoH load balance for routing="moh"]
+                                             [+ λ_w L_words (W4) with the word projector]
 
 A sample's subjects "in play" are the subject tokens its prompt contains; they select the
 Q-former's subject query blocks (supp. S4) and the number of <video> placeholders.
@@ -36,7 +37,8 @@ from pvchat.model import llm as llm_lib
 from pvchat.model.config import PVChatConfig
 from pvchat.model.face_tokens import FaceTokens
 from pvchat.model.losses import SparsityController, routed_modules
-from pvchat.model.person_tower import PersonTower
+from pvchat.model.person_tower import EMB, PRESENT, PersonTower
+from pvchat.model.projector import AnswerWords, WordProjector, answer_words_loss, build_projector
 from pvchat.model.prompt import IGNORE_INDEX, ChatTemplate, EncodedPrompt, validate_name
 from pvchat.model.qformer import QFormer
 from pvchat.model.tokenizer import build_tiny_tokenizer, ensure_chat_tokens
@@ -56,6 +58,15 @@ class PVChatOutput:
     moh_balance: torch.Tensor
     logits: torch.Tensor
     routing: list  # RoutingStats per routed module
+    words: torch.Tensor | None = None  # the answer-words term (W4), with the word projector
+
+
+@dataclass
+class VisualTokens:
+    tokens: torch.Tensor  # (B, Q, D_llm)
+    keep: torch.Tensor  # (B, Q) bool: the sample's own tokens
+    stats: list  # RoutingStats per routed module
+    words: torch.Tensor | None = None  # (B, Q, V) word mixtures π of the word projector (W2)
 
 
 class PVChat(nn.Module):
@@ -75,8 +86,12 @@ class PVChat(nn.Module):
         Cv = vision.hidden_size
         self.frame_position = nn.Parameter(torch.zeros(config.max_frames, Cv))  # temporal order of frames
         self.vision_norm = nn.LayerNorm(Cv, eps=1e-12)  # as InternVideo2-Chat's vision_layernorm
-        self.qformer = QFormer(config.qformer, Cv)
-        self.projector = nn.Linear(config.qformer.hidden_size, llm.get_input_embeddings().embedding_dim)
+        anchor = (EMB, PRESENT) if isinstance(vision, PersonTower) else None
+        self.qformer = QFormer(config.qformer, Cv, anchor_layout=anchor)
+        vocab = getattr(tokenizer, "vocab_size", None) or len(tokenizer)
+        self.projector = build_projector(config.projector, config.qformer.hidden_size,
+                                         llm.get_input_embeddings().embedding_dim, vocab)
+        self.answer_words = AnswerWords(tokenizer, vocab)
         self.llm = llm
         self.tokenizer = tokenizer
         self.template = ChatTemplate(tokenizer, config.qformer.num_general_queries, config.qformer.num_subject_queries)
@@ -137,6 +152,15 @@ class PVChat(nn.Module):
         self.config.subjects.append(name)
         return ids[name]
 
+    @torch.no_grad()
+    def set_identity(self, name: str, embedding) -> None:
+        """Start ``name``'s identity key (model/identity.py) at a face embedding: the reference video's
+        mean dlib embedding. A model without the anchor has no key and ignores it."""
+        if self.qformer.anchor is None:
+            return
+        key = self.qformer.anchor.keys[self.subjects.index(name)]
+        key.copy_(torch.as_tensor(embedding, dtype=key.dtype, device=key.device).reshape(key.shape))
+
     @property
     def subjects(self) -> list[str]:
         return list(self.config.subjects)
@@ -152,18 +176,21 @@ class PVChat(nn.Module):
         """(B, T, 3, H, W) → per-frame vision features (B, T, N_v, C_v). Cacheable while the tower is frozen."""
         return self.vision(pixel_values)
 
-    def visual_tokens(self, vision_features: torch.Tensor, subject_mask: torch.Tensor):
-        """Steps 2–3: vision features → Q-former → projector. Returns (tokens, keep, stats)."""
+    def visual_tokens(self, vision_features: torch.Tensor, subject_mask: torch.Tensor) -> VisualTokens:
+        """Steps 2–3: vision features → Q-former → projector."""
         B, T, Nv, Cv = vision_features.shape
         if T > self.config.max_frames:
             raise ConfigError(f"{T} frames > max_frames {self.config.max_frames}")
-        # 2. add the frame's position, normalise, flatten time into the token axis   (B, T·N_v, C_v)
-        x = vision_features + self.frame_position[:T, None, :].to(vision_features.dtype)
-        x = self.vision_norm(x).reshape(B, T * Nv, Cv)
-        # Q-former over the general queries and the subject blocks in play              (B, Q, D_q)
-        q, keep, stats = self.qformer(x, subject_mask)
+        # 2. add the frame's position, normalise                                      (B, T, N_v, C_v)
+        x = self.vision_norm(vision_features + self.frame_position[:T, None, :].to(vision_features.dtype))
+        # Q-former over the general queries and the subject blocks in play (time flattened into
+        # the token axis; the identity anchor reads the frames as they are)             (B, Q, D_q)
+        q, keep, stats = self.qformer(x.reshape(B, T * Nv, Cv), subject_mask, frames=(vision_features, x))
         # 3. project into the LLM's embedding space                                      (B, Q, D_llm)
-        return self.projector(q), keep, stats
+        if isinstance(self.projector, WordProjector):
+            tokens, words = self.projector(q, llm_lib.word_embedding_matrix(self.llm))
+            return VisualTokens(tokens, keep, stats, words)
+        return VisualTokens(self.projector(q), keep, stats)
 
     def subject_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, S) bool: subject s is in play in sample b iff its token occurs in the first text turn,
@@ -175,10 +202,11 @@ class PVChat(nn.Module):
         head = (input_ids == self.template.close_id).cumsum(1) < 2  # the video turn and the first text turn
         return ((input_ids[:, :, None] == ids[None, None, :]) & head[:, :, None]).any(1)
 
-    def embed_inputs(self, input_ids, vision_features) -> tuple[torch.Tensor, list]:
+    def embed_inputs(self, input_ids, vision_features) -> tuple[torch.Tensor, VisualTokens]:
         """Token embeddings with the visual tokens written into the ``<video>`` placeholders."""
         embeds = self.llm.get_input_embeddings()(input_ids)  # (B, L, D_llm)
-        visual, keep, stats = self.visual_tokens(vision_features, self.subject_mask(input_ids))
+        v = self.visual_tokens(vision_features, self.subject_mask(input_ids))
+        visual, keep = v.tokens, v.keep
         slots = input_ids == self.template.video_id  # (B, L)
         if not torch.equal(slots.sum(1), keep.sum(1)):
             raise ConfigError(
@@ -186,7 +214,7 @@ class PVChat(nn.Module):
                 f"{keep.sum(1).tolist()} visual tokens; build prompts with model.template"
             )
         embeds = embeds.masked_scatter(slots.unsqueeze(-1), visual[keep].to(embeds.dtype))
-        return embeds, stats
+        return embeds, v
 
     # -------------------------------------------------------------- forward
     def forward(
@@ -204,7 +232,8 @@ class PVChat(nn.Module):
                 raise ConfigError("forward needs pixel_values or vision_features")
             vision_features = self.encode_video(pixel_values)
         # 2–3. Q-former + projector, spliced into the LLM's input embeddings             (B, L, D_llm)
-        embeds, stats = self.embed_inputs(input_ids, vision_features)
+        embeds, visual = self.embed_inputs(input_ids, vision_features)
+        stats = visual.stats
         # 4. the LLM; CE on the answer tokens (labels are −100 elsewhere). With labels, the head
         #    runs only at the positions that predict an answer token (any row of the batch): the
         #    vocabulary projection of every prompt position is skipped.                  (B, K, V)
@@ -217,7 +246,11 @@ class PVChat(nn.Module):
         lm = nn.functional.cross_entropy(out.logits.float().flatten(0, 1), labels[:, keep + 1].flatten(),
                                          ignore_index=IGNORE_INDEX)
         loss = lm + reg["spr"] + reg["hae"] + reg["moh_balance"]  # Eq. 11
-        return PVChatOutput(loss, lm, reg["spr"], reg["hae"], reg["moh_balance"], out.logits, stats)
+        words = None
+        if visual.words is not None and self.config.word_loss > 0:  # (W4), projector.py
+            words = answer_words_loss(visual.words, visual.keep, labels, self.answer_words)
+            loss = loss + self.config.word_loss * words
+        return PVChatOutput(loss, lm, reg["spr"], reg["hae"], reg["moh_balance"], out.logits, stats, words)
 
     def prepare(self, question: str, answer: str | None = None, history=None) -> EncodedPrompt:
         """Encode one turn with the chat template (validates names and reserved tokens)."""

@@ -11,6 +11,9 @@ Queries (supp. S1, S4)::
     subject 0 (N, D)├─► concat ─► LayerNorm ─► L × [self-attn ─► (cross-attn) ─► FFN] ─► (B, Q, D)
     subject 1 (N, D)┘     a subject's block is masked (as keys) and its outputs dropped
                           unless that subject is in play for the sample
+
+With ``identity_anchor`` (the ``small`` preset) each block is first primed with the person it
+matches in the clip (model/identity.py); the layers are the same.
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from torch import nn
 from pvchat.errors import ConfigError
 from pvchat.model.attention import HeadRoutedAttention, RoutingStats
 from pvchat.model.config import QFormerConfig
+from pvchat.model.identity import IdentityAnchor
+
+# parameter names that belong to one person (their query block, their identity key): trained in
+# the subject group, stored in that person's concept pack, never in a shared alignment
+SUBJECT_PARAMETERS = ("subject_queries.", "anchor.keys.")
 
 
 class QFormerLayer(nn.Module):
@@ -74,9 +82,12 @@ class QFormer(nn.Module):
         cfg: sizes, routing and query counts.
         vision_width: width of the vision features it cross-attends to.
         num_subjects: subject query blocks to create now (more can be added with :meth:`add_subject`).
+        anchor_layout: ``(embedding offset, presence channel)`` of the vision tokens, needed when
+            ``cfg.identity_anchor`` is set.
     """
 
-    def __init__(self, cfg: QFormerConfig, vision_width: int, num_subjects: int = 0):
+    def __init__(self, cfg: QFormerConfig, vision_width: int, num_subjects: int = 0,
+                 anchor_layout: tuple[int, int] | None = None):
         super().__init__()
         self.cfg = cfg
         D = cfg.hidden_size
@@ -89,6 +100,12 @@ class QFormer(nn.Module):
             QFormerLayer(cfg, vision_width, has_cross=i % cfg.cross_attention_freq == 0, routed=i in routed)
             for i in range(cfg.num_layers)
         )
+        self.anchor = None
+        if cfg.identity_anchor:
+            if anchor_layout is None:
+                raise ConfigError("qformer.identity_anchor needs vision tokens with a face embedding "
+                                  "(vision.model_type 'person')")
+            self.anchor = IdentityAnchor(vision_width, D, *anchor_layout)
         for _ in range(num_subjects):
             self.add_subject()
 
@@ -96,10 +113,14 @@ class QFormer(nn.Module):
     def num_subjects(self) -> int:
         return len(self.subject_queries)
 
-    def add_subject(self, init: torch.Tensor | None = None) -> int:
-        """Append one subject's N-query block (N(0, 0.02) like the official init); returns its index.
+    def subject_parameters(self, s: int) -> list[nn.Parameter]:
+        """Subject ``s``'s own parameters: its query block and, with the anchor, its identity key."""
+        return [self.subject_queries[s]] + ([self.anchor.keys[s]] if self.anchor is not None else [])
 
-        Existing blocks and every other weight are left untouched.
+    def add_subject(self, init: torch.Tensor | None = None) -> int:
+        """Append one subject's N-query block (N(0, 0.02) like the official init) and, with the
+        anchor, a zero identity key (set it from the person's face: ``anchor.keys[s]``); returns
+        its index. Existing blocks and every other weight are left untouched.
         """
         N, D = self.cfg.num_subject_queries, self.cfg.hidden_size
         ref = self.general_queries
@@ -107,6 +128,8 @@ class QFormer(nn.Module):
         if block.shape != (N, D):
             raise ConfigError(f"subject query block must have shape {(N, D)}, got {tuple(block.shape)}")
         self.subject_queries.append(nn.Parameter(block))
+        if self.anchor is not None:
+            self.anchor.add_subject()
         return len(self.subject_queries) - 1
 
     def query_layout(self, subject_mask: torch.Tensor) -> tuple[list[int], torch.Tensor]:
@@ -132,6 +155,7 @@ class QFormer(nn.Module):
         vision_features: torch.Tensor,
         subject_mask: torch.Tensor | None = None,
         vision_mask: torch.Tensor | None = None,
+        frames: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, list[RoutingStats]]:
         """Run the queries over the vision tokens.
 
@@ -139,6 +163,8 @@ class QFormer(nn.Module):
             vision_features: (B, S_v, C_v) vision tokens of all frames.
             subject_mask: (B, num_subjects) bool; None means no subject is in play.
             vision_mask: optional (B, S_v) keep-mask over the vision tokens.
+            frames: for the identity anchor, ``(raw, tokens)``: the tokens per frame (B, T, N, C_v) as
+                the tower gave them and as ``vision_features`` holds them (S_v = T·N).
 
         Returns:
             ``(queries, keep, stats)``: query outputs (B, Q, D) for the general queries and the blocks
@@ -155,7 +181,16 @@ class QFormer(nn.Module):
 
         # 1. learnable queries: general + the subject blocks in play          (B, Q, D)
         queries = torch.cat([self.general_queries] + [self.subject_queries[s] for s in blocks], dim=0)
-        x = self.embed_dropout(self.embed_norm(queries)).unsqueeze(0).expand(B, -1, -1)
+        queries = queries.unsqueeze(0).expand(B, -1, -1)
+        if self.anchor is not None and blocks:
+            # 1b. each block primed with the person it matches, frame by frame (model/identity.py)  (B, S', D)
+            if frames is None:
+                raise ConfigError("the identity anchor needs the per-frame tokens (frames=(raw, tokens))")
+            G, N = self.cfg.num_general_queries, self.cfg.num_subject_queries
+            prime = self.anchor(frames[0], frames[1], blocks)
+            queries = queries + torch.cat([prime.new_zeros(B, G, prime.shape[-1]),
+                                           prime.repeat_interleave(N, dim=1)], 1)
+        x = self.embed_dropout(self.embed_norm(queries))
 
         # 2. L layers; a sample's queries never see another subject's masked block (supp. S4)
         stats: list[RoutingStats] = []

@@ -62,7 +62,7 @@ class TrainResult:
 def parameter_groups(model: PVChat, recipe: StageRecipe, subjects: list[str]) -> list[dict[str, Any]]:
     """Freeze everything, then unfreeze what this stage trains, grouped by learning rate.
 
-    * subject: the rows of the trained subjects' tokens and their query blocks (lr 1e-4)
+    * subject: the rows of the trained subjects' tokens, their query blocks and identity keys (lr 1e-4)
     * qformer: the Q-former (ReMoH routers included), projector, frame positions, vision norm (1e-5)
     * lora: the LLM's LoRA weights (1e-5); the whole LLM when the config has no adapter (lora_r 0)
     * vision: the last K vision blocks, stage 2 only (1e-5)
@@ -77,8 +77,8 @@ def parameter_groups(model: PVChat, recipe: StageRecipe, subjects: list[str]) ->
     llm_lib.set_subject_trainable(model.llm, ids, True)
     groups["subject"] += [p for p in llm_lib.new_token_parameters(model.llm) if p.requires_grad]
     for name in subjects:
-        groups["subject"].append(model.qformer.subject_queries[model.subjects.index(name)])
-    subject_block_ids = {id(p) for p in model.qformer.subject_queries}
+        groups["subject"] += model.qformer.subject_parameters(model.subjects.index(name))
+    subject_block_ids = {id(p) for s in range(model.qformer.num_subjects) for p in model.qformer.subject_parameters(s)}
     groups["qformer"] += [p for p in model.qformer.parameters() if id(p) not in subject_block_ids]
     groups["qformer"] += [*model.projector.parameters(), *model.vision_norm.parameters(), model.frame_position]
     new_rows = {id(p) for p in llm_lib.new_token_parameters(model.llm)}

@@ -218,97 +218,87 @@ def extract_features(model: PVChat, clips: list[Path], out: Path, workers: int =
 
 
 # ------------------------------------------------------------------ Q-former warm-up (no LLM)
-def answer_labels(qa_type: str, answer: str, label: bool | None) -> dict[str, int]:
-    """Class labels an alignment answer states (world vocabulary): top colour and kind, action,
-    present, left/right. Empty where the answer states none."""
-    from pvchat.world.actions import ACTIONS
-    from pvchat.world.people import COLOURS, TOP_KINDS
+@torch.no_grad()
+def identity_keys_from_features(model: PVChat, records: list[ClipRecord], root: Path,
+                                 features: dict[Path, torch.Tensor]) -> dict[str, int]:
+    """Start each subject's identity key at the mean face embedding of the person tokens of the clips
+    where that subject is alone (so the key is the face the data shows, as a reference video's mean
+    embedding is for a learned person). Returns clips used per subject; subjects never alone keep theirs."""
+    from pvchat.model.identity import EMBED_DIM
+    from pvchat.model.person_tower import EMB, PRESENT
 
-    words = answer.rstrip(".").replace(",", "").split()
-    out: dict[str, int] = {}
-    if qa_type == "existence" and label is not None:
-        out["present"] = int(bool(label))
-    elif qa_type == "appearance" and "wearing" in words:
-        rest = words[words.index("wearing") + 1:]
-        colour = next((w for w in rest if w in COLOURS), None)
-        kind = next((w for w in rest if w in TOP_KINDS), None)
-        if colour is not None and kind is not None:
-            out["colour"], out["kind"] = list(COLOURS).index(colour), TOP_KINDS.index(kind)
-    elif qa_type == "action":
-        phrases = [a.phrase for a in ACTIONS.values()]
-        found = [i for i, p in enumerate(phrases) if answer.rstrip(".").endswith(" " + p)]
-        if found:
-            out["action"] = found[0]
-    elif qa_type == "location":
-        if "to the left of" in answer:
-            out["side"] = 0
-        elif "to the right of" in answer:
-            out["side"] = 1
-    return out
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    for r in records:
+        clip = Path(root) / r.clip
+        if len(r.people) != 1 or r.people[0] not in model.subject_ids or clip not in features:
+            continue
+        f = features[clip][0].float()  # (T, N, C)
+        faces = f[f[..., PRESENT] > 0.5][:, EMB:EMB + EMBED_DIM]
+        if len(faces):
+            who = r.people[0]
+            sums[who] = sums.get(who, torch.zeros(EMBED_DIM)) + faces.mean(0)
+            counts[who] = counts.get(who, 0) + 1
+    for who, total in sums.items():
+        model.set_identity(who, total / counts[who])
+    return counts
 
 
-def warm_qformer(model: PVChat, dataset: QADataset, features: dict[Path, torch.Tensor], steps: int = 1500,
-                 batch_size: int = 32, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> list[float]:
-    """Teach the Q-former and projector to carry what the answers need before the LLM reads them
-    (as BLIP-2's first stage trains its Q-former without the LLM): linear heads on the projected
-    tokens of the queries the question puts in play (the subject's block, or the general queries
-    for "the person") predict the answer's top colour and kind, action and presence; the two
-    subjects' blocks of a left/right question predict the side. The heads are dropped after.
-    Returns the loss per step."""
+def warm_words(model: PVChat, dataset: QADataset, features: dict[Path, torch.Tensor], steps: int = 400,
+               batch_size: int = 16, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> list[float]:
+    """Teach the Q-former and the word projector to carry what the answers say before the LLM reads
+    them (as BLIP-2's first stage trains its Q-former without the LLM): only the answer-words term
+    (W4, model/projector.py), so a step costs no LLM pass. Identity keys, the anchor, the queries,
+    the projector, frame positions and the vision norm train. Returns the loss per step."""
     from tqdm.auto import tqdm
 
-    from pvchat.world.actions import ACTIONS
-    from pvchat.world.people import COLOURS, TOP_KINDS
+    from pvchat.model.projector import WordProjector, answer_words_loss
+    from pvchat.model.prompt import IGNORE_INDEX
 
-    D = model.projector.out_features
-    heads = torch.nn.ModuleDict({"colour": torch.nn.Linear(D, len(COLOURS)), "kind": torch.nn.Linear(D, len(TOP_KINDS)),
-                                 "action": torch.nn.Linear(D, len(ACTIONS)), "present": torch.nn.Linear(D, 2),
-                                 "side": torch.nn.Linear(2 * D, 2)})
+    if not isinstance(model.projector, WordProjector):
+        raise ConfigError("warm_words needs the word projector (config.projector 'words')")
     items = []
     for s in dataset.samples:
-        labels = answer_labels(s.type, s.answer, s.label)
-        if labels:
-            items.append((s, labels, model.prepare(s.question).subjects))
+        enc = model.prepare(s.question, s.answer)
+        items.append((s.clip, torch.tensor(enc.labels), enc.subjects))
     trained = [*model.qformer.parameters(), *model.projector.parameters(), *model.vision_norm.parameters(),
                model.frame_position]
     for p in model.parameters():
         p.requires_grad_(False)
     for p in trained:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW([*trained, *heads.parameters()], lr=lr, weight_decay=0.01)
-    G, N = model.config.qformer.num_general_queries, model.config.qformer.num_subject_queries
+    opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.01)
     index = {n: i for i, n in enumerate(model.subjects)}
     gen = torch.Generator().manual_seed(seed)
     losses = []
     model.train()
-    for _ in tqdm(range(steps), desc="Q-former warm-up", disable=not progress):
+    for _ in tqdm(range(steps), desc="Q-former warm-up (answer words)", disable=not progress):
         batch = [items[int(i)] for i in torch.randint(len(items), (batch_size,), generator=gen)]
-        feats = torch.cat([features[s.clip] for s, _, _ in batch])
+        feats = torch.cat([features[clip] for clip, _, _ in batch])
         mask = torch.zeros(len(batch), len(model.subjects), dtype=torch.bool)
         for b, (_, _, who) in enumerate(batch):
             for n in who:
                 mask[b, index[n]] = True
-        tokens, _, _ = model.visual_tokens(feats, mask)  # (B, Q, D)
-        blocks = [s for s in range(mask.shape[1]) if bool(mask[:, s].any())]
-        loss = torch.zeros(())
-        for b, (_, labels, who) in enumerate(batch):
-            pooled = [tokens[b, G + N * blocks.index(index[n]): G + N * (blocks.index(index[n]) + 1)].mean(0)
-                      for n in who] or [tokens[b, :G].mean(0)]
-            for key, y in labels.items():
-                x = torch.cat(pooled[:2]) if key == "side" else pooled[0]
-                if key == "side" and len(pooled) < 2:
-                    continue
-                loss = loss + torch.nn.functional.cross_entropy(heads[key](x)[None], torch.tensor([y]))
-        loss = loss / len(batch)
+        labels = torch.nn.utils.rnn.pad_sequence([y for _, y, _ in batch], batch_first=True, padding_value=IGNORE_INDEX)
+        v = model.visual_tokens(feats, mask)
+        loss = answer_words_loss(v.words, v.keep, labels, model.answer_words)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([*trained, *heads.parameters()], 1.0)
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         losses.append(float(loss.detach()))
     return losses
 
 
 ALIGNED_PARTS = ("qformer.", "projector.", "vision_norm.", "frame_position", "sparsity.")
+
+
+def _aligned(key: str) -> bool:
+    """A state-dict key alignment ships: the shared parts and LoRA, never one person's own tensors."""
+    from pvchat.model.qformer import SUBJECT_PARAMETERS
+
+    shared = key.startswith(ALIGNED_PARTS) and not any(m in key for m in SUBJECT_PARAMETERS)
+    return shared or "lora_" in key
 
 
 def alignment_state(model: PVChat) -> dict[str, torch.Tensor]:
@@ -318,7 +308,7 @@ def alignment_state(model: PVChat) -> dict[str, torch.Tensor]:
     from pvchat.model import llm as llm_lib
 
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-             if (k.startswith(ALIGNED_PARTS) and "subject_queries" not in k) or "lora_" in k}
+             if _aligned(k)}
     if model.subjects:
         state["subject_init.queries"] = torch.stack([q.detach() for q in model.qformer.subject_queries]).mean(0)
         rows = llm_lib.subject_token_state(model.llm, model.subject_ids)
@@ -336,7 +326,7 @@ def apply_alignment(model: PVChat, state: dict[str, torch.Tensor]) -> None:
     own = model.state_dict()
     parts = {k: v for k, v in state.items() if not k.startswith("subject_init.")}
     bad = sorted(k for k, v in parts.items() if k not in own or own[k].shape != v.shape)
-    missing = sorted(k for k in own if ((k.startswith(ALIGNED_PARTS) and "subject_queries" not in k) or "lora_" in k)
+    missing = sorted(k for k in own if _aligned(k)
                      and k not in parts)
     if bad or missing:
         raise InputError(f"the alignment weights do not fit this model (unexpected or misshapen {bad[:3]}, "

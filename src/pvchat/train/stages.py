@@ -70,10 +70,11 @@ def shipped_alignment(preset: str) -> dict[str, torch.Tensor] | None:
     return load_tensors(Path(str(path))) if path.is_file() else None
 
 
-def with_subjects(base: Path, subjects: list[str], seed: int = 0) -> PVChat:
+def with_subjects(base: Path, subjects: list[str], seed: int = 0, faces: dict | None = None) -> PVChat:
     """Load a saved model and add the subjects it lacks: their rows and query blocks start from the
     base's aligned people (the mean row and block, plus noise drawn from ``seed``) when the preset
-    has an alignment, else are drawn from ``seed``."""
+    has an alignment, else are drawn from ``seed``. ``faces`` (name → the reference's mean face
+    embedding, ``faces.analyze.load_embedding``) starts the identity keys of models that have them."""
     model = PVChat.from_pretrained(base)
     torch.manual_seed(seed)
     init = shipped_alignment(model.config.preset) if model.config.preset else None
@@ -82,6 +83,8 @@ def with_subjects(base: Path, subjects: list[str], seed: int = 0) -> PVChat:
             model.add_subject(name)
             if init is not None and "subject_init.queries" in init:
                 init_subject(model, name, init)
+            if faces and name in faces:
+                model.set_identity(name, faces[name])
     return model
 
 
@@ -100,10 +103,10 @@ def init_subject(model: PVChat, name: str, init: dict[str, torch.Tensor]) -> Non
     llm_lib.load_subject_token_state(model.llm, {name: model.subject_ids[name]}, rows)
 
 
-def base_model(out: Path, preset: str, subjects: list[str], seed: int = 0) -> PVChat:
+def base_model(out: Path, preset: str, subjects: list[str], seed: int = 0, faces: dict | None = None) -> PVChat:
     """The model training starts from: the subject-free base of ``preset`` (built once and saved in
     ``out/base``) with ``subjects`` added, so a resumed run continues on exactly the same weights."""
-    return with_subjects(build_base(Path(out) / "base", preset, seed), subjects, seed)
+    return with_subjects(build_base(Path(out) / "base", preset, seed), subjects, seed, faces)
 
 
 def learn_stages(model: PVChat, manifest: Path, out: Path, recipe: str | Path = "demo",
