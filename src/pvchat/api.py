@@ -21,6 +21,7 @@ from pathlib import Path
 import pvchat.learn as pipeline
 from pvchat.chat import Answer, Chat, pack_names  # noqa: F401 (API)
 from pvchat.errors import InputError
+from pvchat.faces.analyze import analyze_video, write_analysis
 from pvchat.io import read_json, write_json
 from pvchat.learn import (  # noqa: F401 (API)
     COMPOSED_CLIPS,
@@ -30,8 +31,12 @@ from pvchat.learn import (  # noqa: F401 (API)
     check_weights,
     synth_recipe as _synth_recipe,  # noqa: F401 (eval/ablate.py imports it from here)
 )
+from pvchat.locks import hold
+from pvchat.model.presets import get_preset
 from pvchat.model.prompt import NAME_PATTERN, names_in  # noqa: F401 (API)
 from pvchat.pack import CARD, read_card
+from pvchat.train.stages import stage_recipes
+from pvchat.video import check_video
 from pvchat.workspace import (  # noqa: F401 (API)
     BASE_SEED,
     DEFAULT_HOME,
@@ -55,8 +60,6 @@ def find_people(reference: Path, out: Path) -> dict:
     Returns ``{"people": [{"index", "num_faces", "best_face"}], "contact_sheet", "subject"}``; people are
     numbered by how often they are seen, and ``subject`` is the one learn picks by default.
     """
-    from pvchat.faces.analyze import analyze_video, write_analysis
-
     out = Path(out)
     analysis = analyze_video(Path(reference), progress=False)
     write_analysis(analysis, out, overwrite=True)
@@ -98,8 +101,6 @@ def learn(
             info is the latest training log record (loss, lm, spr, hae, sparsity, ...) plus ``total``.
         cancel: set it to stop at the next step with :class:`Cancelled` ("cancelled"); files stay resumable.
     """
-    from pvchat.locks import hold
-
     references = [Path(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
     names = list(name) if isinstance(name, (list, tuple)) else [name]
     if not 1 <= len(names) <= 3 or len(names) != len(references):
@@ -133,10 +134,6 @@ def _drop_unstarted(paths: PersonPaths) -> None:
 def _learn(references: list[Path], names: list[str], home: Path, preset: str, recipe: str | Path, person: int | None,
            progress: ProgressFn | None, cancel: threading.Event | None, lock: int) -> dict:
     """:func:`learn` while holding the people's lock (``lock``, its descriptor: the synthesis child inherits it)."""
-    from pvchat.model.presets import get_preset
-    from pvchat.train.stages import stage_recipes
-    from pvchat.video import check_video
-
     t0 = time.perf_counter()
     paths = group_paths(names, home)
     name = GROUP_JOIN.join(names)
@@ -194,8 +191,6 @@ def forget(name: str, home: Path = DEFAULT_HOME) -> list[Path]:
     (``people/Ann+Ben``) shares one model with them: that whole group goes. The reference video itself
     is the user's and stays. An unknown name, or one being learned right now, is an :class:`InputError`.
     """
-    from pvchat.locks import hold
-
     paths = person_paths(name, home)
     if not paths.root.is_dir():
         paths = group_of(name, Path(home)) or paths

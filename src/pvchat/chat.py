@@ -27,6 +27,7 @@ from pvchat.model.prompt import RESERVED
 from pvchat.model.pvchat import CONFIG_NAME, WEIGHTS_NAME, PVChat
 from pvchat.pack import ConceptPack, add_pack_subjects, apply_shared, base_info, check_fits, load_pack
 from pvchat.train.stages import build_base
+from pvchat.video import check_video
 from pvchat.workspace import BASE_SEED, DEFAULT_HOME, base_dir, pack_path
 
 
@@ -151,8 +152,6 @@ class Chat:
         stat = video.stat() if video.is_file() else None
         key = (str(video.resolve()), stat.st_mtime_ns if stat else None, stat.st_size if stat else None)
         if key not in self._features:
-            from pvchat.video import check_video
-
             check_video(video)  # the one rule for what a video is (pvchat.video.check_video)
             frames, pixels = self.model.read_video(video)  # InputError if unreadable
             with torch.no_grad():

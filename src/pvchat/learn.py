@@ -30,12 +30,17 @@ from pvchat.choices import STAGES  # noqa: F401 (the stages progress reports nam
 from pvchat.errors import InputError, PVChatError
 from pvchat.faces.analyze import analyze_video, load_embedding, write_analysis
 from pvchat.io import read_json
+from pvchat.model.presets import get_preset
 from pvchat.model.pvchat import PVChat
 from pvchat.pack import write_pack
+from pvchat.proc import die_with_parent
+from pvchat.synth.compose import compose_dataset
 from pvchat.synth.negatives import Pool, PoolItems
+from pvchat.synth.pipeline import SYNTH_RECIPES, get_synth_recipe, synthesize_dataset
 from pvchat.train import stages
 from pvchat.train.loop import TrainingCancelled, TrainResult, read_log
 from pvchat.train.recipe import load_recipes
+from pvchat.weights import resolve_cnn, resolve_llm
 from pvchat.workspace import BASE_SEED
 
 COMPOSED_CLIPS = 24  # clips of people learned together (pvchat compose); a recipe's compose_clips: overrides
@@ -63,8 +68,6 @@ def recipe_setting(recipe: str | Path) -> str:
 
 def synth_recipe(recipe: str | Path) -> str:
     """The synthesis recipe: the training recipe's ``synthesize:`` key, else the one of the same name, else demo."""
-    from pvchat.synth.pipeline import SYNTH_RECIPES, get_synth_recipe
-
     chosen = load_recipes(stages.recipe_path(recipe)).get("synthesize")
     if chosen is None:
         chosen = str(recipe) if str(recipe) in SYNTH_RECIPES else "demo"
@@ -75,9 +78,6 @@ def synth_recipe(recipe: str | Path) -> str:
 def check_weights(preset: str) -> None:
     """The preset's pretrained weights are at hand (carrier packages or the user's folders): a missing
     one is an :class:`InputError` before any work is done."""
-    from pvchat.model.presets import get_preset
-    from pvchat.weights import resolve_cnn, resolve_llm
-
     cfg = get_preset(preset)
     if cfg.vision.model_type == "person":
         resolve_cnn(cfg.vision.weights)
@@ -126,8 +126,6 @@ def synthesize(analysis: Path, name: str, data: Path, recipe: str, pool: Pool | 
             synthesize_in_child(analysis, name, data, recipe, lambda f, i: _report(progress, "synthesize", f, i),
                                 cancel, lock, pool=pool)
         else:
-            from pvchat.synth.pipeline import synthesize_dataset
-
             synthesize_dataset(analysis, name, data, pool=world_pool() if pool is None else pool, recipe=recipe,
                                progress=verbose)
     summary = read_json(data / "summary.json")
@@ -142,9 +140,6 @@ def compose(names: list[str], analyses: list[Path], data: Path, recipe: str | Pa
     if not (data / "summary.json").is_file():
         check_cancel(cancel, "synthesize", "+".join(names))
         _report(progress, "synthesize", 0.0)
-        from pvchat.synth.compose import compose_dataset
-        from pvchat.synth.pipeline import get_synth_recipe
-
         clips = int(load_recipes(stages.recipe_path(recipe)).get("compose_clips", COMPOSED_CLIPS))
         compose_dataset(list(zip(names, analyses)), data, clips=clips, progress=False, qa=get_synth_recipe(synth).qa)
     summary = read_json(data / "summary.json")
@@ -206,11 +201,7 @@ _ERROR = "pvchat-error: "  # how the synthesize child reports a user-facing erro
 def _synthesize_main() -> None:
     """Body of the synthesize child process; ``sys.argv[1]`` is the JSON of synthesize_dataset's arguments
     (``pool`` null: :func:`world_pool`)."""
-    from pvchat.proc import die_with_parent
-
     die_with_parent(int(sys.argv[2]) if len(sys.argv) > 2 else None)  # a kill -9 of learn ends this child too
-    from pvchat.synth.pipeline import synthesize_dataset
-
     kwargs = json.loads(sys.argv[1])
     try:
         if kwargs.get("pool") is None:
@@ -228,8 +219,6 @@ def synthesize_in_child(analysis: Path, name: str, out: Path, recipe: str, repor
     to ``synthesize.log`` beside ``out``. The child dies with this process, and inherits ``lock`` (the
     person's lock descriptor), so a re-run after a kill cannot start while it still runs. ``pool``: a
     directory, or None for :func:`world_pool`."""
-    from pvchat.synth.pipeline import get_synth_recipe
-
     if pool is not None and not isinstance(pool, (str, Path)):
         raise TypeError("a synthesis child takes its pool as a directory (or None: the offline world's people)")
     r = get_synth_recipe(recipe)
