@@ -29,7 +29,6 @@ from pvchat.learn import (  # noqa: F401 (API)
     Cancelled,
     ProgressFn,
     check_weights,
-    synth_recipe as _synth_recipe,  # noqa: F401 (eval/ablate.py imports it from here)
 )
 from pvchat.locks import hold
 from pvchat.model.presets import get_preset
