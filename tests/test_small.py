@@ -251,7 +251,7 @@ def test_identity_anchor_primes_a_block_with_the_matching_face_or_with_nobody():
 
 
 def test_answer_words_are_the_content_words_and_the_loss_asks_for_them(small_tiny):
-    from pvchat.model.projector import answer_words_loss
+    from pvchat.model.projector import answer_words, answer_words_loss
 
     cfg = small_tiny
     cfg.subjects = ["Ann"]
@@ -263,7 +263,7 @@ def test_answer_words_are_the_content_words_and_the_loss_asks_for_them(small_tin
     logits = torch.zeros(1, 3, V, requires_grad=True)
     labels = torch.tensor([enc.labels])
     keep = torch.tensor([[True, True, False]])
-    loss = answer_words_loss(logits.softmax(-1), keep, labels, model.answer_words)
+    loss = answer_words_loss(logits.softmax(-1), keep, answer_words(labels, model.answer_words))
     loss.backward()
     red = model.tokenizer.convert_tokens_to_ids(model.tokenizer.tokenize(" red"))[0]
     assert logits.grad[0, 0, red] < 0 and logits.grad[0, 2].abs().max() == 0  # more "red"; the other sample's token untouched

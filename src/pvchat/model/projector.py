@@ -51,10 +51,16 @@ class WordProjector(nn.Module):
     def out_features(self) -> int:
         return self.linear.out_features
 
-    def forward(self, q: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q (B, Q, D_q), embeddings (≥ V, D_llm) → (tokens (B, Q, D_llm), π (B, Q, V))."""
+    def forward(self, q: torch.Tensor, embeddings: torch.Tensor,
+                candidates: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """q (B, Q, D_q), embeddings (≥ V, D_llm) → (tokens (B, Q, D_llm), π (B, Q, V)).
+
+        ``candidates`` (K,) restricts (W2) to those word ids (π is then (B, Q, K)): a sampled softmax
+        for the LLM-free warm-up (pretrain.warm_words), never for answering."""
         p = self.linear(q)  # (W1)
         E = embeddings[: self.vocab_size].detach()  # the LLM's words; never trained here        (V, D_llm)
+        if candidates is not None:
+            E = E[candidates]
         unit = E / E.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         logits = self.log_scale.exp() * (self.norm(p) / math.sqrt(p.shape[-1])) @ unit.to(p.dtype).T
         probs = logits.float().softmax(-1)  # (W2)                                                  (B, Q, V)
@@ -86,18 +92,24 @@ class AnswerWords:
         return self._cache[token_id]
 
 
-def answer_words_loss(probs: torch.Tensor, keep: torch.Tensor, labels: torch.Tensor, is_word: AnswerWords,
-                      ignore_index: int = -100) -> torch.Tensor:
+def answer_words(labels: torch.Tensor, is_word: AnswerWords, ignore_index: int = -100) -> list[list[int]]:
+    """Per sample, the content-word ids among its answer tokens (labels (B, L), ``ignore_index`` elsewhere)."""
+    return [sorted({int(t) for t in row if int(t) != ignore_index and is_word(int(t))}) for row in labels]
+
+
+def word_mixture(probs: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """P_b = mean over the sample's own visual tokens of π_{b,i}: (B, Q, V), (B, Q) → (B, V)."""
+    return (probs * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)
+
+
+def answer_words_loss(probs: torch.Tensor, keep: torch.Tensor, words: list[list[int]]) -> torch.Tensor:
     """The visual tokens of a sample, as one bag of words, should hold its answer's content words:
 
         P_b(w) = mean_{i kept} π_{b,i}(w),   L = − mean_b mean_{w ∈ answer_b} log P_b(w)        (W4)
 
-    probs (B, Q, V) from (W2), keep (B, Q) the sample's own visual tokens, labels (B, L) with the
-    answer's token ids (``ignore_index`` elsewhere). Samples without a content word add nothing."""
-    mix = (probs * keep[..., None]).sum(1) / keep.sum(1, keepdim=True).clamp_min(1)  # (B, V)
-    terms = []
-    for b in range(labels.shape[0]):
-        words = sorted({int(t) for t in labels[b] if int(t) != ignore_index and is_word(int(t))})
-        if words:
-            terms.append(-(mix[b, words] + 1e-6).log().mean())
+    probs (B, Q, V) from (W2), keep (B, Q) the sample's own visual tokens, ``words`` per sample the
+    indices into π's last axis of its answer's content words (:func:`answer_words`). Samples
+    without a content word add nothing."""
+    mix = word_mixture(probs, keep)  # (B, V)
+    terms = [-(mix[b, w] + 1e-6).log().mean() for b, w in enumerate(words) if w]
     return torch.stack(terms).mean() if terms else probs.sum() * 0

@@ -38,7 +38,7 @@ from pvchat.model.config import PVChatConfig
 from pvchat.model.face_tokens import FaceTokens
 from pvchat.model.losses import SparsityController, routed_modules
 from pvchat.model.person_tower import EMB, PRESENT, PersonTower
-from pvchat.model.projector import AnswerWords, WordProjector, answer_words_loss, build_projector
+from pvchat.model.projector import AnswerWords, WordProjector, answer_words, answer_words_loss, build_projector
 from pvchat.model.prompt import IGNORE_INDEX, ChatTemplate, EncodedPrompt, validate_name
 from pvchat.model.qformer import QFormer
 from pvchat.model.tokenizer import build_tiny_tokenizer, ensure_chat_tokens
@@ -176,8 +176,10 @@ class PVChat(nn.Module):
         """(B, T, 3, H, W) → per-frame vision features (B, T, N_v, C_v). Cacheable while the tower is frozen."""
         return self.vision(pixel_values)
 
-    def visual_tokens(self, vision_features: torch.Tensor, subject_mask: torch.Tensor) -> VisualTokens:
-        """Steps 2–3: vision features → Q-former → projector."""
+    def visual_tokens(self, vision_features: torch.Tensor, subject_mask: torch.Tensor,
+                      candidates: torch.Tensor | None = None) -> VisualTokens:
+        """Steps 2–3: vision features → Q-former → projector (``candidates``: the word projector's
+        sampled softmax, for the LLM-free warm-up only)."""
         B, T, Nv, Cv = vision_features.shape
         if T > self.config.max_frames:
             raise ConfigError(f"{T} frames > max_frames {self.config.max_frames}")
@@ -188,7 +190,7 @@ class PVChat(nn.Module):
         q, keep, stats = self.qformer(x.reshape(B, T * Nv, Cv), subject_mask, frames=(vision_features, x))
         # 3. project into the LLM's embedding space                                      (B, Q, D_llm)
         if isinstance(self.projector, WordProjector):
-            tokens, words = self.projector(q, llm_lib.word_embedding_matrix(self.llm))
+            tokens, words = self.projector(q, llm_lib.word_embedding_matrix(self.llm), candidates)
             return VisualTokens(tokens, keep, stats, words)
         return VisualTokens(self.projector(q), keep, stats)
 
@@ -248,7 +250,7 @@ class PVChat(nn.Module):
         loss = lm + reg["spr"] + reg["hae"] + reg["moh_balance"]  # Eq. 11
         words = None
         if visual.words is not None and self.config.word_loss > 0:  # (W4), projector.py
-            words = answer_words_loss(visual.words, visual.keep, labels, self.answer_words)
+            words = answer_words_loss(visual.words, visual.keep, answer_words(labels, self.answer_words))
             loss = loss + self.config.word_loss * words
         return PVChatOutput(loss, lm, reg["spr"], reg["hae"], reg["moh_balance"], out.logits, stats, words)
 

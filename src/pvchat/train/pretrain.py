@@ -29,6 +29,7 @@ rows) answers "no" to everything, its own people included; the demo does not use
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from pathlib import Path
 
@@ -244,23 +245,36 @@ def identity_keys_from_features(model: PVChat, records: list[ClipRecord], root: 
     return counts
 
 
-def warm_words(model: PVChat, dataset: QADataset, features: dict[Path, torch.Tensor], steps: int = 400,
-               batch_size: int = 16, lr: float = 1e-3, seed: int = 0, progress: bool = True) -> list[float]:
+def warm_words(model: PVChat, dataset: QADataset, features: dict[Path, torch.Tensor], steps: int = 2000,
+               batch_size: int = 32, lr: float = 1e-3, negatives: int = 2048, held_out: float = 0.1, seed: int = 0,
+               progress: bool = True) -> dict:
     """Teach the Q-former and the word projector to carry what the answers say before the LLM reads
     them (as BLIP-2's first stage trains its Q-former without the LLM): only the answer-words term
-    (W4, model/projector.py), so a step costs no LLM pass. Identity keys, the anchor, the queries,
-    the projector, frame positions and the vision norm train. Returns the loss per step."""
+    (W4, model/projector.py), so a step costs no LLM pass, and (W2) over a sampled softmax: the
+    answers' own content words plus ``negatives`` other words drawn each step. Identity keys, the
+    anchor, the queries, the projector, frame positions and the vision norm train.
+
+    A ``held_out`` share of the clips is kept out to measure what was learned: recall@10 of the
+    answers' content words in the visual tokens' full-vocabulary word mixture, beside the same
+    recall for the ten most frequent answer words (the prior a model that does not look reaches).
+    Returns ``{"loss": [...], "recall@10": r, "prior recall@10": r0, "held_out_samples": n}``."""
     from tqdm.auto import tqdm
 
-    from pvchat.model.projector import WordProjector, answer_words_loss
+    from pvchat.model.projector import WordProjector, answer_words, answer_words_loss, word_mixture
     from pvchat.model.prompt import IGNORE_INDEX
 
     if not isinstance(model.projector, WordProjector):
         raise ConfigError("warm_words needs the word projector (config.projector 'words')")
-    items = []
+    rng = random.Random(seed)
+    clips = sorted(dataset.clips)
+    test_clips = set(rng.sample(clips, int(len(clips) * held_out)))
+    items, tests = [], []
     for s in dataset.samples:
         enc = model.prepare(s.question, s.answer)
-        items.append((s.clip, torch.tensor(enc.labels), enc.subjects))
+        words = answer_words(torch.tensor([enc.labels]), model.answer_words, IGNORE_INDEX)[0]
+        if words:
+            (tests if s.clip in test_clips else items).append((s.clip, words, enc.subjects))
+    vocab = sorted({w for _, words, _ in items for w in words})  # the answers' content words
     trained = [*model.qformer.parameters(), *model.projector.parameters(), *model.vision_norm.parameters(),
                model.frame_position]
     for p in model.parameters():
@@ -268,26 +282,53 @@ def warm_words(model: PVChat, dataset: QADataset, features: dict[Path, torch.Ten
     for p in trained:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: min(1.0, (k + 1) / 50) * 0.5 * (1 + math.cos(math.pi * k / steps)))
     index = {n: i for i, n in enumerate(model.subjects)}
     gen = torch.Generator().manual_seed(seed)
-    losses = []
-    model.train()
-    for _ in tqdm(range(steps), desc="Q-former warm-up (answer words)", disable=not progress):
-        batch = [items[int(i)] for i in torch.randint(len(items), (batch_size,), generator=gen)]
+    V = model.projector.vocab_size
+
+    def run(batch, candidates=None):
         feats = torch.cat([features[clip] for clip, _, _ in batch])
         mask = torch.zeros(len(batch), len(model.subjects), dtype=torch.bool)
         for b, (_, _, who) in enumerate(batch):
             for n in who:
                 mask[b, index[n]] = True
-        labels = torch.nn.utils.rnn.pad_sequence([y for _, y, _ in batch], batch_first=True, padding_value=IGNORE_INDEX)
-        v = model.visual_tokens(feats, mask)
-        loss = answer_words_loss(v.words, v.keep, labels, model.answer_words)
+        return model.visual_tokens(feats, mask, candidates)
+
+    losses = []
+    model.train()
+    for _ in tqdm(range(steps), desc="Q-former warm-up (answer words)", disable=not progress):
+        batch = [items[int(i)] for i in torch.randint(len(items), (batch_size,), generator=gen)]
+        others = torch.randint(V, (negatives,), generator=gen)
+        candidates = torch.unique(torch.cat([torch.tensor(vocab), others]))  # sorted
+        v = run(batch, candidates)
+        where = {int(w): k for k, w in enumerate(candidates)}
+        loss = answer_words_loss(v.words, v.keep, [[where[w] for w in words] for _, words, _ in batch])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
+        sched.step()
         losses.append(float(loss.detach()))
-    return losses
+    model.eval()
+    counts: dict[int, int] = {}
+    for _, words, _ in items:
+        for w in words:
+            counts[w] = counts.get(w, 0) + 1
+    prior = set(sorted(counts, key=counts.get, reverse=True)[:10])
+    hit = hit0 = total = 0
+    with torch.no_grad():
+        for i in range(0, len(tests), batch_size):
+            batch = tests[i:i + batch_size]
+            v = run(batch)
+            top = word_mixture(v.words, v.keep).topk(10, dim=-1).indices
+            for b, (_, words, _) in enumerate(batch):
+                got = set(top[b].tolist())
+                hit += sum(w in got for w in words)
+                hit0 += sum(w in prior for w in words)
+                total += len(words)
+    return {"loss": losses, "recall@10": round(hit / max(total, 1), 3), "prior recall@10": round(hit0 / max(total, 1), 3),
+            "held_out_samples": len(tests)}
 
 
 ALIGNED_PARTS = ("qformer.", "projector.", "vision_norm.", "frame_position", "sparsity.")
