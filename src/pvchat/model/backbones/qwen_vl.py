@@ -1,0 +1,214 @@
+"""Qwen2-VL and Qwen2.5-VL (decoder-only): routers on chosen decoder attention layers, detail tokens.
+
+::
+
+    frames (T, H, W, 3) ─► the base's image processor, frame by frame ─► video patches (T/2·h·w, C·2·p·p)
+    chat template: user [video, "<Ann> is <Ann#1>…<Ann#N>. " + question] ─► <|video_pad|> × T/2·h·w/m²
+    Qwen-VL (ViT frozen; LoRA in the LLM; ReMoH on layers 0–2's heads) ─► logits
+
+Video preprocessing is reproduced here: transformers' Qwen2-VL video processor needs torchvision
+(absent from CPU installs, research/ecosystem.md). Each frame goes through the base's own image
+processor (its resize, rescale and normalisation from ``preprocessor_config.json``), and pairs of
+frames are merged into the video layout (``temporal_patch_size`` frames per patch row, the video
+processor's ``patchify``); an odd frame count repeats the last frame, as that processor does.
+One difference: the size comes from the image processor's pixel bounds, not the video
+processor's per-frame budget, so a long video gets more tokens per frame than transformers
+would give it. No parity test runs here (both processors never import together on this machine).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pvchat.errors import InputError
+from pvchat.io import read_json
+from pvchat.model.backbones.base import BackboneConfig, PersonalVLM, supervised
+
+VIDEO_PAD = "<|video_pad|>"
+# Qwen2-VL's and Qwen2.5-VL's chat template as their processors ship it (chat_template.json): used
+# for the tiny bases the tests build; a real base brings its own.
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}Picture {{ image_count.value }}: "
+    "{% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}{% set video_count.value = video_count.value + 1 %}"
+    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+           VIDEO_PAD)
+
+
+class QwenVL(PersonalVLM):
+    """Qwen2-VL / Qwen2.5-VL from a local directory."""
+
+    family = "qwen-vl"
+    qformer_family = False
+
+    @classmethod
+    def load(cls, path: Path, settings: BackboneConfig, dtype: torch.dtype | None = None) -> "QwenVL":
+        # transformers: the model classes (heavy, imported when a base of this family is loaded)
+        from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2VLImageProcessorPil
+
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        hf = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, use_safetensors=True, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = cls(hf, tokenizer, settings, path)
+        model.image_processor = Qwen2VLImageProcessorPil(**_processor_kwargs(path))
+        if tokenizer.chat_template is None:
+            tokenizer.chat_template = _saved_template(path)
+        return model
+
+    def lm_scope(self) -> str:
+        return "model.language_model"
+
+    def routed_attention(self) -> list[tuple[nn.Module, str, int, int]]:
+        text = self.hf.config.get_text_config()
+        layers = self.hf.model.language_model.layers
+        chosen = self.settings.routed_layers if self.settings.routed_layers is not None else [0, 1, 2][: len(layers)]
+        bad = [i for i in chosen if not 0 <= i < len(layers)]
+        if bad:
+            raise InputError(f"routed_layers {bad} outside the decoder's layers 0..{len(layers) - 1}")
+        return [(layers[i].self_attn, "o_proj", text.hidden_size, text.num_attention_heads) for i in chosen]
+
+    # ------------------------------------------------------------ inputs
+    def video_patches(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, H, W, 3) uint8 → (pixel_values_videos (T/2·h·w, C·2·p·p), video_grid_thw (1, 3)) (module docstring)."""
+        ip = self.image_processor
+        tps, p = ip.temporal_patch_size, ip.patch_size
+        frames = list(frames) + [frames[-1]] * (-len(frames) % tps)  # pad to a multiple of tps
+        out = ip(images=frames, return_tensors="pt")
+        T = len(frames)
+        _, gh, gw = (int(v) for v in out["image_grid_thw"][0])
+        per = gh * gw
+        pv = out["pixel_values"].view(T, per, 3, tps, p, p)[:, :, :, 0]  # each frame once   (T, h·w, C, p, p)
+        pv = pv.view(T // tps, tps, per, 3, p, p).permute(0, 2, 3, 1, 4, 5)  # (T/tps, h·w, C, tps, p, p)
+        return pv.reshape(T // tps * per, 3 * tps * p * p), torch.tensor([[T // tps, gh, gw]])
+
+    def encode(self, frames: np.ndarray, question: str, answer: str | None = None) -> dict[str, Any]:
+        pixels, grid = self.video_patches(frames)
+        names = self.in_play(question)
+        user = {"role": "user", "content": [{"type": "video"},
+                                            {"type": "text", "text": self.person_prefix(names) + question}]}
+        prompt = self.tokenizer.apply_chat_template([user], tokenize=False, add_generation_prompt=True)
+        n_video = int(grid.prod()) // self.image_processor.merge_size ** 2
+        prompt = prompt.replace(VIDEO_PAD, VIDEO_PAD * n_video)
+        prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        answer_ids = []
+        if answer is not None:
+            full = self.tokenizer.apply_chat_template([user, {"role": "assistant", "content": answer}], tokenize=False)
+            full = full.replace(VIDEO_PAD, VIDEO_PAD * n_video)
+            if not full.startswith(prompt):
+                raise InputError("the chat template does not render the answer after the prompt")
+            answer_ids = self.tokenizer(full[len(prompt):].rstrip("\n"), add_special_tokens=False)["input_ids"]
+        ids, labels = supervised(prompt_ids, answer_ids)
+        # which positions are video (2), as the processor marks them: M-RoPE numbers them in (t, h, w)
+        types = (ids == self.hf.config.video_token_id).long() * 2
+        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": types,
+                 "pixel_values_videos": pixels, "video_grid_thw": grid}
+        if answer is not None:
+            batch["labels"] = labels
+        return batch
+
+    def _inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        device = next(self.hf.parameters()).device
+        dtype = self.hf.model.visual.dtype if hasattr(self.hf.model.visual, "dtype") else torch.float32
+        out = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw")}
+        out["pixel_values_videos"] = batch["pixel_values_videos"].to(device, dtype)
+        return out
+
+    def logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.hf(**self._inputs(batch)).logits  # (1, L, V)
+
+    def generate_ids(self, batch: dict[str, Any], max_new_tokens: int) -> list[int]:
+        inputs = self._inputs(batch)
+        eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        out = self.hf.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
+                               pad_token_id=self.tokenizer.pad_token_id or eos)
+        return [t for t in out[0, inputs["input_ids"].shape[1]:].tolist() if t != eos]
+
+
+def _processor_kwargs(path: Path) -> dict[str, Any]:
+    """The image processor's settings saved with the base (preprocessor_config.json)."""
+    f = Path(path) / "preprocessor_config.json"
+    if not f.is_file():
+        raise InputError(f"{path}: no preprocessor_config.json (the image processor's settings) next to the model")
+    keep = ("size", "min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size", "image_mean",
+            "image_std", "do_rescale", "rescale_factor", "do_normalize", "do_resize", "resample", "do_convert_rgb")
+    return {k: v for k, v in read_json(f).items() if k in keep}
+
+
+def _saved_template(path: Path) -> str:
+    for name in ("chat_template.jinja", "chat_template.json"):
+        f = Path(path) / name
+        if f.is_file():
+            return f.read_text() if name.endswith(".jinja") else read_json(f)["chat_template"]
+    raise InputError(f"{path}: no chat template (tokenizer_config.json, chat_template.jinja or chat_template.json)")
+
+
+# ------------------------------------------------------------------ random bases (tests, bench)
+def tiny_config(version: str = "qwen2_5_vl", vocab_size: int = 640):
+    """A CPU-sized random Qwen2(.5)-VL: 2 decoder layers, 64 wide, a 2-block ViT."""
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig  # transformers: the config classes
+
+    text = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}, tie_word_embeddings=False)
+    vision = dict(depth=2, hidden_size=32, num_heads=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+    if version == "qwen2_5_vl":
+        vision.update(intermediate_size=64, out_hidden_size=64, window_size=56, fullatt_block_indexes=[1])
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision)
+    vision.update(embed_dim=32, mlp_ratio=2, hidden_size=64)
+    return Qwen2VLConfig(text_config=text, vision_config=vision)
+
+
+def real_config():
+    """Qwen2.5-VL-7B-Instruct's sizes (its config.json), for random-weight benchmarks."""
+    from transformers import Qwen2_5_VLConfig  # transformers: the config class
+
+    text = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000,
+                rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}, rope_theta=1000000.0,
+                tie_word_embeddings=False)
+    vision = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                  patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                  fullatt_block_indexes=[7, 15, 23, 31])
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision)
+
+
+def write_tiny(path: Path, version: str = "qwen2_5_vl", seed: int = 0) -> Path:
+    """Save a random tiny Qwen2(.5)-VL with a tokenizer, the real chat template and an image processor."""
+    # transformers: the model, its image processor; pvchat's offline BPE stands in for Qwen's vocabulary
+    from tokenizers import AddedToken
+    from transformers import AutoModelForImageTextToText, Qwen2VLImageProcessorPil
+
+    from pvchat.model.tokenizer import build_tiny_tokenizer
+
+    path = Path(path)
+    tok = build_tiny_tokenizer()
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL], special_tokens=True)
+    tok.eos_token, tok.pad_token = "<|im_end|>", "<|endoftext|>"
+    tok.chat_template = CHAT_TEMPLATE
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL}
+    cfg = tiny_config(version)
+    cfg.image_token_id, cfg.video_token_id = ids["<|image_pad|>"], ids[VIDEO_PAD]
+    cfg.vision_start_token_id, cfg.vision_end_token_id = ids["<|vision_start|>"], ids["<|vision_end|>"]
+    for c in (cfg, cfg.get_text_config()):
+        c.bos_token_id, c.eos_token_id, c.pad_token_id = None, ids["<|im_end|>"], ids["<|endoftext|>"]
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(cfg)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56).save_pretrained(path)
+    return path
