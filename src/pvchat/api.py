@@ -3,6 +3,7 @@
 ::
 
     learn(reference, name)  analyze ─► synthesize ─► stage 1 ─► stage 2 ─► pack
+    learn(..., base=DIR)    the same on a video LLM the user has (pvchat.model.backbones)
     Chat([name, ...])       base model + every pack's people ─► ask / stream / head_activation
     forget(name)            delete everything derived from that person
 
@@ -284,6 +285,7 @@ def learn(
     person: int | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    base: Path | None = None,
 ) -> dict:
     """Learn ``name`` from one reference video (or 2–3 people together, one video each); returns the
     concept pack's card.
@@ -306,6 +308,8 @@ def learn(
         progress: ``progress(stage, fraction, info)``; stage in :data:`STAGES`; during stage1/stage2
             info is the latest training log record (loss, lm, spr, hae, sparsity, ...) plus ``total``.
         cancel: set it to stop at the next step with :class:`Cancelled` ("cancelled"); files stay resumable.
+        base: a local Hugging Face video LLM directory to personalise instead of the preset's model
+            (:mod:`pvchat.model.backbones` lists the families); its training restarts when resumed.
     """
     from pvchat.locks import hold
 
@@ -323,7 +327,7 @@ def learn(
         with hold(paths.root / LOCK, f"{who} is being learned by another process right now; wait for it to "
                   f"finish or stop it") as lock:
             try:
-                return _learn(references, names, Path(home), preset, recipe, person, progress, cancel, lock)
+                return _learn(references, names, Path(home), preset, recipe, person, progress, cancel, lock, base)
             except BaseException:
                 _drop_unstarted(paths)
                 raise
@@ -333,6 +337,35 @@ def learn(
                 d.rmdir()  # only when empty
 
 
+def _learn_on_base(base: Path, names: list[str], paths: PersonPaths, recipe: str | Path, data: dict, settings: dict,
+                   summary: dict, report, cancel: threading.Event | None, t0: float) -> dict:
+    """Stages 1-2 and the pack of :func:`learn` on a user's video LLM (no checkpoints: a re-run starts over)."""
+    from pvchat.model.backbones import load_base
+    from pvchat.model.backbones.learn import learn as learn_on
+    from pvchat.train.stages import stage_recipes
+
+    cuda = torch.cuda.is_available()
+    model = load_base(base, dtype=torch.bfloat16 if cuda else None).to("cuda" if cuda else "cpu")
+    for n in names:
+        model.add_person(n)
+
+    def on_step(stage: str, step: int, total: int, record: dict) -> None:
+        if cancel is not None and cancel.is_set():
+            raise TrainingCancelled(f"cancelled during {stage}; run learn again to start its training over")
+        report(stage, step / max(total, 1), {**record, "step": step, "total": total})
+
+    report("stage1", 0.0)
+    metrics = learn_on(model, paths.data / "manifest.jsonl", names, stage_recipes(recipe), on_step=on_step)
+    report("pack", 0.0)
+    card = model.write_pack(names, paths.pack, data=data, metrics=metrics,
+                            extra={"reference": settings["reference"] or ", ".join(settings["references"]),
+                                   "person": summary["subject"], "recipe": settings["recipe"],
+                                   "synthesize": settings["synthesize"],
+                                   "learn_seconds": round(time.perf_counter() - t0, 1)})
+    report("pack", 1.0, {"size_bytes": card["size_bytes"]})
+    return card
+
+
 def _drop_unstarted(paths: PersonPaths) -> None:
     """Remove the settings of a learn that derived nothing (e.g. its reference had no face)."""
     if not any(p.exists() for p in (paths.analysis, paths.data, paths.run, paths.pack)):
@@ -340,7 +373,7 @@ def _drop_unstarted(paths: PersonPaths) -> None:
 
 
 def _learn(references: list[Path], names: list[str], home: Path, preset: str, recipe: str | Path, person: int | None,
-           progress: ProgressFn | None, cancel: threading.Event | None, lock: int) -> dict:
+           progress: ProgressFn | None, cancel: threading.Event | None, lock: int, base: Path | None = None) -> dict:
     """:func:`learn` while holding the people's lock (``lock``, its descriptor: the synthesis child inherits it)."""
     from pvchat.faces.analyze import analyze_video, write_analysis
     from pvchat.model.presets import get_preset
@@ -355,9 +388,16 @@ def _learn(references: list[Path], names: list[str], home: Path, preset: str, re
     synth = _synth_recipe(recipe)
     for reference in references:  # a missing, unreadable or one-frame video fails before anything is written
         check_video(reference)
-    check_weights(preset)  # a missing weight carrier fails now, not after analysis and synthesis
+    if base is None:
+        check_weights(preset)  # a missing weight carrier fails now, not after analysis and synthesis
+    else:
+        from pvchat.model.backbones import family_of
+
+        family_of(base)  # not a model directory, or an unsupported family: fails before analysis
     settings = {"reference": str(references[0].resolve()), "preset": preset, "recipe": _recipe_setting(recipe),
                 "person": person, "synthesize": synth}
+    if base is not None:
+        settings.update(preset=None, base=str(Path(base).resolve()))
     if len(names) > 1:
         settings.update(reference=None, references=[str(r.resolve()) for r in references], names=names)
     started = any(p.exists() for p in (paths.analysis, paths.data, paths.run, paths.pack))
@@ -414,6 +454,8 @@ def _learn(references: list[Path], names: list[str], home: Path, preset: str, re
 
     # 3. train both stages from the shared subject-free base (checkpointed: a re-run resumes)
     check_cancel("stage1")
+    if base is not None:
+        return _learn_on_base(Path(base), names, paths, recipe, data, settings, summary, report, cancel, t0)
     base = build_base(base_dir(preset, home), preset, BASE_SEED)
     from pvchat.faces.analyze import load_embedding
 
@@ -522,8 +564,42 @@ def _base_for(pack: ConceptPack, home: Path) -> Path:
     return build_base(base_dir(preset, home), preset, BASE_SEED)
 
 
+def _pack_paths(packs, home: Path) -> list[Path]:
+    specs = [packs] if isinstance(packs, (str, Path)) else list(packs)
+    if not specs:
+        raise InputError("Chat needs at least one learned person (a name or a concept pack directory)")
+    chosen, seen = [], set()
+    for spec in specs:  # two names of people learned together lead to their one pack: load it once
+        path = _pack_path(spec, home)
+        if path not in chosen or str(spec) in seen:
+            chosen.append(path)
+        seen.add(str(spec))
+    return chosen
+
+
+def _load_packs(packs, home: Path) -> list[ConceptPack]:
+    """The packs named by ``packs`` (names or directories), each person in one of them only."""
+    loaded = [load_pack(p) for p in _pack_paths(packs, home)]
+    seen: dict[str, Path | None] = {}
+    for pk in loaded:
+        for n in pk.names:
+            if n in seen:
+                raise InputError(f"{n} is in two packs ({seen[n]} and {pk.path}); load one of them")
+            seen[n] = pk.path
+    return loaded
+
+
+def _on_user_base(packs, home: Path, base: Path | None) -> bool:
+    """Whether a chat is over a user's video LLM (``learn(..., base=DIR)``) rather than a preset's base."""
+    if base is not None:
+        return (Path(base) / "config.json").is_file() and not (Path(base) / CONFIG_NAME).is_file()
+    return "family" in read_card(_pack_paths(packs, home)[0])["base"]
+
+
 class Chat:
     """Questions about videos, with one or more learned people.
+
+    Packs learned on a user's video LLM (``learn(..., base=DIR)``) give a :class:`BaseChat`.
 
     Args:
         packs: learned people by name (found in ``HOME/people``) or pack directories.
@@ -533,27 +609,17 @@ class Chat:
         device: "cpu", "cuda", ...; default CUDA when available.
     """
 
+    def __new__(cls, packs: list[str], home: Path = DEFAULT_HOME, base: Path | None = None, *args, **kwargs):
+        if cls is Chat and _on_user_base(packs, Path(home), base):
+            return super().__new__(BaseChat)
+        return super().__new__(cls)
+
     def __init__(self, packs: list[str], home: Path = DEFAULT_HOME, base: Path | None = None,
                  max_new_tokens: int = 64, device: str | None = None):
         from pvchat.model.pvchat import PVChat
 
         home = Path(home)
-        specs = [packs] if isinstance(packs, (str, Path)) else list(packs)
-        if not specs:
-            raise InputError("Chat needs at least one learned person (a name or a concept pack directory)")
-        chosen, seen = [], set()
-        for spec in specs:  # two names of people learned together lead to their one pack: load it once
-            path = _pack_path(spec, home)
-            if path not in chosen or str(spec) in seen:
-                chosen.append(path)
-            seen.add(str(spec))
-        loaded = [load_pack(p) for p in chosen]
-        seen: dict[str, Path | None] = {}
-        for pk in loaded:
-            for n in pk.names:
-                if n in seen:
-                    raise InputError(f"{n} is in two packs ({seen[n]} and {pk.path}); load one of them")
-                seen[n] = pk.path
+        loaded = _load_packs(packs, home)
         base = Path(base) if base is not None else _base_for(loaded[0], home)
         info = base_info(base)
         config = read_json(base / CONFIG_NAME)["config"]
@@ -696,6 +762,60 @@ class Chat:
         return {"layers": self.routed_layers(), "people": people,
                 "with": [[round(float(a), 4) for a in s.active_rate] for s in with_],
                 "without": [[round(float(a), 4) for a in s.active_rate] for s in without]}
+
+
+class BaseChat(Chat):
+    """:class:`Chat` over a pack learned on a user's video LLM (:mod:`pvchat.model.backbones`).
+
+    One pack at a time (its LoRA and routers are the model's), one question at a time (no
+    history); the base is the one the pack records unless ``base`` is given, and must be the same
+    (config hash, family, settings).
+    """
+
+    def __init__(self, packs: list[str], home: Path = DEFAULT_HOME, base: Path | None = None,
+                 max_new_tokens: int = 64, device: str | None = None):
+        from pvchat.model.backbones import BackboneConfig, load_base
+
+        loaded = _load_packs(packs, Path(home))
+        if len(loaded) > 1:
+            raise InputError("packs learned on a video LLM base load one at a time; learn the people together "
+                             "to ask about them in one question")
+        settings = {k: v for k, v in loaded[0].card["config"].items() if k != "family"}
+        base = Path(base) if base is not None else Path(loaded[0].card["base"]["path"])
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        model = load_base(base, BackboneConfig.from_dict(settings), dtype=dtype)
+        model.apply_pack(loaded[0])
+        self.model = model.to(self.device).eval()
+        self.home, self.base, self.max_new_tokens, self.packs = Path(home), base, max_new_tokens, loaded
+        self.people = list(model.people)
+        self._lock = threading.Lock()
+
+    def frames(self, video: Path) -> np.ndarray:
+        from pvchat.video import check_video, read_frames_uniform
+
+        check_video(video)
+        return read_frames_uniform(video, self.model.settings.num_frames)
+
+    def ask(self, video: Path, question: str, history: list[tuple[str, str]] | None = None) -> Answer:
+        if history:
+            raise InputError("a chat on a video LLM base answers one question at a time (no history yet)")
+        if not isinstance(question, str) or not question.strip():
+            raise InputError("the question is empty")
+        with self._lock:
+            frames = self.frames(video)
+            people = self.model.in_play(question)
+            text = self.model.answer(frames, question, self.max_new_tokens)
+        return Answer(text=text, frames=frames, people=people)
+
+    def stream(self, video: Path, question: str, history: list[tuple[str, str]] | None = None) -> Iterator[str]:
+        yield self.ask(video, question, history).text
+
+    def routed_layers(self) -> list[str]:
+        return [f"routed attention {i}" for i in range(len(self.model.gates))]
+
+    def head_activation(self, video: Path, question: str) -> dict:
+        raise InputError("head activation maps are drawn for the presets' Q-former, not yet for a video LLM base")
 
 
 def pack_names(packs: list[str] | None) -> list[str]:

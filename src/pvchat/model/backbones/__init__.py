@@ -56,9 +56,18 @@ def adapter(model_type: str) -> type[PersonalVLM]:
 def load_base(path: str | Path, settings: BackboneConfig | dict | None = None,
               dtype: torch.dtype | None = None) -> PersonalVLM:
     """The base in ``path`` (a local HF directory) with the paper's method put in, and no people yet."""
+    from transformers.utils import logging as hf_logging  # transformers: its loading bars (stderr is for errors)
+
     if isinstance(settings, dict):
         settings = BackboneConfig.from_dict(settings)
-    return adapter(family_of(path)).load(Path(path), settings or BackboneConfig(), dtype=dtype)
+    cls = adapter(family_of(path))
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return cls.load(Path(path), settings or BackboneConfig(), dtype=dtype)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 __all__ = ["FAMILIES", "BackboneConfig", "PersonalVLM", "adapter", "family_of", "list_families", "load_base"]

@@ -201,6 +201,7 @@ class PersonalVLM(nn.Module):
         labels = batch.get("labels")
         if labels is None:
             return VLMOutput(None, None, reg["spr"], reg["hae"], logits)
+        labels = labels.to(logits.device)
         lm = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
         return VLMOutput(lm + reg["spr"] + reg["hae"] + reg["moh_balance"], lm, reg["spr"], reg["hae"], logits)
 
@@ -277,18 +278,21 @@ class PersonalVLM(nn.Module):
                 out[n] = p
         return out
 
-    def write_pack(self, names: list[str], out: Path, data: dict | None = None, metrics: dict | None = None) -> dict:
-        """Write the pack of ``names`` (1-3 people learned together) to ``out`` atomically; returns its card."""
+    def write_pack(self, names: list[str], out: Path, data: dict | None = None, metrics: dict | None = None,
+                   extra: dict | None = None) -> dict:
+        """Write the pack of ``names`` (1-3 people learned together) to ``out`` atomically; returns its card
+        (``extra``: further card fields, e.g. the reference video)."""
         pack = self.extract_pack(names)
         card = {
             "format": FORMAT, "version": VERSION, "name": names[0], "names": list(names),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "base": {"preset": None, "path": str(self.path.resolve()), "sha256": self.base_sha256,
-                     "size_bytes": (self.path / "config.json").stat().st_size, "family": self.family,
+                     "size_bytes": sum(f.stat().st_size for f in self.path.glob("*.safetensors")), "family": self.family,
                      "hash_of": "config.json"},
             "config": self.card_config(), "data": data or {}, "metrics": metrics or {},
             "tensors": {"subject": sum(t.numel() for p in pack.subjects.values() for t in p.values()),
                         "shared": sum(t.numel() for t in pack.shared.values())},
+            **(extra or {}),
         }
         with atomic_dir(out, overwrite=True) as tmp:
             save_tensors(tmp / TENSORS, pack.tensors(), metadata={"format": FORMAT, "names": json.dumps(names)})
