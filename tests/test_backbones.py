@@ -11,18 +11,19 @@ from pvchat.model.backbones import family_of, list_families, load_base
 from pvchat.pack import load_pack
 from pvchat.train.recipe import StageRecipe
 
-FAMILIES = ["qwen2_5_vl", "qwen2_vl", "instructblipvideo"]
+FAMILIES = ["qwen2_5_vl", "qwen2_vl", "llava_onevision", "instructblipvideo"]
 SETTINGS = dict(detail_tokens=2, subject_queries=2, lora_r=4, lora_alpha=8, lora_dropout=0.0, num_frames=4)
 
 
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory):
-    from pvchat.model.backbones import instructblip_video, qwen_vl
+    from pvchat.model.backbones import instructblip_video, llava_onevision, qwen_vl
 
     root = tmp_path_factory.mktemp("bases")
     return {
         "qwen2_5_vl": qwen_vl.write_tiny(root / "qwen2_5_vl", version="qwen2_5_vl"),
         "qwen2_vl": qwen_vl.write_tiny(root / "qwen2_vl", version="qwen2_vl"),
+        "llava_onevision": llava_onevision.write_tiny(root / "llava_onevision"),
         "instructblipvideo": instructblip_video.write_tiny(root / "instructblipvideo"),
     }
 
@@ -83,7 +84,7 @@ def test_lora_in_the_language_model_only_and_vision_frozen(bases, family):
     groups = model.parameter_groups(["Ann"], 1e-4, 1e-5, 1e-5)
     assert [g["name"] for g in groups] == ["subject", "routers", "lora"]
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert not [n for n in trainable if ".visual." in n or ".vision_model." in n]
+    assert not [n for n in trainable if any(v in n for v in (".visual.", ".vision_model.", ".vision_tower."))]
     # decoder-only: <Ann> + 2 detail tokens (input and output rows); Q-former: <Ann>'s rows + its query block
     assert len(groups[0]["params"]) == (2 * 3 if family != "instructblipvideo" else 2 + 1)
 

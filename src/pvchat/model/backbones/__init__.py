@@ -28,6 +28,7 @@ from pvchat.model.backbones.base import BackboneConfig, PersonalVLM
 
 FAMILIES: dict[str, str] = {
     "instructblipvideo": "pvchat.model.backbones.instructblip_video:InstructBlipVideo",
+    "llava_onevision": "pvchat.model.backbones.llava_onevision:LlavaOnevision",
     "qwen2_vl": "pvchat.model.backbones.qwen_vl:QwenVL",
     "qwen2_5_vl": "pvchat.model.backbones.qwen_vl:QwenVL",
 }

@@ -343,6 +343,15 @@ class PersonalVLM(nn.Module):
         self.sparsity.beta.copy_(pack.buffers["sparsity.beta"])
 
 
+def processor_settings(path: Path, keep: tuple[str, ...], names=("preprocessor_config.json",)) -> dict[str, Any]:
+    """The keys ``keep`` of the first of ``names`` saved beside the model (the frames' size and normalisation)."""
+    for name in names:
+        f = Path(path) / name
+        if f.is_file():
+            return {k: v for k, v in read_json(f).items() if k in keep}
+    raise InputError(f"{path}: no {' or '.join(names)} (the frames' size and normalisation) next to the model")
+
+
 def supervised(prompt_ids: list[int], answer_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids (1, L), labels (1, L)): labels −100 on the prompt, the answer's ids after it."""
     ids = torch.tensor([prompt_ids + answer_ids])

@@ -25,9 +25,13 @@ import torch
 from torch import nn
 
 from pvchat.errors import InputError
-from pvchat.io import read_json
-from pvchat.model.backbones.base import BackboneConfig, PersonalVLM, supervised
+from pvchat.model.backbones.base import BackboneConfig, PersonalVLM, processor_settings, supervised
 from pvchat.model.pvchat import greedy_tokens
+
+# a frame's resize and normalisation: the video processor's settings when saved, else the image processor's
+FRAME_KEYS = ("size", "image_mean", "image_std", "do_rescale", "rescale_factor", "do_normalize", "do_resize",
+              "resample", "do_convert_rgb")
+FRAME_CONFIGS = ("video_preprocessor_config.json", "preprocessor_config.json")
 
 
 class InstructBlipVideo(PersonalVLM):
@@ -52,7 +56,7 @@ class InstructBlipVideo(PersonalVLM):
             raise InputError(f"{path}: no qformer_tokenizer/ (InstructBLIP's Q-former reads the question with it)")
         model = cls(hf, AutoTokenizer.from_pretrained(path, local_files_only=True), settings, path)
         model.qformer_tokenizer = AutoTokenizer.from_pretrained(Path(path) / "qformer_tokenizer", local_files_only=True)
-        model.image_processor = BlipImageProcessorPil(**_processor_kwargs(path))
+        model.image_processor = BlipImageProcessorPil(**processor_settings(path, FRAME_KEYS, FRAME_CONFIGS))
         return model
 
     def lm_scope(self) -> str:
@@ -135,17 +139,6 @@ class InstructBlipVideo(PersonalVLM):
     def generate_ids(self, batch: dict[str, Any], max_new_tokens: int) -> list[int]:
         embeds, mask = self._embeds(batch)
         return list(greedy_tokens(self.hf.language_model, embeds, mask, self.tokenizer.eos_token_id, max_new_tokens))
-
-
-def _processor_kwargs(path: Path) -> dict[str, Any]:
-    """The frame settings saved with the base (video_preprocessor_config.json or preprocessor_config.json)."""
-    for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
-        f = Path(path) / name
-        if f.is_file():
-            keep = ("size", "image_mean", "image_std", "do_rescale", "rescale_factor", "do_normalize", "do_resize",
-                    "resample", "do_convert_rgb")
-            return {k: v for k, v in read_json(f).items() if k in keep}
-    raise InputError(f"{path}: no preprocessor_config.json (the frames' size and normalisation) next to the model")
 
 
 # ------------------------------------------------------------------ random bases (tests, bench)

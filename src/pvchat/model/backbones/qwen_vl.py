@@ -13,21 +13,19 @@ frames are merged into the video layout (``temporal_patch_size`` frames per patc
 processor's ``patchify``); an odd frame count repeats the last frame, as that processor does.
 One difference: the size comes from the image processor's pixel bounds, not the video
 processor's per-frame budget, so a long video gets more tokens per frame than transformers
-would give it. No parity test runs here (both processors never import together on this machine).
+would give it. No parity test against the video processor runs here (the two never import
+together on this machine); a still (two equal frames) is tested against the image processor.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from pvchat.errors import InputError
-from pvchat.io import read_json
-from pvchat.model.backbones.base import BackboneConfig, PersonalVLM, supervised
+from pvchat.model.backbones.base import BackboneConfig, processor_settings
+from pvchat.model.backbones.decoder import DecoderVLM, saved_template
 
 VIDEO_PAD = "<|video_pad|>"
 # Qwen2-VL's and Qwen2.5-VL's chat template as their processors ship it (chat_template.json): used
@@ -50,11 +48,11 @@ SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<
            VIDEO_PAD)
 
 
-class QwenVL(PersonalVLM):
+class QwenVL(DecoderVLM):
     """Qwen2-VL / Qwen2.5-VL from a local directory."""
 
     family = "qwen-vl"
-    qformer_family = False
+    video_marker = "<|vision_start|><|video_pad|><|vision_end|>"
 
     @classmethod
     def load(cls, path: Path, settings: BackboneConfig, dtype: torch.dtype | None = None) -> "QwenVL":
@@ -64,25 +62,13 @@ class QwenVL(PersonalVLM):
         kwargs = {"dtype": dtype} if dtype is not None else {}
         hf = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, use_safetensors=True, **kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        saved_template(path, tokenizer)
         model = cls(hf, tokenizer, settings, path)
-        model.image_processor = Qwen2VLImageProcessorPil(**_processor_kwargs(path))
-        if tokenizer.chat_template is None:
-            tokenizer.chat_template = _saved_template(path)
+        keep = ("size", "min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size", "image_mean",
+                "image_std", "do_rescale", "rescale_factor", "do_normalize", "do_resize", "resample", "do_convert_rgb")
+        model.image_processor = Qwen2VLImageProcessorPil(**processor_settings(path, keep))
         return model
 
-    def lm_scope(self) -> str:
-        return "model.language_model"
-
-    def routed_attention(self) -> list[tuple[nn.Module, str, int, int]]:
-        text = self.hf.config.get_text_config()
-        layers = self.hf.model.language_model.layers
-        chosen = self.settings.routed_layers if self.settings.routed_layers is not None else [0, 1, 2][: len(layers)]
-        bad = [i for i in chosen if not 0 <= i < len(layers)]
-        if bad:
-            raise InputError(f"routed_layers {bad} outside the decoder's layers 0..{len(layers) - 1}")
-        return [(layers[i].self_attn, "o_proj", text.hidden_size, text.num_attention_heads) for i in chosen]
-
-    # ------------------------------------------------------------ inputs
     def video_patches(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(T, H, W, 3) uint8 → (pixel_values_videos (T/2·h·w, C·2·p·p), video_grid_thw (1, 3)) (module docstring)."""
         ip = self.image_processor
@@ -96,65 +82,15 @@ class QwenVL(PersonalVLM):
         pv = pv.view(T // tps, tps, per, 3, p, p).permute(0, 2, 3, 1, 4, 5)  # (T/tps, h·w, C, tps, p, p)
         return pv.reshape(T // tps * per, 3 * tps * p * p), torch.tensor([[T // tps, gh, gw]])
 
-    def encode(self, frames: np.ndarray, question: str, answer: str | None = None) -> dict[str, Any]:
+    def video_inputs(self, frames: np.ndarray) -> tuple[dict[str, torch.Tensor], str]:
         pixels, grid = self.video_patches(frames)
-        names = self.in_play(question)
-        user = {"role": "user", "content": [{"type": "video"},
-                                            {"type": "text", "text": self.person_prefix(names) + question}]}
-        prompt = self.tokenizer.apply_chat_template([user], tokenize=False, add_generation_prompt=True)
-        n_video = int(grid.prod()) // self.image_processor.merge_size ** 2
-        prompt = prompt.replace(VIDEO_PAD, VIDEO_PAD * n_video)
-        prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        answer_ids = []
-        if answer is not None:
-            full = self.tokenizer.apply_chat_template([user, {"role": "assistant", "content": answer}], tokenize=False)
-            full = full.replace(VIDEO_PAD, VIDEO_PAD * n_video)
-            if not full.startswith(prompt):
-                raise InputError("the chat template does not render the answer after the prompt")
-            answer_ids = self.tokenizer(full[len(prompt):].rstrip("\n"), add_special_tokens=False)["input_ids"]
-        ids, labels = supervised(prompt_ids, answer_ids)
+        n = int(grid.prod()) // self.image_processor.merge_size ** 2  # one token per merged patch
+        return {"pixel_values_videos": pixels, "video_grid_thw": grid}, \
+            f"<|vision_start|>{VIDEO_PAD * n}<|vision_end|>"
+
+    def token_inputs(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
         # which positions are video (2), as the processor marks them: M-RoPE numbers them in (t, h, w)
-        types = (ids == self.hf.config.video_token_id).long() * 2
-        batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "mm_token_type_ids": types,
-                 "pixel_values_videos": pixels, "video_grid_thw": grid}
-        if answer is not None:
-            batch["labels"] = labels
-        return batch
-
-    def _inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
-        device = next(self.hf.parameters()).device
-        dtype = self.hf.model.visual.dtype if hasattr(self.hf.model.visual, "dtype") else torch.float32
-        out = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "mm_token_type_ids", "video_grid_thw")}
-        out["pixel_values_videos"] = batch["pixel_values_videos"].to(device, dtype)
-        return out
-
-    def logits(self, batch: dict[str, Any]) -> torch.Tensor:
-        return self.hf(**self._inputs(batch)).logits  # (1, L, V)
-
-    def generate_ids(self, batch: dict[str, Any], max_new_tokens: int) -> list[int]:
-        inputs = self._inputs(batch)
-        eos = self.tokenizer.convert_tokens_to_ids("<|im_end|>")
-        out = self.hf.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
-                               pad_token_id=self.tokenizer.pad_token_id or eos)
-        return [t for t in out[0, inputs["input_ids"].shape[1]:].tolist() if t != eos]
-
-
-def _processor_kwargs(path: Path) -> dict[str, Any]:
-    """The image processor's settings saved with the base (preprocessor_config.json)."""
-    f = Path(path) / "preprocessor_config.json"
-    if not f.is_file():
-        raise InputError(f"{path}: no preprocessor_config.json (the image processor's settings) next to the model")
-    keep = ("size", "min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size", "image_mean",
-            "image_std", "do_rescale", "rescale_factor", "do_normalize", "do_resize", "resample", "do_convert_rgb")
-    return {k: v for k, v in read_json(f).items() if k in keep}
-
-
-def _saved_template(path: Path) -> str:
-    for name in ("chat_template.jinja", "chat_template.json"):
-        f = Path(path) / name
-        if f.is_file():
-            return f.read_text() if name.endswith(".jinja") else read_json(f)["chat_template"]
-    raise InputError(f"{path}: no chat template (tokenizer_config.json, chat_template.jinja or chat_template.json)")
+        return {"mm_token_type_ids": (ids == self.hf.config.video_token_id).long() * 2}
 
 
 # ------------------------------------------------------------------ random bases (tests, bench)
