@@ -11,19 +11,20 @@ from pvchat.model.backbones import family_of, list_families, load_base
 from pvchat.pack import load_pack
 from pvchat.train.recipe import StageRecipe
 
-FAMILIES = ["qwen2_5_vl", "qwen2_vl", "llava_onevision", "instructblipvideo"]
+FAMILIES = ["qwen2_5_vl", "qwen2_vl", "llava_onevision", "smolvlm", "instructblipvideo"]
 SETTINGS = dict(detail_tokens=2, subject_queries=2, lora_r=4, lora_alpha=8, lora_dropout=0.0, num_frames=4)
 
 
 @pytest.fixture(scope="module")
 def bases(tmp_path_factory):
-    from pvchat.model.backbones import instructblip_video, llava_onevision, qwen_vl
+    from pvchat.model.backbones import instructblip_video, llava_onevision, qwen_vl, smolvlm
 
     root = tmp_path_factory.mktemp("bases")
     return {
         "qwen2_5_vl": qwen_vl.write_tiny(root / "qwen2_5_vl", version="qwen2_5_vl"),
         "qwen2_vl": qwen_vl.write_tiny(root / "qwen2_vl", version="qwen2_vl"),
         "llava_onevision": llava_onevision.write_tiny(root / "llava_onevision"),
+        "smolvlm": smolvlm.write_tiny(root / "smolvlm"),
         "instructblipvideo": instructblip_video.write_tiny(root / "instructblipvideo"),
     }
 
@@ -114,6 +115,22 @@ def test_prompts_use_the_family_template_and_name_the_people(bases):
     assert qwen.tokenizer.decode(supervised) == "Yes.<|im_end|>"
     with pytest.raises(InputError, match="unknown person Cy"):
         qwen.encode(frames(), "Is <Cy> here?")
+
+    smol = load_base(bases["smolvlm"], SETTINGS)
+    smol.add_person("Ann")
+    batch = smol.encode(frames(), "Is <Ann> here?", answer="Yes.")
+    text = smol.tokenizer.decode(batch["input_ids"][0])
+    assert text.startswith("<|im_start|>User: You are provided the following series of four frames from a 0:00:04 "
+                           "[H:MM:SS] video.\n\nFrame from 00:00:<fake_token_around_image><global-img><image>")
+    assert text.count("<image>") == 4 * 4 and "<Ann> is <Ann#1><Ann#2>. Is <Ann> here?<end_of_utterance>\nAssistant:" in text
+    assert smol.tokenizer.decode(batch["input_ids"][batch["labels"] != -100]) == " Yes.<end_of_utterance>"
+
+    llava = load_base(bases["llava_onevision"], SETTINGS)
+    batch = llava.encode(frames(), "Who is here?", answer="Nobody.")
+    text = llava.tokenizer.decode(batch["input_ids"][0])
+    assert text.startswith("<|im_start|>user " + "<video>" * (4 * 2 * 2 + 1) + "\nWho is here?<|im_end|>")
+    assert text.endswith("<|im_start|>assistant\nNobody.<|im_end|>")  # the generation prompt, then the answer
+    assert llava.tokenizer.decode(batch["input_ids"][batch["labels"] != -100]) == "Nobody.<|im_end|>"
 
     blip = load_base(bases["instructblipvideo"], SETTINGS)
     blip.add_person("Ann")

@@ -10,8 +10,10 @@ model_type         adapter                        where the paper's method goes
 =================  =============================  ==================================================
 instructblipvideo  instructblip_video.py          ReMoH in the Q-former, N queries per person,
                                                   ``<Name>`` in the LLM (the paper's own shape)
-qwen2_vl           qwen_vl.py                     ReMoH routers on decoder layers 0–2's heads,
-qwen2_5_vl                                        ``<Name>`` + N detail tokens per person
+qwen2_vl           qwen_vl.py                     decoder-only (decoder.py): ReMoH routers on the
+qwen2_5_vl                                        heads of decoder layers 0–2, ``<Name>`` + N
+llava_onevision    llava_onevision.py             detail tokens per person
+smolvlm            smolvlm.py
 =================  =============================  ==================================================
 """
 
@@ -30,6 +32,7 @@ FAMILIES: dict[str, str] = {
     "instructblipvideo": "pvchat.model.backbones.instructblip_video:InstructBlipVideo",
     "llava_onevision": "pvchat.model.backbones.llava_onevision:LlavaOnevision",
     "qwen2_vl": "pvchat.model.backbones.qwen_vl:QwenVL",
+    "smolvlm": "pvchat.model.backbones.smolvlm:SmolVLM",
     "qwen2_5_vl": "pvchat.model.backbones.qwen_vl:QwenVL",
 }
 

@@ -70,8 +70,11 @@ class DecoderVLM(PersonalVLM):
         if answer is not None:
             turn = {"role": "assistant", "content": [{"type": "text", "text": answer}]}
             full = self.tokenizer.apply_chat_template([user, turn], tokenize=False)
-            end = full[full.rindex(answer) + len(answer):].rstrip("\n")  # the template's end of turn
-            answer_ids = self.tokenizer(answer + end, add_special_tokens=False)["input_ids"]
+            if full.startswith(prompt):  # the template's own assistant turn after its generation prompt
+                target = full[len(prompt):].rstrip("\n")
+            else:  # a template whose assistant turn opens differently ("assistant \n" vs "assistant\n")
+                target = answer + full[full.rindex(answer) + len(answer):].rstrip("\n")
+            answer_ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
         ids, labels = supervised(prompt_ids, answer_ids)
         batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), **self.token_inputs(ids), **video}
         if answer is not None:
