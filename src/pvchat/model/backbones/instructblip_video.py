@@ -46,12 +46,18 @@ class InstructBlipVideo(PersonalVLM):
 
     @classmethod
     def load(cls, path: Path, settings: BackboneConfig, dtype: torch.dtype | None = None) -> "InstructBlipVideo":
-        # transformers: the model classes (heavy, imported when a base of this family is loaded)
-        from transformers import AutoTokenizer, BlipImageProcessorPil, InstructBlipVideoForConditionalGeneration
+        from transformers import InstructBlipVideoForConditionalGeneration  # transformers: the model classes
 
         kwargs = {"dtype": dtype} if dtype is not None else {}
         hf = InstructBlipVideoForConditionalGeneration.from_pretrained(path, local_files_only=True,
                                                                        use_safetensors=True, **kwargs)
+        return cls.wrap(hf, path, settings)
+
+    @classmethod
+    def wrap(cls, hf: nn.Module, path: Path, settings: BackboneConfig) -> "InstructBlipVideo":
+        """An HF model of this family (loaded, or built at random for a benchmark) with the files beside it in ``path``."""
+        from transformers import AutoTokenizer, BlipImageProcessorPil  # transformers: tokenizers, frames
+
         if not (Path(path) / "qformer_tokenizer").is_dir():
             raise InputError(f"{path}: no qformer_tokenizer/ (InstructBLIP's Q-former reads the question with it)")
         model = cls(hf, AutoTokenizer.from_pretrained(path, local_files_only=True), settings, path)
@@ -175,30 +181,39 @@ def real_config():
     )
 
 
-def write_tiny(path: Path, seed: int = 0) -> Path:
-    """Save a random tiny InstructBLIP-Video with both tokenizers and BLIP's frame settings."""
-    # transformers: the model and image processor; pvchat's offline BPE and a WordPiece stand in for the vocabularies
+def write_processing(path: Path, config, frame_size: int = 32) -> None:
+    """Write both tokenizers (pvchat's offline BPE; a small WordPiece for the Q-former) and the frame settings
+    of a random base into ``path``, and point ``config``'s token ids at them."""
+    # transformers: the image processor; pvchat's offline BPE and a WordPiece stand in for the vocabularies
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import BlipImageProcessorPil, InstructBlipVideoForConditionalGeneration, PreTrainedTokenizerFast
+    from transformers import BlipImageProcessorPil, PreTrainedTokenizerFast
 
     from pvchat.model.tokenizer import build_tiny_tokenizer
 
     path = Path(path)
     tok = build_tiny_tokenizer()
-    cfg = tiny_config()
-    cfg.video_token_index = tok.convert_tokens_to_ids("<video>")
-    cfg.text_config.bos_token_id, cfg.text_config.eos_token_id = tok.bos_token_id, tok.eos_token_id
-    cfg.text_config.pad_token_id = tok.pad_token_id
-    torch.manual_seed(seed)
-    InstructBlipVideoForConditionalGeneration(cfg).save_pretrained(path)
+    config.video_token_index = tok.convert_tokens_to_ids("<video>")
+    config.text_config.bos_token_id, config.text_config.eos_token_id = tok.bos_token_id, tok.eos_token_id
+    config.text_config.pad_token_id = tok.pad_token_id
     tok.save_pretrained(path)
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[DEC]", *sorted(set(" ".join(_QFORMER_WORDS).split()))]
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[DEC]", *sorted(set(_QFORMER_WORDS.split()))]
     wp = Tokenizer(models.WordPiece({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     PreTrainedTokenizerFast(tokenizer_object=wp, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
                             sep_token="[SEP]", bos_token="[DEC]").save_pretrained(path / "qformer_tokenizer")
-    BlipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(path)
+    BlipImageProcessorPil(size={"height": frame_size, "width": frame_size}).save_pretrained(path)
+
+
+def write_tiny(path: Path, seed: int = 0) -> Path:
+    """Save a random tiny InstructBLIP-Video with both tokenizers and BLIP's frame settings."""
+    from transformers import InstructBlipVideoForConditionalGeneration  # transformers: the model
+
+    path = Path(path)
+    cfg = tiny_config()
+    write_processing(path, cfg)
+    torch.manual_seed(seed)
+    InstructBlipVideoForConditionalGeneration(cfg).save_pretrained(path)
     return path
 
 
-_QFORMER_WORDS = ["is in the video ? what doing wearing where who yes no < > a an person man woman"]
+_QFORMER_WORDS = "is in the video ? what doing wearing where who yes no < > a an person man woman"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from pvchat.model.backbones.base import BackboneConfig, processor_settings
 from pvchat.model.backbones.decoder import DecoderVLM, saved_template
@@ -56,11 +57,17 @@ class QwenVL(DecoderVLM):
 
     @classmethod
     def load(cls, path: Path, settings: BackboneConfig, dtype: torch.dtype | None = None) -> "QwenVL":
-        # transformers: the model classes (heavy, imported when a base of this family is loaded)
-        from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2VLImageProcessorPil
+        from transformers import AutoModelForImageTextToText  # transformers: the model classes
 
         kwargs = {"dtype": dtype} if dtype is not None else {}
         hf = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, use_safetensors=True, **kwargs)
+        return cls.wrap(hf, path, settings)
+
+    @classmethod
+    def wrap(cls, hf: nn.Module, path: Path, settings: BackboneConfig) -> "QwenVL":
+        """An HF model of this family (loaded, or built at random for a benchmark) with the files beside it in ``path``."""
+        from transformers import AutoTokenizer, Qwen2VLImageProcessorPil  # transformers: tokenizer, frames
+
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         saved_template(path, tokenizer)
         model = cls(hf, tokenizer, settings, path)
@@ -124,28 +131,35 @@ def real_config():
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision)
 
 
-def write_tiny(path: Path, version: str = "qwen2_5_vl", seed: int = 0) -> Path:
-    """Save a random tiny Qwen2(.5)-VL with a tokenizer, the real chat template and an image processor."""
-    # transformers: the model, its image processor; pvchat's offline BPE stands in for Qwen's vocabulary
+def write_processing(path: Path, config, frame_pixels: int = 56 * 56) -> None:
+    """Write the tokenizer (pvchat's offline BPE with Qwen's special tokens, the real chat template) and the
+    image processor of a random base into ``path``, and point ``config``'s token ids at it."""
+    # transformers: the image processor; pvchat's offline BPE stands in for Qwen's vocabulary
     from tokenizers import AddedToken
-    from transformers import AutoModelForImageTextToText, Qwen2VLImageProcessorPil
+    from transformers import Qwen2VLImageProcessorPil
 
     from pvchat.model.tokenizer import build_tiny_tokenizer
 
-    path = Path(path)
     tok = build_tiny_tokenizer()
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL], special_tokens=True)
     tok.eos_token, tok.pad_token = "<|im_end|>", "<|endoftext|>"
     tok.chat_template = CHAT_TEMPLATE
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL}
-    cfg = tiny_config(version)
-    cfg.image_token_id, cfg.video_token_id = ids["<|image_pad|>"], ids[VIDEO_PAD]
-    cfg.vision_start_token_id, cfg.vision_end_token_id = ids["<|vision_start|>"], ids["<|vision_end|>"]
-    for c in (cfg, cfg.get_text_config()):
+    config.image_token_id, config.video_token_id = ids["<|image_pad|>"], ids[VIDEO_PAD]
+    config.vision_start_token_id, config.vision_end_token_id = ids["<|vision_start|>"], ids["<|vision_end|>"]
+    for c in (config, config.get_text_config()):
         c.bos_token_id, c.eos_token_id, c.pad_token_id = None, ids["<|im_end|>"], ids["<|endoftext|>"]
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(cfg)
-    model.save_pretrained(path)
     tok.save_pretrained(path)
-    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=56 * 56).save_pretrained(path)
+    Qwen2VLImageProcessorPil(min_pixels=frame_pixels, max_pixels=frame_pixels).save_pretrained(path)
+
+
+def write_tiny(path: Path, version: str = "qwen2_5_vl", seed: int = 0) -> Path:
+    """Save a random tiny Qwen2(.5)-VL with a tokenizer, the real chat template and an image processor."""
+    from transformers import AutoModelForImageTextToText  # transformers: the model
+
+    path = Path(path)
+    cfg = tiny_config(version)
+    write_processing(path, cfg)
+    torch.manual_seed(seed)
+    AutoModelForImageTextToText.from_config(cfg).save_pretrained(path)
     return path
