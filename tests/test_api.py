@@ -385,8 +385,8 @@ def test_learn_and_ask_on_a_video_llm_base(learned, tmp_path, capsys):
     assert answer.people == [learned.name] and answer.frames.shape[0] == 8
     assert cli.main(["ask", str(learned.query), question, "--home", str(home)]) == 0
     assert capsys.readouterr().out.strip() == answer.text
-    with pytest.raises(InputError, match="one question at a time"):
-        chat.ask(learned.query, question, history=[("Hi?", "Hello.")])
+    follow_up = chat.ask(learned.query, "And what is she doing?", history=[(question, answer.text)])
+    assert follow_up.people == [learned.name]  # named in the history
     other = qwen_vl.write_tiny(tmp_path / "qwen2", version="qwen2_vl")
     capsys.readouterr()
     assert cli.main(["ask", str(learned.query), question, "--home", str(home), "--base", str(other)]) == 2

@@ -115,6 +115,11 @@ def test_prompts_use_the_family_template_and_name_the_people(bases):
     assert qwen.tokenizer.decode(supervised) == "Yes.<|im_end|>"
     with pytest.raises(InputError, match="unknown person Cy"):
         qwen.encode(frames(), "Is <Cy> here?")
+    batch = qwen.encode(frames(), "And now?", answer="No.", history=[("Is <Ben> here?", "Yes.")])
+    text = qwen.tokenizer.decode(batch["input_ids"][0])
+    assert "<|vision_end|><Ben> is <Ben#1><Ben#2>. Is <Ben> here?<|im_end|>\n<|im_start|>assistant\nYes.<|im_end|>\n" \
+           "<|im_start|>user\nAnd now?<|im_end|>\n<|im_start|>assistant\nNo.<|im_end|>" in text
+    assert qwen.tokenizer.decode(batch["input_ids"][batch["labels"] != -100]) == "No.<|im_end|>"
 
     smol = load_base(bases["smolvlm"], SETTINGS)
     smol.add_person("Ann")
@@ -139,6 +144,8 @@ def test_prompts_use_the_family_template_and_name_the_people(bases):
     alone = blip.encode(frames(), "Is the man here?")["input_ids"]
     named = blip.encode(frames(), "Is <Ann> here?")["input_ids"]
     assert int((alone == video).sum()) == 4 * q and int((named == video).sum()) == 4 * (q + 2)  # Ann's block in play
+    with pytest.raises(InputError, match="one question at a time"):
+        blip.encode(frames(), "And now?", history=[("Is <Ann> here?", "Yes.")])
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -199,3 +206,20 @@ def test_gpu_bench_runs_its_code_path_on_tiny_models(tmp_path, capsys):
     assert all(r["trainable"] > 0 and r["step_s"] > 0 and np.isfinite(r["loss"]) for r in rows)
     if not torch.cuda.is_available():
         assert bench.main([]) == 0 and "skipped" in capsys.readouterr().out
+
+
+def test_cli_train_on_a_base(bases, red_blue_data, tmp_path, capsys):
+    from pvchat import cli
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("stage1: {epochs: 1, max_steps: 2, lr_subject: 1.0e-2}\n"
+                      "stage2: {epochs: 1, max_steps: 2, num_frames: 4, lr_subject: 1.0e-2}\n")
+    run = ["train", str(red_blue_data), str(tmp_path / "run"), "--recipe", str(recipe)]
+    assert cli.main(run + ["--base", str(bases["smolvlm"])]) == 0
+    assert "stage 2: 2 steps" in capsys.readouterr().out
+    assert load_pack(tmp_path / "run" / "pack").names == ["sks"]
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert cli.main(run[:2] + [str(tmp_path / "run2"), "--recipe", str(recipe), "--base", str(tmp_path / "bert")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "base family 'bert' is not supported; supported: instructblipvideo" in err[0]

@@ -767,9 +767,9 @@ class Chat:
 class BaseChat(Chat):
     """:class:`Chat` over a pack learned on a user's video LLM (:mod:`pvchat.model.backbones`).
 
-    One pack at a time (its LoRA and routers are the model's), one question at a time (no
-    history); the base is the one the pack records unless ``base`` is given, and must be the same
-    (config hash, family, settings).
+    One pack at a time (its LoRA and routers are the model's); the base is the one the pack records
+    unless ``base`` is given, and must be the same (config hash, family, settings). A history goes
+    into the base's own chat template (decoder-only families; InstructBLIP-Video has none).
     """
 
     def __init__(self, packs: list[str], home: Path = DEFAULT_HOME, base: Path | None = None,
@@ -798,14 +798,13 @@ class BaseChat(Chat):
         return read_frames_uniform(video, self.model.settings.num_frames)
 
     def ask(self, video: Path, question: str, history: list[tuple[str, str]] | None = None) -> Answer:
-        if history:
-            raise InputError("a chat on a video LLM base answers one question at a time (no history yet)")
+        history = self._history(history)
         if not isinstance(question, str) or not question.strip():
             raise InputError("the question is empty")
         with self._lock:
             frames = self.frames(video)
-            people = self.model.in_play(question)
-            text = self.model.answer(frames, question, self.max_new_tokens)
+            people = self.model.in_play(" ".join([q for q, _ in history] + [question]))
+            text = self.model.answer(frames, question, self.max_new_tokens, history=history)
         return Answer(text=text, frames=frames, people=people)
 
     def stream(self, video: Path, question: str, history: list[tuple[str, str]] | None = None) -> Iterator[str]:

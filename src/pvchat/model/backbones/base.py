@@ -148,8 +148,10 @@ class PersonalVLM(nn.Module):
         """(attention module, its W_O's name, width of its input, heads) for each routed layer."""
         raise NotImplementedError
 
-    def encode(self, frames: np.ndarray, question: str, answer: str | None = None) -> dict[str, Any]:
-        """One sample with a batch axis of 1: the model's inputs, ``labels`` when ``answer`` is given."""
+    def encode(self, frames: np.ndarray, question: str, answer: str | None = None,
+               history: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+        """One sample with a batch axis of 1: the model's inputs, ``labels`` when ``answer`` is given;
+        ``history``: earlier (question, answer) turns about the same video."""
         raise NotImplementedError
 
     def logits(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -206,9 +208,10 @@ class PersonalVLM(nn.Module):
         return VLMOutput(lm + reg["spr"] + reg["hae"] + reg["moh_balance"], lm, reg["spr"], reg["hae"], logits)
 
     @torch.no_grad()
-    def answer(self, frames: np.ndarray, question: str, max_new_tokens: int = 32) -> str:
-        """Greedy answer to ``question`` about ``frames`` (T, H, W, 3) uint8."""
-        ids = self.generate_ids(self.encode(frames, question), max_new_tokens)
+    def answer(self, frames: np.ndarray, question: str, max_new_tokens: int = 32,
+               history: list[tuple[str, str]] | None = None) -> str:
+        """Greedy answer to ``question`` about ``frames`` (T, H, W, 3) uint8, after the ``history`` turns."""
+        ids = self.generate_ids(self.encode(frames, question, history=history), max_new_tokens)
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     # ------------------------------------------------------------ training

@@ -57,19 +57,25 @@ class DecoderVLM(PersonalVLM):
         return {}
 
     # ------------------------------------------------------------ inputs
-    def encode(self, frames: np.ndarray, question: str, answer: str | None = None) -> dict[str, Any]:
+    def encode(self, frames: np.ndarray, question: str, answer: str | None = None,
+               history: list[tuple[str, str]] | None = None) -> dict[str, Any]:
         video, placeholder = self.video_inputs(frames)
-        names = self.in_play(question)
-        user = {"role": "user", "content": [{"type": "video"},
-                                            {"type": "text", "text": self.person_prefix(names) + question}]}
-        prompt = self.tokenizer.apply_chat_template([user], tokenize=False, add_generation_prompt=True)
+        history = list(history or [])
+        names = self.in_play(" ".join([q for q, _ in history] + [question]))
+        turns = []
+        for i, (q, a) in enumerate([*history, (question, None)]):  # the video and the people open the first turn
+            text = [{"type": "text", "text": (self.person_prefix(names) + q) if i == 0 else q}]
+            turns.append({"role": "user", "content": ([{"type": "video"}] if i == 0 else []) + text})
+            if a is not None:
+                turns.append({"role": "assistant", "content": [{"type": "text", "text": a}]})
+        prompt = self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
         if self.video_marker not in prompt:
             raise InputError(f"{self.path}: its chat template writes no {self.video_marker} for a video")
         prompt_ids = self.tokenizer(prompt.replace(self.video_marker, placeholder, 1), add_special_tokens=False)["input_ids"]
         answer_ids = []
         if answer is not None:
             turn = {"role": "assistant", "content": [{"type": "text", "text": answer}]}
-            full = self.tokenizer.apply_chat_template([user, turn], tokenize=False)
+            full = self.tokenizer.apply_chat_template([*turns, turn], tokenize=False)
             if full.startswith(prompt):  # the template's own assistant turn after its generation prompt
                 target = full[len(prompt):].rstrip("\n")
             else:  # a template whose assistant turn opens differently ("assistant \n" vs "assistant\n")

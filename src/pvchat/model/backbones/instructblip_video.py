@@ -94,7 +94,10 @@ class InstructBlipVideo(PersonalVLM):
         return self.person_blocks[name]
 
     # ------------------------------------------------------------ inputs
-    def encode(self, frames: np.ndarray, question: str, answer: str | None = None) -> dict[str, Any]:
+    def encode(self, frames: np.ndarray, question: str, answer: str | None = None,
+               history: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+        if history:  # InstructBLIP has no chat template: one instruction, one answer
+            raise InputError("InstructBLIP-Video answers one question at a time (it has no chat template)")
         pixels = self.image_processor(images=list(frames), return_tensors="pt")["pixel_values"]  # (T, 3, S, S)
         names = self.in_play(question)
         T = pixels.shape[0]
