@@ -223,3 +223,17 @@ def test_cli_train_on_a_base(bases, red_blue_data, tmp_path, capsys):
     assert cli.main(run[:2] + [str(tmp_path / "run2"), "--recipe", str(recipe), "--base", str(tmp_path / "bert")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "base family 'bert' is not supported; supported: instructblipvideo" in err[0]
+
+
+def test_serve_learns_new_people_on_the_base(tmp_path):
+    """pvchat serve --base DIR: the web app's enrolments call learn(..., base=DIR)."""
+    from types import SimpleNamespace
+
+    from pvchat.web.service import WebService
+
+    calls = []
+    api = SimpleNamespace(learn=lambda **kw: calls.append(kw) or {"name": kw["name"]})
+    job = SimpleNamespace(reference=tmp_path / "ref.mp4", name="Ann", person=None, cancel=None)
+    WebService(tmp_path / "home", api=api, isolate=False, base=tmp_path / "qwen")._learn(job, lambda *a: None)
+    WebService(tmp_path / "home", api=api, isolate=False)._learn(job, lambda *a: None)
+    assert calls[0]["base"] == str(tmp_path / "qwen") and "base" not in calls[1]
