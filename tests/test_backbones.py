@@ -156,14 +156,17 @@ def test_learn_pack_ask(bases, family, red_blue_data, tmp_path):
 
     stages = (StageRecipe(stage=1, epochs=1, batch_size=2, lr_subject=1e-2, lr_qformer=1e-2, lr_lora=1e-2),
               StageRecipe(stage=2, epochs=3, batch_size=2, num_frames=4, lr_subject=1e-2, lr_qformer=1e-2,
-                          lr_lora=1e-2))
+                          lr_lora=1e-2, train_last_k=1, lr_vision=1e-2))
     metrics = learn(model, red_blue_data / "manifest.jsonl", ["sks"], stages)
     assert metrics["stage2"]["steps"] == 9 and metrics["stage2"]["loss"] < metrics["stage2"]["first_loss"]
     card = model.write_pack(["sks"], tmp_path / "pack", metrics=metrics)
     pack = load_pack(tmp_path / "pack")
     assert card["base"]["family"] == model.family and pack.names == ["sks"]
-    # only what personalisation changed: the person's rows, the routers, LoRA, β
-    assert all("lora_" in k or ".head_router." in k for k in pack.shared)
+    # only what personalisation changed: the person's rows, the routers, LoRA, the last vision block, β
+    last = {n for b in model._last_vision_blocks(1) for n, _ in b.named_parameters()}
+    vision = [k for k in pack.shared if "lora_" not in k and ".head_router." not in k]
+    assert vision and len(vision) == len(last) and card["train_last_k"] == 1
+    assert all(k.endswith(tuple(last)) for k in vision)
     base_bytes = sum(f.stat().st_size for f in bases[family].glob("*.safetensors"))
     assert 0 < card["size_bytes"] < base_bytes / 2
 

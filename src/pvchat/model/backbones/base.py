@@ -125,6 +125,7 @@ class PersonalVLM(nn.Module):
         self.path = Path(path)
         self.base_sha256 = config_sha256(self.path)
         self.people: dict[str, list[int]] = {}  # name → token ids (<Name>, then its detail tokens)
+        self.vision_trained = 0  # the last K vision blocks some stage trained (they go into packs)
         self.hf.requires_grad_(False)
         self.hf.eval()
         llm_lib.subject_modules(self.hf, install=True)
@@ -160,6 +161,10 @@ class PersonalVLM(nn.Module):
 
     def generate_ids(self, batch: dict[str, Any], max_new_tokens: int) -> list[int]:
         """Greedy continuation of an encoded prompt, without the prompt."""
+        raise NotImplementedError
+
+    def vision_blocks(self) -> nn.ModuleList | list:
+        """The vision tower's blocks that feed the features, in order (stage 2 may train the last K)."""
         raise NotImplementedError
 
     def _add_queries(self, name: str) -> None:
@@ -215,10 +220,12 @@ class PersonalVLM(nn.Module):
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     # ------------------------------------------------------------ training
-    def parameter_groups(self, names: list[str], lr_subject: float, lr_qformer: float, lr_lora: float):
+    def parameter_groups(self, names: list[str], lr_subject: float, lr_qformer: float, lr_lora: float,
+                         vision_last_k: int = 0, lr_vision: float = 1e-5):
         """Freeze everything, unfreeze what personalising ``names`` trains, grouped by learning rate
         (paper §4.1): the people's rows and query blocks (1e-4), the routers and, with
-        ``train_qformer``, the Q-former (1e-5), LoRA (1e-5)."""
+        ``train_qformer``, the Q-former (1e-5), LoRA (1e-5), and the last ``vision_last_k`` vision
+        blocks (stage 2, §3.4; 1e-5)."""
         for p in self.parameters():
             p.requires_grad_(False)
         subject = [self._row(i) for n in names for i in self.people[n]]
@@ -229,11 +236,22 @@ class PersonalVLM(nn.Module):
             taken = {id(p) for p in subject + routers}
             routers += [p for p in self.hf.qformer.parameters() if id(p) not in taken]
         lora = [p for n, p in self.hf.named_parameters() if "lora_" in n]
-        groups = [("subject", subject, lr_subject), ("routers", routers, lr_qformer), ("lora", lora, lr_lora)]
+        vision = [p for block in self._last_vision_blocks(vision_last_k) for p in block.parameters()]
+        self.vision_trained = max(self.vision_trained, vision_last_k)
+        groups = [("subject", subject, lr_subject), ("routers", routers, lr_qformer), ("lora", lora, lr_lora),
+                  ("vision", vision, lr_vision)]
         for _, params, _ in groups:
             for p in params:
                 p.requires_grad_(True)
         return [{"name": n, "params": ps, "lr": lr} for n, ps, lr in groups if ps]
+
+    def _last_vision_blocks(self, k: int) -> list[nn.Module]:
+        if k == 0:
+            return []
+        blocks = list(self.vision_blocks())
+        if not 0 < k <= len(blocks):
+            raise ConfigError(f"train_last_k must be in 0..{len(blocks)} (the vision blocks that feed the features); got {k}")
+        return blocks[len(blocks) - k:]
 
     def _row(self, token_id: int) -> list[nn.Parameter]:
         emb, head = llm_lib.subject_modules(self.hf)
@@ -273,6 +291,7 @@ class PersonalVLM(nn.Module):
 
     def _shared_parameters(self) -> dict[str, nn.Parameter]:
         router_ids = {id(p) for g in self.gates for p in g.parameters()}
+        router_ids |= {id(p) for b in self._last_vision_blocks(self.vision_trained) for p in b.parameters()}
         out = {}
         for n, p in self.named_parameters():
             if id(p) in router_ids or "lora_" in n:
@@ -292,7 +311,8 @@ class PersonalVLM(nn.Module):
             "base": {"preset": None, "path": str(self.path.resolve()), "sha256": self.base_sha256,
                      "size_bytes": sum(f.stat().st_size for f in self.path.glob("*.safetensors")), "family": self.family,
                      "hash_of": "config.json"},
-            "config": self.card_config(), "data": data or {}, "metrics": metrics or {},
+            "config": self.card_config(), "train_last_k": self.vision_trained, "data": data or {},
+            "metrics": metrics or {},
             "tensors": {"subject": sum(t.numel() for p in pack.subjects.values() for t in p.values()),
                         "shared": sum(t.numel() for t in pack.shared.values())},
             **(extra or {}),

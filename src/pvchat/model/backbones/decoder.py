@@ -38,6 +38,9 @@ class DecoderVLM(PersonalVLM):
     def lm_scope(self) -> str:
         return "model.language_model"
 
+    def vision_blocks(self) -> nn.ModuleList:
+        return self.hf.model.visual.blocks  # Qwen-VL's; the other families override it
+
     def routed_attention(self) -> list[tuple[nn.Module, str, int, int]]:
         text = self.hf.config.get_text_config()
         layers = self.decoder_layers()

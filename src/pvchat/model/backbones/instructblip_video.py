@@ -68,6 +68,9 @@ class InstructBlipVideo(PersonalVLM):
     def lm_scope(self) -> str:
         return "language_model"
 
+    def vision_blocks(self) -> nn.ModuleList:
+        return self.hf.vision_model.encoder.layers
+
     def routed_attention(self) -> list[tuple[nn.Module, str, int, int]]:
         q = self.hf.config.qformer_config
         layers = self.hf.qformer.encoder.layer

@@ -1,9 +1,10 @@
 """Two-stage personalisation of a base (paper §3.4) over the same manifest the presets train on.
 
 Stage 1: the first frame of each clip, existence and appearance questions; stage 2: T frames, all
-question types. Each stage is a :class:`~pvchat.train.recipe.StageRecipe` (epochs, batch size,
-learning rates per group, gradient clipping, max steps); β of Eq. 9 moves once per optimizer step.
-One sample per forward (the families' token counts differ per clip); a batch accumulates them.
+question types, and the last ``train_last_k`` vision blocks train. Each stage is a
+:class:`~pvchat.train.recipe.StageRecipe` (epochs, batch size, learning rates per group, gradient
+clipping, max steps); β of Eq. 9 moves once per optimizer step. One sample per forward (the
+families' token counts differ per clip); a batch accumulates them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def learn(model: PersonalVLM, manifest: Path, names: list[str], stages: tuple[St
             clip: read_first_frame(clip)[None] if recipe.stage == 1 else read_frames_uniform(clip, recipe.num_frames)
             for clip in data.clips}
 
-        groups = model.parameter_groups(names, recipe.lr_subject, recipe.lr_qformer, recipe.lr_lora)
+        groups = model.parameter_groups(names, recipe.lr_subject, recipe.lr_qformer, recipe.lr_lora,
+                                        recipe.train_last_k if recipe.stage == 2 else 0, recipe.lr_vision)
         params = [p for g in groups for p in g["params"]]
         optimizer = torch.optim.AdamW([{k: g[k] for k in ("params", "lr")} for g in groups],
                                       weight_decay=recipe.weight_decay)

@@ -65,6 +65,13 @@ class LlavaOnevision(DecoderVLM):
         model.image_processor = BlipImageProcessorPil(**frame)  # resize → rescale → normalise
         return model
 
+    def vision_blocks(self) -> list:
+        """SigLIP's layers up to the one whose hidden state the projector reads (``vision_feature_layer``)."""
+        layers = list(self.hf.model.vision_tower.encoder.layers)
+        chosen = self.hf.config.vision_feature_layer
+        k = max(chosen) if isinstance(chosen, (list, tuple)) else chosen
+        return layers[: k if k > 0 else len(layers) + 1 + k]  # hidden_states[k] is block k's output
+
     def video_inputs(self, frames: np.ndarray) -> tuple[dict[str, torch.Tensor], str]:
         pixels = self.image_processor(images=list(frames), return_tensors="pt")["pixel_values"]  # (T, 3, S, S)
         vision = self.hf.config.vision_config

@@ -80,6 +80,9 @@ class SmolVLM(DecoderVLM):
     def lm_scope(self) -> str:
         return "model.text_model"
 
+    def vision_blocks(self) -> nn.ModuleList:
+        return self.hf.model.vision_model.encoder.layers
+
     def video_inputs(self, frames: np.ndarray) -> tuple[dict[str, torch.Tensor], str]:
         pixels = self.image_processor(images=list(frames), return_tensors="pt")["pixel_values"]  # (T, 3, S, S)
         vision = self.hf.config.vision_config
