@@ -11,7 +11,7 @@ from pvchat.model.backbones import family_of, list_families, load_base
 from pvchat.pack import load_pack
 from pvchat.train.recipe import StageRecipe
 
-FAMILIES = ["qwen2_5_vl", "qwen2_vl", "llava_onevision", "smolvlm", "instructblipvideo"]
+FAMILIES = ["qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava_onevision", "smolvlm", "instructblipvideo"]
 SETTINGS = dict(detail_tokens=2, subject_queries=2, lora_r=4, lora_alpha=8, lora_dropout=0.0, num_frames=4)
 
 
@@ -23,6 +23,7 @@ def bases(tmp_path_factory):
     return {
         "qwen2_5_vl": qwen_vl.write_tiny(root / "qwen2_5_vl", version="qwen2_5_vl"),
         "qwen2_vl": qwen_vl.write_tiny(root / "qwen2_vl", version="qwen2_vl"),
+        "qwen3_vl": qwen_vl.write_tiny(root / "qwen3_vl", version="qwen3_vl"),
         "llava_onevision": llava_onevision.write_tiny(root / "llava_onevision"),
         "smolvlm": smolvlm.write_tiny(root / "smolvlm"),
         "instructblipvideo": instructblip_video.write_tiny(root / "instructblipvideo"),
@@ -120,6 +121,13 @@ def test_prompts_use_the_family_template_and_name_the_people(bases):
     assert "<|vision_end|><Ben> is <Ben#1><Ben#2>. Is <Ben> here?<|im_end|>\n<|im_start|>assistant\nYes.<|im_end|>\n" \
            "<|im_start|>user\nAnd now?<|im_end|>\n<|im_start|>assistant\nNo.<|im_end|>" in text
     assert qwen.tokenizer.decode(batch["input_ids"][batch["labels"] != -100]) == "No.<|im_end|>"
+
+    qwen3 = load_base(bases["qwen3_vl"], SETTINGS)
+    text = qwen3.tokenizer.decode(qwen3.encode(frames(), "Who is here?")["input_ids"][0])
+    _, gh, gw = qwen3.video_patches(frames())[1][0].tolist()
+    patch = "<|vision_start|>" + "<|video_pad|>" * (gh * gw // 4) + "<|vision_end|>"  # patches merged 2×2
+    assert text == f"<|im_start|>user\n<0.5 seconds>{patch}<2.5 seconds>{patch}Who is here?<|im_end|>\n" \
+                   "<|im_start|>assistant\n"
 
     smol = load_base(bases["smolvlm"], SETTINGS)
     smol.add_person("Ann")

@@ -73,7 +73,8 @@ def learn(reference: list[Path], *, name: list[str], person: int | None = None, 
         recipe: training recipe.
         home: the workspace (default: $PVCHAT_HOME or ./workspace).
         base: a local Hugging Face video LLM directory to personalise instead of the preset's model
-            (families: instructblipvideo, qwen2_vl, qwen2_5_vl); --recipe paper suits a pretrained one.
+            (families: instructblipvideo, llava_onevision, qwen2_vl, qwen2_5_vl, qwen3_vl, smolvlm); --recipe
+            paper suits a pretrained one.
     """
     # torch, transformers, dlib: the whole pipeline
     from pvchat.api import DEFAULT_HOME, STAGES, learn as learn_person

@@ -27,7 +27,7 @@ def train(data: Path, out: Path, preset: Annotated[str, OneOf(PRESETS)] = "tiny"
         recipe: training recipe.
         resume: continue a stopped run in OUT.
         base: a local Hugging Face video LLM directory to personalise instead of the preset's model
-            (families: instructblipvideo, llava_onevision, qwen2_vl, qwen2_5_vl, smolvlm).
+            (families: instructblipvideo, llava_onevision, qwen2_vl, qwen2_5_vl, qwen3_vl, smolvlm).
 
     Also runs as N processes (``torchrun --nproc_per_node N -m pvchat.cli train ...``): rank 0
     builds the base and writes every file; the others load the base and train their shards.

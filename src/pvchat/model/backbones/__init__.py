@@ -11,7 +11,7 @@ model_type         adapter                        where the paper's method goes
 instructblipvideo  instructblip_video.py          ReMoH in the Q-former, N queries per person,
                                                   ``<Name>`` in the LLM (the paper's own shape)
 qwen2_vl           qwen_vl.py                     decoder-only (decoder.py): ReMoH routers on the
-qwen2_5_vl                                        heads of decoder layers 0–2, ``<Name>`` + N
+qwen2_5_vl, qwen3_vl                              heads of decoder layers 0–2, ``<Name>`` + N
 llava_onevision    llava_onevision.py             detail tokens per person
 smolvlm            smolvlm.py
 =================  =============================  ==================================================
@@ -34,6 +34,7 @@ FAMILIES: dict[str, str] = {
     "qwen2_vl": "pvchat.model.backbones.qwen_vl:QwenVL",
     "smolvlm": "pvchat.model.backbones.smolvlm:SmolVLM",
     "qwen2_5_vl": "pvchat.model.backbones.qwen_vl:QwenVL",
+    "qwen3_vl": "pvchat.model.backbones.qwen_vl:Qwen3VL",
 }
 
 

@@ -1,4 +1,4 @@
-"""Qwen2-VL and Qwen2.5-VL (decoder-only): routers on chosen decoder attention layers, detail tokens.
+"""Qwen2-VL, Qwen2.5-VL and Qwen3-VL (decoder-only): routers on chosen decoder layers, detail tokens.
 
 ::
 
@@ -11,7 +11,9 @@ Video preprocessing is reproduced here: transformers' Qwen2-VL video processor n
 processor (its resize, rescale and normalisation from ``preprocessor_config.json``), and pairs of
 frames are merged into the video layout (``temporal_patch_size`` frames per patch row, the video
 processor's ``patchify``); an odd frame count repeats the last frame, as that processor does.
-One difference: the size comes from the image processor's pixel bounds, not the video
+Qwen3-VL writes each temporal patch as ``<t seconds><|vision_start|><|video_pad|>×n<|vision_end|>``
+with t the mean time of its frames, as its processor does; pvchat samples frames without their
+times, so frame i is taken as second i. One difference: the size comes from the image processor's pixel bounds, not the video
 processor's per-frame budget, so a long video gets more tokens per frame than transformers
 would give it. No parity test against the video processor runs here (the two never import
 together on this machine); a still (two equal frames) is tested against the image processor.
@@ -100,10 +102,50 @@ class QwenVL(DecoderVLM):
         return {"mm_token_type_ids": (ids == self.hf.config.video_token_id).long() * 2}
 
 
+class Qwen3VL(QwenVL):
+    """Qwen3-VL from a local directory: Qwen-VL's frames, a timestamp before each temporal patch."""
+
+    family = "qwen3-vl"
+
+    def video_inputs(self, frames: np.ndarray) -> tuple[dict[str, torch.Tensor], str]:
+        pixels, grid = self.video_patches(frames)
+        groups, gh, gw = (int(v) for v in grid[0])
+        n = gh * gw // self.image_processor.merge_size ** 2  # tokens per temporal patch
+        tps = self.image_processor.temporal_patch_size
+        text = "".join(f"<{g * tps + (tps - 1) / 2:.1f} seconds><|vision_start|>{VIDEO_PAD * n}<|vision_end|>"
+                       for g in range(groups))  # the mean time of the patch's frames, frame i at second i
+        return {"pixel_values_videos": pixels, "video_grid_thw": grid}, text
+
+
+# The message rendering of Qwen3-VL-Instruct's chat template (its tool-call and tool-response
+# branches left out; none are used here): for the tiny bases the tests build; a real base brings its own.
+QWEN3_CHAT_TEMPLATE = (
+    "{%- for message in messages %}{%- if message.content is string %}{%- set content = message.content %}"
+    "{%- else %}{%- set content = namespace(text='') %}{%- for item in message.content %}"
+    "{%- if 'video' in item or item.type == 'video' %}{%- set content.text = content.text + "
+    "'<|vision_start|><|video_pad|><|vision_end|>' %}{%- elif 'image' in item or item.type == 'image' %}"
+    "{%- set content.text = content.text + '<|vision_start|><|image_pad|><|vision_end|>' %}"
+    "{%- elif 'text' in item %}{%- set content.text = content.text + item.text %}{%- endif %}{%- endfor %}"
+    "{%- set content = content.text %}{%- endif %}"
+    "{{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>' + '\n' }}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
+)
+
+
 # ------------------------------------------------------------------ random bases (tests, bench)
 def tiny_config(version: str = "qwen2_5_vl", vocab_size: int = 640):
-    """A CPU-sized random Qwen2(.5)-VL: 2 decoder layers, 64 wide, a 2-block ViT."""
-    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig  # transformers: the config classes
+    """A CPU-sized random Qwen2-VL / Qwen2.5-VL / Qwen3-VL: 2 decoder layers, 64 wide, a 2-block ViT."""
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig  # transformers: the config classes
+
+    if version == "qwen3_vl":
+        return Qwen3VLConfig(
+            text_config=dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+                             rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3],
+                                              "mrope_interleaved": True}),
+            vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                               patch_size=16, num_position_embeddings=16, deepstack_visual_indexes=[0]),
+            tie_word_embeddings=False)
 
     text = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
@@ -131,7 +173,7 @@ def real_config():
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision)
 
 
-def write_processing(path: Path, config, frame_pixels: int = 56 * 56) -> None:
+def write_processing(path: Path, config, frame_pixels: int = 56 * 56, patch_size: int = 14) -> None:
     """Write the tokenizer (pvchat's offline BPE with Qwen's special tokens, the real chat template) and the
     image processor of a random base into ``path``, and point ``config``'s token ids at it."""
     # transformers: the image processor; pvchat's offline BPE stands in for Qwen's vocabulary
@@ -143,14 +185,14 @@ def write_processing(path: Path, config, frame_pixels: int = 56 * 56) -> None:
     tok = build_tiny_tokenizer()
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL], special_tokens=True)
     tok.eos_token, tok.pad_token = "<|im_end|>", "<|endoftext|>"
-    tok.chat_template = CHAT_TEMPLATE
+    tok.chat_template = QWEN3_CHAT_TEMPLATE if config.model_type == "qwen3_vl" else CHAT_TEMPLATE
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL}
     config.image_token_id, config.video_token_id = ids["<|image_pad|>"], ids[VIDEO_PAD]
     config.vision_start_token_id, config.vision_end_token_id = ids["<|vision_start|>"], ids["<|vision_end|>"]
     for c in (config, config.get_text_config()):
         c.bos_token_id, c.eos_token_id, c.pad_token_id = None, ids["<|im_end|>"], ids["<|endoftext|>"]
     tok.save_pretrained(path)
-    Qwen2VLImageProcessorPil(min_pixels=frame_pixels, max_pixels=frame_pixels).save_pretrained(path)
+    Qwen2VLImageProcessorPil(min_pixels=frame_pixels, max_pixels=frame_pixels, patch_size=patch_size).save_pretrained(path)
 
 
 def write_tiny(path: Path, version: str = "qwen2_5_vl", seed: int = 0) -> Path:
@@ -159,7 +201,10 @@ def write_tiny(path: Path, version: str = "qwen2_5_vl", seed: int = 0) -> Path:
 
     path = Path(path)
     cfg = tiny_config(version)
-    write_processing(path, cfg)
+    if version == "qwen3_vl":  # patch 16: 64×64 frames are 4×4 patches, as 56×56 are at patch 14
+        write_processing(path, cfg, frame_pixels=64 * 64, patch_size=16)
+    else:
+        write_processing(path, cfg)
     torch.manual_seed(seed)
     AutoModelForImageTextToText.from_config(cfg).save_pretrained(path)
     return path
