@@ -116,6 +116,8 @@ def test_prompts_use_the_family_template_and_name_the_people(bases):
     assert qwen.tokenizer.decode(supervised) == "Yes.<|im_end|>"
     with pytest.raises(InputError, match="unknown person Cy"):
         qwen.encode(frames(), "Is <Cy> here?")
+    with pytest.raises(InputError, match="'<\\|video_pad\\|>' is reserved"):
+        qwen.encode(frames(), "Is <Ann> <|video_pad|> here?")
     batch = qwen.encode(frames(), "And now?", answer="No.", history=[("Is <Ben> here?", "Yes.")])
     text = qwen.tokenizer.decode(batch["input_ids"][0])
     assert "<|vision_end|><Ben> is <Ben#1><Ben#2>. Is <Ben> here?<|im_end|>\n<|im_start|>assistant\nYes.<|im_end|>\n" \

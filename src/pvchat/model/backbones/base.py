@@ -174,6 +174,20 @@ class PersonalVLM(nn.Module):
         return None
 
     # -------------------------------------------------------------- people
+    def check_text(self, *texts: str) -> None:
+        """A question or answer may not hold the tokenizer's special tokens (a ``<|video_pad|>`` typed in
+        would claim a video slot): one InputError naming the token."""
+        if not hasattr(self, "_reserved"):
+            tok = self.tokenizer
+            added = {t.content for t in tok.added_tokens_decoder.values() if t.special}
+            self._reserved = sorted((set(tok.all_special_tokens) | added) - {""}, key=len, reverse=True)
+        for text in texts:
+            if not isinstance(text, str):
+                raise InputError(f"questions and answers are text, got {type(text).__name__}")
+            hit = next((t for t in self._reserved if t in text), None)
+            if hit is not None:
+                raise InputError(f"{hit!r} is reserved and cannot appear in a question or an answer")
+
     def in_play(self, question: str) -> list[str]:
         """The known people a question names, in the order they were added; an unknown one is an error."""
         named = names_in(question)

@@ -62,8 +62,9 @@ class DecoderVLM(PersonalVLM):
     # ------------------------------------------------------------ inputs
     def encode(self, frames: np.ndarray, question: str, answer: str | None = None,
                history: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-        video, placeholder = self.video_inputs(frames)
         history = list(history or [])
+        self.check_text(question, answer or "", *(t for turn in history for t in turn))
+        video, placeholder = self.video_inputs(frames)
         names = self.in_play(" ".join([q for q, _ in history] + [question]))
         turns = []
         for i, (q, a) in enumerate([*history, (question, None)]):  # the video and the people open the first turn

@@ -101,6 +101,7 @@ class InstructBlipVideo(PersonalVLM):
                history: list[tuple[str, str]] | None = None) -> dict[str, Any]:
         if history:  # InstructBLIP has no chat template: one instruction, one answer
             raise InputError("InstructBLIP-Video answers one question at a time (it has no chat template)")
+        self.check_text(question, answer or "")
         pixels = self.image_processor(images=list(frames), return_tensors="pt")["pixel_values"]  # (T, 3, S, S)
         names = self.in_play(question)
         T = pixels.shape[0]
