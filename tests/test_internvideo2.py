@@ -196,3 +196,17 @@ def test_a_sharded_checkpoint_becomes_a_pvchat(tmp_path):
     with pytest.raises(InputError, match="does not fit the config"):
         convert_checkpoint(source, tmp_path / "bad", config().__class__.from_dict(
             {**config().to_dict(), "llm": {**config().to_dict()["llm"], "config": {**LLM, "hidden_size": 32}}}))
+
+
+def test_official_config_has_the_papers_sizes():
+    from pvchat.model.internvideo2 import official_config
+
+    cfg = official_config()
+    with torch.device("meta"):
+        tower = InternVideo2Tower(**cfg.vision.config)
+    assert 0.95e9 < sum(p.numel() for p in tower.parameters()) < 1.05e9  # InternVideo2-1B, 39 of 40 blocks
+    assert tower.pos_embed.shape == (1, 1 + 8 * 256, 1408)  # the official 2049 tokens
+    q = cfg.qformer
+    assert (q.num_general_queries, q.num_subject_queries, q.routed_layers, q.num_shared_heads, q.top_k) == \
+           (96, 16, [6, 7, 8, 9, 10, 11], 8, 2)
+    assert cfg.llm.lora_r == 16 and cfg.llm.lora_alpha == 32 and "lm_head" in cfg.llm.lora_targets

@@ -156,6 +156,27 @@ class InternVideo2Tower(nn.Module):
         return x.unsqueeze(1)  # one "frame" of 1 + T·L tokens                           (B, 1, 1 + T·L, C)
 
 
+def official_config(routers: bool = True, vocab_size: int = 32768):
+    """The :class:`~pvchat.model.config.PVChatConfig` of InternVideo2-Chat-8B-HD / PVChat (pvchat-official.md §2):
+    the ViT above, a BERT-base Q-former with 32 + 64 general and 16 personal queries, ReMoH in layers 6–11
+    (8 shared + 4 routed heads, b = 2), Mistral-7B-Instruct-v0.3 with LoRA r16/α32 on every projection and
+    the head. ``routers``: the checkpoint has the official routers, whose mixing has no ×2 scale."""
+    from pvchat.model.presets import paper
+
+    cfg = paper()
+    cfg.vision.model_type = "internvideo2"
+    cfg.vision.config = dict(hidden_size=1408, depth=39, num_heads=16, mlp_hidden=6144, image_size=224,
+                             patch_size=14, num_frames=8)
+    cfg.qformer.num_general_queries, cfg.qformer.num_subject_queries = 96, 16
+    if routers:
+        cfg.qformer.alpha_scale = 1.0
+    cfg.llm.config = {**cfg.llm.config, "vocab_size": vocab_size}
+    cfg.llm.tokenizer = "pretrained"
+    cfg.llm.lora_targets = [*cfg.llm.lora_targets, "lm_head"]
+    cfg.preset = None
+    return cfg
+
+
 # ---------------------------------------------------------------------- the converter
 VIT_KEY = re.compile(r"^vision_encoder\.(patch_embed\.proj\.(weight|bias)|cls_token|pos_embed|img_pos_embed|"
                      r"blocks\.\d+\.(norm[12]\.weight|attn\.(qkv|q_norm|k_norm)\.weight|attn\.proj\.(weight|bias)|"
