@@ -29,7 +29,7 @@ def pack_answerer(pack: str, home: Path | None = None, base: Path | None = None)
     except ImportError as e:
         raise ConfigError(f"--pack needs the Python API pvchat.api, which could not be imported ({e})") from None
     check_pack_spec(pack)
-    chat = Chat(packs=[pack], **({"home": home} if home is not None else {}), base=base)
+    chat = Chat(packs=[pack], **({"home": home} if home is not None else {}), **({"base": base} if base else {}))
     people = list(chat.people)
     if pack in people:
         learned = pack
