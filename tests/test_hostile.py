@@ -183,15 +183,15 @@ def test_learn_help_states_the_bounds(capsys):
 def _fast_learn(monkeypatch):
     """learn as it is, minus the slow parts: synthesis writes an empty data set and training is skipped
     (analysis of the reference, the base model and the pack are real)."""
-    import pvchat.api as api
+    import pvchat.learn as pipeline
     import pvchat.train.stages as stages
 
-    def synthesize(analysis, name, out, recipe, report, cancel, lock=None):
+    def synthesize(analysis, name, out, recipe, report, cancel, lock=None, pool=None):
         out.mkdir(parents=True)
         (out / "manifest.jsonl").write_text("")
         write_json(out / "summary.json", {"clips": 0, "qa_pairs": 0})
 
-    monkeypatch.setattr(api, "_synthesize", synthesize)
+    monkeypatch.setattr(pipeline, "synthesize_in_child", synthesize)
     monkeypatch.setattr(stages, "learn_stages", lambda *a, **k: None)
 
 
@@ -413,9 +413,9 @@ def test_the_synthesis_child_dies_with_learn_and_holds_the_lock_until_then(two_p
     from pvchat.locks import hold
 
     lock = tmp_path / "people" / "Zed" / ".lock"
-    script = (f"from pathlib import Path\nfrom pvchat.api import _synthesize\nfrom pvchat.locks import hold\n"
+    script = (f"from pathlib import Path\nfrom pvchat.learn import synthesize_in_child\nfrom pvchat.locks import hold\n"
               f"with hold(Path({str(lock)!r}), 'busy') as fd:\n"
-              f"    _synthesize(Path({str(two_people_analysis)!r}), 'Zed', Path({str(tmp_path / 'data')!r}), 'tiny',"
+              f"    synthesize_in_child(Path({str(two_people_analysis)!r}), 'Zed', Path({str(tmp_path / 'data')!r}), 'tiny',"
               f" lambda f, i: None, None, fd)\n")
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)
     child = []

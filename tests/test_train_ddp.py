@@ -35,8 +35,8 @@ RANK_SCRIPT = textwrap.dedent("""
     data, out, recipe = sys.argv[1:4]
     models = []
     learn = stages.learn_stages
-    stages.learn_stages = lambda model, *a, **k: (models.append(model), learn(model, *a, **k, progress=False))[1]
-    train(Path(data), Path(out), preset="tiny", recipe=recipe)
+    stages.learn_stages = lambda model, *a, **k: (models.append(model), learn(model, *a, **{**k, "progress": False}))[1]
+    train(Path(data), Path(out), preset="tiny", recipe=recipe, home=Path(out).parent / "home")
     rank = PartialState().process_index
     save_tensors(Path(out).parent / f"rank{rank}.safetensors",
                  {**dict(models[0].named_parameters()), "sparsity.beta": models[0].sparsity.beta})

@@ -50,7 +50,7 @@ def setup(tmp_path_factory, red_blue_data):
 
 def _cmd(root: Path, out: Path, resume: bool = False) -> list[str]:
     cmd = [sys.executable, "-m", "pvchat.cli", "train", str(root / "data"), str(out), "--preset", "tiny",
-           "--recipe", str(root / "recipe.yaml")]
+           "--recipe", str(root / "recipe.yaml"), "--home", str(root / "home")]
     return cmd + ["--resume"] if resume else cmd
 
 

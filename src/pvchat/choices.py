@@ -21,6 +21,8 @@ SYNTH_RECIPES = ("demo", "paper", "tiny")
 QA_RECIPES = ("demo", "paper", "tiny")
 # pvchat.eval.ablate.STUDIES, in the paper's order (Tables 2, 3, 4, supp. Table 1)
 STUDIES = ("attention", "losses", "data", "queries")
+# the stages of the learn pipeline (pvchat.learn), as progress reports name them (the web app's queue too)
+STAGES = ("analyze", "synthesize", "stage1", "stage2", "pack")
 # pvchat.faces.demographics.BACKENDS (vlm also as vlm:DIR)
 DEMOGRAPHICS = ("none", "given", "vlm")
 # pvchat.faces.demographics.GENDERS and AGES

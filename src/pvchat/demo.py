@@ -1,7 +1,7 @@
 """``pvchat demo``: learn one person from one video and question held-out clips, end to end.
 
     offline world ─► reference video of one person ─► analyze ─► synthesize (classic positives,
-    hard negatives from a pool of other people) ─► train stage 1 + stage 2 (small preset)
+    hard negatives from a pool of other people) ─► train stage 1 + stage 2 ─► pack  (pvchat.learn, as learn)
     ─► ask about held-out clips: "Is <Name> in this video?", and where the person is in the clip
        "What is <Name> wearing?" / "What is <Name> doing?" ─► scores per question type, transcript, plots
 
@@ -34,10 +34,10 @@ def _write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
 
 def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = True, preset: str = PRESET) -> dict:
     """The demo as a function: returns the report it also writes to ``out/report.json``."""
+    import pvchat.learn as pipeline  # torch, transformers, dlib: the whole pipeline
     from pvchat.faces import FaceEngine
-    from pvchat.faces.analyze import analyze_video, load_embedding, write_analysis
-    from pvchat.synth.pipeline import synthesize_dataset
-    from pvchat.train.stages import base_model, learn_stages
+    from pvchat.pack import CARD
+    from pvchat.workspace import PersonPaths, base_dir
     from pvchat.world.api import World, make_world
     from pvchat.world.faces import face_split
 
@@ -50,6 +50,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     subject, others = world.people[0], world.people[1:]
     pool_people, held_out = others[: len(others) // 2], others[len(others) // 2 :]
     name = subject.name
+    paths = PersonPaths(out)  # out/analysis, out/data, out/run, out/pack: learn's layout; the base in out/base/<preset>
     timings: dict[str, float] = {}
 
     def lap(key: str, start: float) -> None:
@@ -63,8 +64,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     reference = out / "reference.mp4"
     _write_clip(reference, ref.frames, world.fps)
     # 2. analyze it
-    analysis = analyze_video(reference)
-    write_analysis(analysis, out / "analysis", overwrite=True)
+    summary = pipeline.analyze([reference], [paths.analysis], verbose=progress)
     lap("analyze", t)
     # 3. synthesize: positives from the reference, negatives from the pool's people
     t = time.perf_counter()
@@ -72,8 +72,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     pool.mkdir(exist_ok=True)
     for p in pool_people:
         Image.fromarray(world.portrait(p.id)).save(pool / f"{p.id}.png")
-    manifest = synthesize_dataset(out / "analysis", name, out / "data", pool=pool,
-                                  recipe="demo", progress=progress)
+    synth = pipeline.synth_recipe(preset)
+    data = pipeline.synthesize(paths.analysis, name, paths.data, synth, pool=pool, verbose=progress)
     lap("synthesize", t)
     # 4. held-out queries: the subject, strangers, and the held-out people nearest to the subject
     t = time.perf_counter()
@@ -90,13 +90,20 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
                            out / "queries")
     lap("queries", t)
 
-    # 5. train both stages (the base first answers about "the person": what personalisation adds)
+    # 5. train both stages (the base first answers about "the person": what personalisation adds), then the pack
     t = time.perf_counter()
-    model = base_model(out / "run", preset, [name], seed=seed, faces={name: load_embedding(out / "analysis")})
+    base = base_dir(preset, out)
+    model = pipeline.start_model(base, preset, [name], [paths.analysis], seed=seed)
     describes = preset in DESCRIBES
     base_rows = _ask(model, queries, name, generic=True) if describes else []
-    r1, r2 = learn_stages(model, manifest, out / "run", recipe=preset, subjects=[name], resume=True, progress=progress)
+    r1, r2, metrics = pipeline.train(model, paths.data / "manifest.jsonl", paths.run, preset, [name], resume=True,
+                                     verbose=progress)
     lap("train", t)
+    t = time.perf_counter()
+    if not (paths.pack / CARD).is_file():  # what 'pvchat ask --pack OUT/pack' loads
+        pipeline.pack(model, [name], paths.pack, base, preset, data, metrics, reference=str(reference.resolve()),
+                      extra={"person": summary["subject"], "recipe": preset, "synthesize": synth})
+    lap("pack", t)
 
     # 6. ask the learned model; the training-free face baseline answers existence
     t = time.perf_counter()

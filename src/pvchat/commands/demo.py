@@ -17,7 +17,8 @@ def demo(out: Path = Path("workspace/demo"), quick: bool = False, seed: int = 0,
     training set (positives from that video, hard negatives from other people), trains the tiny
     model in two stages and asks "Is <Name> in this video?" about clips with the person, with
     strangers and with look-alikes it has never seen. Prints the metrics and a transcript; writes
-    report.json, eval.png and the training plots under OUT.
+    report.json, eval.png, the training plots and the person's concept pack (OUT/pack) under OUT,
+    learned by the stages 'pvchat learn' runs (pvchat.learn).
 
     Args:
         out: where everything is written (re-running resumes).

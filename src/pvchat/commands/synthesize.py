@@ -26,9 +26,11 @@ def synthesize(analysis: Path, name: str, out: Path, pool: Path | None = None,
         recipe: how much data.
         backend: positive-clip generator (classic runs on CPU; the others need a GPU and local weights).
     """
-    from pvchat.synth.pipeline import synthesize_dataset  # cv2, dlib, torch; a backend's diffusers
+    from pvchat.learn import world_pool  # cv2, dlib, torch; a backend's diffusers
+    from pvchat.synth.pipeline import synthesize_dataset
 
-    manifest = synthesize_dataset(analysis, name, out, pool=pool, recipe=recipe, backend=backend)
+    manifest = synthesize_dataset(analysis, name, out, pool=world_pool() if pool is None else pool, recipe=recipe,
+                                  backend=backend)
     summary = json.loads((Path(out) / "summary.json").read_text())
     print(f"{summary['clips']} clips ({summary['positives']} positive, {summary['negatives']} negative), "
           f"{summary['qa_pairs']} QA pairs -> {manifest}")

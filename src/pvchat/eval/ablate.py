@@ -91,15 +91,15 @@ def _slug(name: str) -> str:
 # ------------------------------------------------------------------------------- the pieces
 def prepare_subject(reference: Path, name: str, out: Path, recipe: str | Path, progress: bool = False) -> Path:
     """Analyze the reference and synthesize the training set once; returns the manifest path."""
-    from pvchat.api import _synth_recipe
     from pvchat.faces.analyze import analyze_video, write_analysis
+    from pvchat.learn import synth_recipe, world_pool
     from pvchat.synth.pipeline import synthesize_dataset
 
     analysis, data = out / "analysis", out / "data"
     if not (analysis / "summary.json").is_file():
         write_analysis(analyze_video(reference, progress=False), analysis, overwrite=True)
     if not (data / "summary.json").is_file():
-        synthesize_dataset(analysis, name, data, recipe=_synth_recipe(recipe), progress=progress)
+        synthesize_dataset(analysis, name, data, pool=world_pool(), recipe=synth_recipe(recipe), progress=progress)
     return data / "manifest.jsonl"
 
 

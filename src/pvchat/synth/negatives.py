@@ -5,14 +5,15 @@ subject. Anything closer than ``same_person`` is probably the subject and is exc
 paper adds R = 30 random pool clips to the k nearest.
 
 Pool: a directory of images and/or videos, one person per file (the largest face is taken), e.g.
-CelebV-HQ clips; by default the people of the offline world (real faces: scikit-image's LFW subset,
-astronaut, Grace Hopper), one neutral portrait each.
+CelebV-HQ clips, or the same in memory: a list of ``(source, frames)``. The caller chooses it; the
+learn pipeline's default is the offline world's people (:func:`pvchat.learn.world_pool`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 from PIL import Image
@@ -24,6 +25,9 @@ from pvchat.synth.base import Identity
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
 SAME_PERSON = 0.35  # dlib distance under which a pool face is taken to be the subject itself
+
+PoolItems = list[tuple[str, list[np.ndarray]]]  # (source, frames): one person each
+Pool = Union[str, Path, PoolItems]  # a directory (read_pool) or people already in memory
 
 
 @dataclass
@@ -57,14 +61,6 @@ def _person(engine, source: str, frames: list[np.ndarray]) -> PoolPerson | None:
     return PoolPerson(source, np.mean(embs, 0).astype(np.float32), kept, boxes)
 
 
-def default_pool(people: int = 60, seed: int = 1) -> list[tuple[str, list[np.ndarray]]]:
-    """Portraits of the offline world's people (``pvchat.world``), one file-less person each."""
-    from pvchat.world.api import make_world
-
-    world = make_world(people=people, seed=seed)
-    return [(f"world:{p.id}", [world.portrait(p.id)]) for p in world.people]
-
-
 def read_pool(pool: str | Path) -> list[tuple[str, list[np.ndarray]]]:
     """Files of a pool directory as (source, frames): an image is one frame, a video 4 uniform frames."""
     from pvchat.video import read_frames_uniform
@@ -88,19 +84,26 @@ def read_pool(pool: str | Path) -> list[tuple[str, list[np.ndarray]]]:
     return out
 
 
-def build_face_bank(pool: str | Path | None = None, progress: bool = True) -> list[PoolPerson]:
+def pool_label(pool: Pool) -> str | list[str]:
+    """What a synthesis records about its pool: the directory, or the sources of people in memory."""
+    return str(pool) if isinstance(pool, (str, Path)) else [source for source, _ in pool]
+
+
+def build_face_bank(pool: Pool | None, progress: bool = True) -> list[PoolPerson]:
     """Embed every pool person; files without a detectable face are left out."""
     from pvchat.faces import FaceEngine
 
+    if pool is None:
+        raise InputError("no pool of other people for the negatives: pass a directory of their images/videos")
     engine = FaceEngine()
-    items = default_pool() if pool is None else read_pool(pool)
+    items = read_pool(pool) if isinstance(pool, (str, Path)) else list(pool)
     bank = []
     for source, frames in tqdm(items, desc="face bank", disable=not progress):
         person = _person(engine, source, frames)
         if person is not None:
             bank.append(person)
     if not bank:
-        raise InputError(f"{pool or 'the default pool'}: no face found in any pool file")
+        raise InputError(f"{pool if isinstance(pool, (str, Path)) else 'the pool'}: no face found in any pool file")
     return bank
 
 

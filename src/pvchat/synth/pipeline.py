@@ -26,7 +26,7 @@ from pvchat.data import ClipRecord, QARecord, write_manifest
 from pvchat.errors import ConfigError, InputError
 from pvchat.io import read_json, write_json
 from pvchat.synth.base import ClipRequest, GeneratedClip, get_generator
-from pvchat.synth.negatives import build_face_bank, identity_threshold, pick_negatives
+from pvchat.synth.negatives import Pool, build_face_bank, identity_threshold, pick_negatives, pool_label
 
 MOTION_WORDS = {
     "still": "looking at the camera", "nod": "nodding", "shake": "shaking the head", "tilt": "tilting the head",
@@ -105,12 +105,16 @@ def synthesize_dataset(
     analysis: str | Path,
     name: str,
     out: str | Path,
-    pool: str | Path | None = None,
+    pool: Pool | None = None,
     recipe: str | SynthRecipe = "paper",
     backend: str = "classic",
     progress: bool = True,
 ) -> Path:
-    """Build the training set of one subject; returns the manifest path. Resumes a partial ``out``."""
+    """Build the training set of one subject; returns the manifest path. Resumes a partial ``out``.
+
+    ``pool``: the other people hard and random negatives are drawn from (a directory, or ``(source,
+    frames)`` in memory, e.g. :func:`pvchat.learn.world_pool`); required, checked before anything is written.
+    """
     from pvchat.faces import FaceEngine
     from pvchat.model.prompt import validate_name
     from pvchat.qa.facts import ClipFacts
@@ -127,7 +131,7 @@ def synthesize_dataset(
     bank = build_face_bank(pool, progress=progress)  # bad pools fail before anything is written
     (out / "clips").mkdir(parents=True, exist_ok=True)
     (out / "records").mkdir(exist_ok=True)
-    settings = {"name": name, "analysis": str(analysis), "pool": str(pool) if pool else None,
+    settings = {"name": name, "analysis": str(analysis), "pool": pool_label(pool),
                 "backend": backend, "recipe": asdict(recipe)}
     if (out / "settings.json").exists() and read_json(out / "settings.json") != settings:
         raise InputError(f"{out} holds a synthesis with other settings; choose another directory")

@@ -103,12 +103,6 @@ def init_subject(model: PVChat, name: str, init: dict[str, torch.Tensor]) -> Non
     llm_lib.load_subject_token_state(model.llm, {name: model.subject_ids[name]}, rows)
 
 
-def base_model(out: Path, preset: str, subjects: list[str], seed: int = 0, faces: dict | None = None) -> PVChat:
-    """The model training starts from: the subject-free base of ``preset`` (built once and saved in
-    ``out/base``) with ``subjects`` added, so a resumed run continues on exactly the same weights."""
-    return with_subjects(build_base(Path(out) / "base", preset, seed), subjects, seed, faces)
-
-
 def learn_stages(model: PVChat, manifest: Path, out: Path, recipe: str | Path = "demo",
                  subjects: list[str] | None = None, resume: bool = False,
                  progress: bool = True, on_step: Callable[[str, int, int, dict[str, Any]], None] | None = None,

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from pvchat.choices import STAGES
 from pvchat.errors import InputError, PVChatError
 
 log = logging.getLogger(__name__)
 
-STAGES = ("analyze", "synthesize", "stage1", "stage2", "pack")
 TRAIN_STAGES = ("stage1", "stage2")
 ACTIVE = ("queued", "running")
 MAX_RECORDS = 5000  # training log records kept per job for the curves
