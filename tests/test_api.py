@@ -363,3 +363,32 @@ def test_two_people_learned_together_one_pack_one_question(learned, tmp_path):
     assert answer.people == ["Ann", "Ben"] and isinstance(answer.text, str)
     deleted = forget("Ben", home=home)  # the group's model is Ben's too: it goes
     assert home / "people" / "Ann+Ben" in deleted and not (home / "people" / "Ann+Ben").exists()
+
+
+def test_learn_and_ask_on_a_video_llm_base(learned, tmp_path, capsys):
+    """learn --base DIR: the same analysis and data, trained on a tiny random Qwen2.5-VL; ask finds its base."""
+    from pvchat.model.backbones import qwen_vl
+
+    base = qwen_vl.write_tiny(tmp_path / "qwen")
+    home = tmp_path / "home"
+    for part in ("analysis", "data"):  # analysed and synthesized once, by the session's learn
+        shutil.copytree(learned.home / "people" / learned.name / part, home / "people" / learned.name / part)
+    stages = []
+    card = learn(learned.reference, learned.name, home=home, recipe=learned.recipe, base=base,
+                 progress=lambda stage, fraction, info: stages.append(stage))
+    assert card["base"]["family"] == "qwen-vl" and card["names"] == [learned.name]
+    assert {"stage1", "stage2", "pack"} <= set(stages) and card["metrics"]["stage2"]["steps"] == 6
+    chat = Chat([learned.name], home=home)
+    assert type(chat).__name__ == "BaseChat"
+    question = f"Is <{learned.name}> in this video?"
+    answer = chat.ask(learned.query, question)
+    assert answer.people == [learned.name] and answer.frames.shape[0] == 8
+    assert cli.main(["ask", str(learned.query), question, "--home", str(home)]) == 0
+    assert capsys.readouterr().out.strip() == answer.text
+    follow_up = chat.ask(learned.query, "And what is she doing?", history=[(question, answer.text)])
+    assert follow_up.people == [learned.name]  # named in the history
+    other = qwen_vl.write_tiny(tmp_path / "qwen2", version="qwen2_vl")
+    capsys.readouterr()
+    assert cli.main(["ask", str(learned.query), question, "--home", str(home), "--base", str(other)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "learned on another base" in err[0]

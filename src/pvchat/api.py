@@ -3,6 +3,7 @@
 ::
 
     learn(reference, name)  analyze ─► synthesize ─► stage 1 ─► stage 2 ─► pack  (pvchat.learn, one function a stage)
+    learn(..., base=DIR)    the same on a video LLM the user has (pvchat.model.backbones)
     Chat([name, ...])       base model + every pack's people ─► ask / stream / head_activation  (pvchat.chat)
     forget(name)            delete everything derived from that person
 
@@ -31,6 +32,7 @@ from pvchat.learn import (  # noqa: F401 (API)
     check_weights,
 )
 from pvchat.locks import hold
+from pvchat.model.backbones import family_of
 from pvchat.model.presets import get_preset
 from pvchat.model.prompt import NAME_PATTERN, names_in  # noqa: F401 (API)
 from pvchat.pack import CARD, read_card
@@ -77,6 +79,7 @@ def learn(
     person: int | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
+    base: Path | None = None,
 ) -> dict:
     """Learn ``name`` from one reference video (or 2–3 people together, one video each); returns the
     concept pack's card.
@@ -99,6 +102,8 @@ def learn(
         progress: ``progress(stage, fraction, info)``; stage in :data:`STAGES`; during stage1/stage2
             info is the latest training log record (loss, lm, spr, hae, sparsity, ...) plus ``total``.
         cancel: set it to stop at the next step with :class:`Cancelled` ("cancelled"); files stay resumable.
+        base: a local Hugging Face video LLM directory to personalise instead of the preset's model
+            (:mod:`pvchat.model.backbones` lists the families); its training restarts when resumed.
     """
     references = [Path(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
     names = list(name) if isinstance(name, (list, tuple)) else [name]
@@ -114,7 +119,7 @@ def learn(
         with hold(paths.root / LOCK, f"{who} is being learned by another process right now; wait for it to "
                   f"finish or stop it") as lock:
             try:
-                return _learn(references, names, Path(home), preset, recipe, person, progress, cancel, lock)
+                return _learn(references, names, Path(home), preset, recipe, person, progress, cancel, lock, base)
             except BaseException:
                 _drop_unstarted(paths)
                 raise
@@ -131,7 +136,7 @@ def _drop_unstarted(paths: PersonPaths) -> None:
 
 
 def _learn(references: list[Path], names: list[str], home: Path, preset: str, recipe: str | Path, person: int | None,
-           progress: ProgressFn | None, cancel: threading.Event | None, lock: int) -> dict:
+           progress: ProgressFn | None, cancel: threading.Event | None, lock: int, base: Path | None = None) -> dict:
     """:func:`learn` while holding the people's lock (``lock``, its descriptor: the synthesis child inherits it)."""
     t0 = time.perf_counter()
     paths = group_paths(names, home)
@@ -141,9 +146,14 @@ def _learn(references: list[Path], names: list[str], home: Path, preset: str, re
     synth = pipeline.synth_recipe(recipe)
     for reference in references:  # a missing, unreadable or one-frame video fails before anything is written
         check_video(reference)
-    check_weights(preset)  # a missing weight carrier fails now, not after analysis and synthesis
+    if base is None:
+        check_weights(preset)  # a missing weight carrier fails now, not after analysis and synthesis
+    else:
+        family_of(base)  # not a model directory, or an unsupported family: fails before analysis
     settings = {"reference": str(references[0].resolve()), "preset": preset,
                 "recipe": pipeline.recipe_setting(recipe), "person": person, "synthesize": synth}
+    if base is not None:
+        settings.update(preset=None, base=str(Path(base).resolve()))
     if len(names) > 1:
         settings.update(reference=None, references=[str(r.resolve()) for r in references], names=names)
     if paths.started() and paths.settings.is_file():
@@ -170,6 +180,12 @@ def _learn(references: list[Path], names: list[str], home: Path, preset: str, re
     else:
         data = pipeline.compose(names, analyses, paths.data, recipe, synth, progress, cancel)
     pipeline.check_cancel(cancel, "stage1", name)
+    if base is not None:  # the user's video LLM: its own stages and pack (pvchat.model.backbones)
+        extra = {"person": summary["subject"], "recipe": settings["recipe"], "synthesize": synth,
+                 "reference": settings["reference"] or ", ".join(settings["references"]),
+                 "learn_seconds": round(time.perf_counter() - t0, 1)}
+        return pipeline.learn_on_base(Path(base), names, paths.data / "manifest.jsonl", paths.pack, recipe, data,
+                                      extra=extra, progress=progress, cancel=cancel)
     base = base_dir(preset, home)
     model = pipeline.start_model(base, preset, names, analyses, seed=BASE_SEED)
     _, _, metrics = pipeline.train(model, paths.data / "manifest.jsonl", paths.run, recipe, names, resume=True,

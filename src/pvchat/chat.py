@@ -4,6 +4,7 @@
 ::
 
     Chat([name, ...])   base model + every pack's people ─► ask / stream / head_activation (Fig. 7)
+                        (packs learned on a user's video LLM, ``learn(..., base=DIR)``: a BaseChat)
 
 Several packs load at once. People learned separately each changed the shared parts of the
 model (Q-former, LoRA), so :class:`Chat` keeps each pack's shared tensors and swaps in those of
@@ -23,11 +24,12 @@ import torch
 
 from pvchat.errors import InputError
 from pvchat.io import read_json
+from pvchat.model.backbones import BackboneConfig, load_base
 from pvchat.model.prompt import RESERVED
 from pvchat.model.pvchat import CONFIG_NAME, WEIGHTS_NAME, PVChat
-from pvchat.pack import ConceptPack, add_pack_subjects, apply_shared, base_info, check_fits, load_pack
+from pvchat.pack import ConceptPack, add_pack_subjects, apply_shared, base_info, check_fits, load_pack, read_card
 from pvchat.train.stages import build_base
-from pvchat.video import check_video
+from pvchat.video import check_video, read_frames_uniform
 from pvchat.workspace import BASE_SEED, DEFAULT_HOME, base_dir, pack_path
 
 
@@ -50,8 +52,42 @@ def _base_for(pack: ConceptPack, home: Path) -> Path:
     return build_base(base_dir(preset, home), preset, BASE_SEED)
 
 
+def _pack_paths(packs, home: Path) -> list[Path]:
+    specs = [packs] if isinstance(packs, (str, Path)) else list(packs)
+    if not specs:
+        raise InputError("Chat needs at least one learned person (a name or a concept pack directory)")
+    chosen, seen = [], set()
+    for spec in specs:  # two names of people learned together lead to their one pack: load it once
+        path = pack_path(spec, home)
+        if path not in chosen or str(spec) in seen:
+            chosen.append(path)
+        seen.add(str(spec))
+    return chosen
+
+
+def _load_packs(packs, home: Path) -> list[ConceptPack]:
+    """The packs named by ``packs`` (names or directories), each person in one of them only."""
+    loaded = [load_pack(p) for p in _pack_paths(packs, home)]
+    seen: dict[str, Path | None] = {}
+    for pk in loaded:
+        for n in pk.names:
+            if n in seen:
+                raise InputError(f"{n} is in two packs ({seen[n]} and {pk.path}); load one of them")
+            seen[n] = pk.path
+    return loaded
+
+
+def _on_user_base(packs, home: Path, base: Path | None) -> bool:
+    """Whether a chat is over a user's video LLM (``learn(..., base=DIR)``) rather than a preset's base."""
+    if base is not None:
+        return (Path(base) / "config.json").is_file() and not (Path(base) / CONFIG_NAME).is_file()
+    return "family" in read_card(_pack_paths(packs, home)[0])["base"]
+
+
 class Chat:
     """Questions about videos, with one or more learned people.
+
+    Packs learned on a user's video LLM (``learn(..., base=DIR)``) give a :class:`BaseChat`.
 
     Args:
         packs: learned people by name (found in ``HOME/people``) or pack directories.
@@ -61,25 +97,15 @@ class Chat:
         device: "cpu", "cuda", ...; default CUDA when available.
     """
 
+    def __new__(cls, packs: list[str], home: Path = DEFAULT_HOME, base: Path | None = None, *args, **kwargs):
+        if cls is Chat and _on_user_base(packs, Path(home), base):
+            return super().__new__(BaseChat)
+        return super().__new__(cls)
+
     def __init__(self, packs: list[str], home: Path = DEFAULT_HOME, base: Path | None = None,
                  max_new_tokens: int = 64, device: str | None = None):
         home = Path(home)
-        specs = [packs] if isinstance(packs, (str, Path)) else list(packs)
-        if not specs:
-            raise InputError("Chat needs at least one learned person (a name or a concept pack directory)")
-        chosen, seen = [], set()
-        for spec in specs:  # two names of people learned together lead to their one pack: load it once
-            path = pack_path(spec, home)
-            if path not in chosen or str(spec) in seen:
-                chosen.append(path)
-            seen.add(str(spec))
-        loaded = [load_pack(p) for p in chosen]
-        seen: dict[str, Path | None] = {}
-        for pk in loaded:
-            for n in pk.names:
-                if n in seen:
-                    raise InputError(f"{n} is in two packs ({seen[n]} and {pk.path}); load one of them")
-                seen[n] = pk.path
+        loaded = _load_packs(packs, home)
         base = Path(base) if base is not None else _base_for(loaded[0], home)
         info = base_info(base)
         config = read_json(base / CONFIG_NAME)["config"]
@@ -220,6 +246,55 @@ class Chat:
         return {"layers": self.routed_layers(), "people": people,
                 "with": [[round(float(a), 4) for a in s.active_rate] for s in with_],
                 "without": [[round(float(a), 4) for a in s.active_rate] for s in without]}
+
+
+class BaseChat(Chat):
+    """:class:`Chat` over a pack learned on a user's video LLM (:mod:`pvchat.model.backbones`).
+
+    One pack at a time (its LoRA and routers are the model's); the base is the one the pack records
+    unless ``base`` is given, and must be the same (config hash, family, settings). A history goes
+    into the base's own chat template (decoder-only families; InstructBLIP-Video has none).
+    """
+
+    def __init__(self, packs: list[str], home: Path = DEFAULT_HOME, base: Path | None = None,
+                 max_new_tokens: int = 64, device: str | None = None):
+        loaded = _load_packs(packs, Path(home))
+        if len(loaded) > 1:
+            raise InputError("packs learned on a video LLM base load one at a time; learn the people together "
+                             "to ask about them in one question")
+        settings = {k: v for k, v in loaded[0].card["config"].items() if k != "family"}
+        base = Path(base) if base is not None else Path(loaded[0].card["base"]["path"])
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = torch.bfloat16 if self.device.type == "cuda" else None
+        model = load_base(base, BackboneConfig.from_dict(settings), dtype=dtype)
+        model.apply_pack(loaded[0])
+        self.model = model.to(self.device).eval()
+        self.home, self.base, self.max_new_tokens, self.packs = Path(home), base, max_new_tokens, loaded
+        self.people = list(model.people)
+        self._lock = threading.Lock()
+
+    def frames(self, video: Path) -> np.ndarray:
+        check_video(video)
+        return read_frames_uniform(video, self.model.settings.num_frames)
+
+    def ask(self, video: Path, question: str, history: list[tuple[str, str]] | None = None) -> Answer:
+        history = self._history(history)
+        if not isinstance(question, str) or not question.strip():
+            raise InputError("the question is empty")
+        with self._lock:
+            frames = self.frames(video)
+            people = self.model.in_play(" ".join([q for q, _ in history] + [question]))
+            text = self.model.answer(frames, question, self.max_new_tokens, history=history)
+        return Answer(text=text, frames=frames, people=people)
+
+    def stream(self, video: Path, question: str, history: list[tuple[str, str]] | None = None) -> Iterator[str]:
+        yield self.ask(video, question, history).text
+
+    def routed_layers(self) -> list[str]:
+        return [f"routed attention {i}" for i in range(len(self.model.gates))]
+
+    def head_activation(self, video: Path, question: str) -> dict:
+        raise InputError("head activation maps are drawn for the presets' Q-former, not yet for a video LLM base")
 
 
 def pack_names(packs: list[str] | None) -> list[str]:

@@ -26,10 +26,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from pvchat.choices import STAGES  # noqa: F401 (the stages progress reports name)
 from pvchat.errors import InputError, PVChatError
 from pvchat.faces.analyze import analyze_video, load_embedding, write_analysis
 from pvchat.io import read_json
+from pvchat.model.backbones import load_base
+from pvchat.model.backbones.learn import learn as learn_people
 from pvchat.model.presets import get_preset
 from pvchat.model.pvchat import PVChat
 from pvchat.pack import write_pack
@@ -190,6 +194,31 @@ def pack(model: PVChat, names: list[str], out: Path, base: Path, recipe: str | P
     _, r2 = stages.stage_recipes(recipe)
     card = write_pack(model, names, out, base, train_last_k=r2.train_last_k, data=data, metrics=metrics,
                       reference=reference, extra=extra)
+    _report(progress, "pack", 1.0, {"size_bytes": card["size_bytes"]})
+    return card
+
+
+def learn_on_base(base: Path, names: list[str], manifest: Path, out: Path, recipe: str | Path, data: dict,
+                  extra: dict | None = None, progress: ProgressFn | None = None,
+                  cancel: threading.Event | None = None) -> dict:
+    """Stages 1-2 and the pack on a user's video LLM (``--base DIR``, :mod:`pvchat.model.backbones`):
+    the base in bf16 on a GPU when there is one; no checkpoints (a re-run trains again). Returns the card."""
+    who = "+".join(names)
+    check_cancel(cancel, "stage1", who)
+    cuda = torch.cuda.is_available()
+    model = load_base(base, dtype=torch.bfloat16 if cuda else None).to("cuda" if cuda else "cpu")
+    for n in names:
+        model.add_person(n)
+
+    def on_step(stage: str, step: int, total: int, record: dict) -> None:
+        check_cancel(cancel, stage, who)
+        _report(progress, stage, step / max(total, 1), {**record, "step": step, "total": total})
+
+    _report(progress, "stage1", 0.0)
+    metrics = learn_people(model, manifest, names, stages.stage_recipes(recipe), on_step=on_step)
+    check_cancel(cancel, "pack", who)
+    _report(progress, "pack", 0.0)
+    card = model.write_pack(names, out, data=data, metrics=metrics, extra=extra)
     _report(progress, "pack", 1.0, {"size_bytes": card["size_bytes"]})
     return card
 

@@ -28,6 +28,7 @@ def evaluate(
     bertscore_layers: int | None = None,
     frames: int = 8,
     limit: int | None = None,
+    base: Path | None = None,
 ) -> int:
     """Evaluate an answerer on a benchmark with the paper's metrics: Acc, BLEU, BERTScore, ES, DC.
 
@@ -54,6 +55,7 @@ def evaluate(
         bertscore_layers: Which layer of the BERTScore model (default 5).
         frames: Frames the face baseline samples from each clip.
         limit: Ask only the first LIMIT questions (a smoke run).
+        base: With --pack: the base model directory (default: the one the pack was learned on).
     """
     from pvchat.eval.benchmark import ensure_benchmark, load_benchmark  # torch, cv2, dlib; bert-score
     from pvchat.eval.judge import make_judge
@@ -70,7 +72,7 @@ def evaluate(
     if pack is not None:
         if subject is not None:
             bench.subject(subject)  # a wrong name fails before the model loads
-        answer_fn, learned = pack_answerer(pack, home)
+        answer_fn, learned = pack_answerer(pack, home, base)
         subjects, rename = pack_subjects(bench, learned, subject)
         name = answer_fn.name
     else:

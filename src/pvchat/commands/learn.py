@@ -47,7 +47,8 @@ class _Bars:
 
 
 def learn(reference: list[Path], *, name: list[str], person: int | None = None, preset: Annotated[str, OneOf(PRESETS)] = "face",
-          recipe: Annotated[str, OneOf(train_recipes(), "a YAML path")] = "face", home: Path | None = None) -> int:
+          recipe: Annotated[str, OneOf(train_recipes(), "a YAML path")] = "face", home: Path | None = None,
+          base: Path | None = None) -> int:
     """Learn a person from one reference video: analyze, synthesize, train two stages, write a concept pack.
 
     Everything goes under HOME/people/NAME/ (analysis, data, run, pack). Two or three people are
@@ -71,6 +72,9 @@ def learn(reference: list[Path], *, name: list[str], person: int | None = None, 
         preset: model preset (face, the default, learns identity).
         recipe: training recipe.
         home: the workspace (default: $PVCHAT_HOME or ./workspace).
+        base: a local Hugging Face video LLM directory to personalise instead of the preset's model
+            (families: instructblipvideo, llava_onevision, qwen2_vl, qwen2_5_vl, qwen3_vl, smolvlm); --recipe
+            paper suits a pretrained one.
     """
     # torch, transformers, dlib: the whole pipeline
     from pvchat.api import DEFAULT_HOME, STAGES, learn as learn_person
@@ -87,7 +91,8 @@ def learn(reference: list[Path], *, name: list[str], person: int | None = None, 
     previous = signal.signal(signal.SIGINT, interrupt) if main_thread else None
     try:
         card = learn_person(reference if len(reference) > 1 else reference[0], name if len(name) > 1 else name[0],
-                            home=home, preset=preset, recipe=recipe, person=person, progress=bars, cancel=cancel)
+                            home=home, preset=preset, recipe=recipe, person=person, progress=bars, cancel=cancel,
+                            base=base)
     finally:
         bars.close()
         if previous is not None:

@@ -16,7 +16,7 @@ from pvchat.errors import ConfigError
 def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, auth_token: str | None = None,
           preset: Annotated[str, OneOf(PRESETS)] = "face",
           recipe: Annotated[str, OneOf(train_recipes(), "a YAML path")] = "face", max_upload_mb: float = 200.0,
-          max_seconds: float = 600.0) -> int:
+          max_seconds: float = 600.0, base: Path | None = None) -> int:
     """Start the web app: enroll people, list and forget them, chat about videos, inspect heads.
 
     Serves a page with four tabs. Enroll: upload a reference video, pick the person, name them and
@@ -39,6 +39,7 @@ def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, a
         recipe: training recipe for new people.
         max_upload_mb: largest video upload accepted, in MB.
         max_seconds: longest video accepted, in seconds.
+        base: a local Hugging Face video LLM directory new people are learned on instead of the preset's model.
     """
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before Gradio is imported
     from pvchat.web.serve import build, resolve_auth, run  # gradio, torch: the app and the model
@@ -53,7 +54,11 @@ def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, a
         home = Path(os.environ.get("PVCHAT_HOME", "workspace"))
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
-    service, app = build(home, preset, recipe, limits)
+    if base is not None:
+        from pvchat.model.backbones import family_of  # torch: the backbone registry
+
+        family_of(base)  # not a model directory, or an unsupported family: one line before serving
+    service, app = build(home, preset, recipe, limits, base)
     shown = f"[{host}]" if ":" in host else host
     print(f"pvchat serve: http://{shown}:{port}  (home {home.resolve()}, preset {preset}, recipe {recipe})",
           flush=True)

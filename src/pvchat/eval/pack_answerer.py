@@ -17,18 +17,19 @@ def check_pack_spec(pack: str) -> None:
         validate_name(pack)
 
 
-def pack_answerer(pack: str, home: Path | None = None):
+def pack_answerer(pack: str, home: Path | None = None, base: Path | None = None):
     """(``answer_fn``, the pack's subject name) over a learned concept pack through :class:`pvchat.api.Chat`.
 
     ``pack`` is a learned person's name or a pack directory (whatever ``Chat`` accepts); the
-    pack must hold one person, or ``pack`` must be one of its names.
+    pack must hold one person, or ``pack`` must be one of its names. ``base``: the base model
+    directory (default: the one the pack was learned on).
     """
     try:
         from pvchat.api import Chat
     except ImportError as e:
         raise ConfigError(f"--pack needs the Python API pvchat.api, which could not be imported ({e})") from None
     check_pack_spec(pack)
-    chat = Chat(packs=[pack], **({"home": home} if home is not None else {}))
+    chat = Chat(packs=[pack], **({"home": home} if home is not None else {}), **({"base": base} if base else {}))
     people = list(chat.people)
     if pack in people:
         learned = pack

@@ -91,6 +91,11 @@ class HeadRoutedAttention(nn.Module):
         router_bias_init: initial ReMoH router bias (1 starts dense; 0 starts as the official code).
         soft_tau: temperature of the differentiable activation measure sigmoid(τ·logit) used by HAE.
         reg_grad: ``"all"`` or ``"router"``: what the SPR/HAE gradients reach (module docstring).
+        gates_only: build the routers alone, no Q/K/V/O projections: the head gates of an attention
+            layer that lives elsewhere (a pretrained decoder's, :mod:`pvchat.model.backbones.remoh`);
+            :meth:`head_gates` is then the module's only use.
+        router_std: std of W_r at init; 0 with ``router_bias_init=1`` makes every s_i exactly 1, so
+            a patched pretrained layer computes exactly what it did before training.
     """
 
     def __init__(
@@ -106,13 +111,15 @@ class HeadRoutedAttention(nn.Module):
         router_bias_init: float = 1.0,
         soft_tau: float = 10.0,
         reg_grad: str = "all",
+        gates_only: bool = False,
+        router_std: float = 1e-3,
     ):
         super().__init__()
         if routing not in ROUTING_MODES:
             raise unknown_choice("routing", routing, ROUTING_MODES)
         if reg_grad not in REG_GRAD_MODES:
             raise unknown_choice("reg_grad", reg_grad, REG_GRAD_MODES)
-        if num_heads <= 0 or hidden_size % num_heads:
+        if num_heads <= 0 or (hidden_size % num_heads and not gates_only):
             raise ConfigError(f"hidden_size {hidden_size} must be a positive multiple of num_heads {num_heads}")
         num_routed = num_heads - num_shared_heads
         if routing != "mha":
@@ -128,27 +135,35 @@ class HeadRoutedAttention(nn.Module):
         self.routing, self.num_shared, self.num_routed = routing, num_shared_heads, num_routed
         self.top_k, self.alpha_scale, self.soft_tau, self.reg_grad = top_k, alpha_scale, soft_tau, reg_grad
         self.attention_dropout = attention_dropout
+        self.gates_only = gates_only
         kv_hidden_size = kv_hidden_size or hidden_size
 
-        self.query = nn.Linear(hidden_size, hidden_size)
-        self.key = nn.Linear(kv_hidden_size, hidden_size)
-        self.value = nn.Linear(kv_hidden_size, hidden_size)
-        self.output = nn.Linear(hidden_size, hidden_size)
+        if gates_only:
+            if routing == "mha":
+                raise ConfigError("gates_only needs routing 'moh' or 'remoh' (mha has no gates)")
+        else:
+            self.query = nn.Linear(hidden_size, hidden_size)
+            self.key = nn.Linear(kv_hidden_size, hidden_size)
+            self.value = nn.Linear(kv_hidden_size, hidden_size)
+            self.output = nn.Linear(hidden_size, hidden_size)
         if routing != "mha":
             self.router = nn.Linear(hidden_size, num_routed, bias=routing == "remoh")  # W_r
             self.balance = nn.Linear(hidden_size, 2, bias=False)  # W_h
             if routing == "moh" and num_shared_heads > 1:
                 self.shared_router = nn.Linear(hidden_size, num_shared_heads, bias=False)  # MoH's W_s
-            self.reset_router_parameters(router_bias_init)
+            self.reset_router_parameters(router_bias_init, router_std)
 
     @property
     def target_sparsity(self) -> float:
         """T_s = 1 − b/m (Eq. 9), the fraction of routed scores that should be zero."""
         return 1.0 - self.top_k / self.num_routed if self.routing != "mha" else 0.0
 
-    def reset_router_parameters(self, router_bias_init: float = 1.0) -> None:
-        """Routers start (nearly) uniform: W_h = 0, W_r ~ N(0, 1e-3), ReMoH bias = router_bias_init."""
-        nn.init.normal_(self.router.weight, std=1e-3)
+    def reset_router_parameters(self, router_bias_init: float = 1.0, router_std: float = 1e-3) -> None:
+        """Routers start (nearly) uniform: W_h = 0, W_r ~ N(0, router_std), ReMoH bias = router_bias_init."""
+        if router_std > 0:
+            nn.init.normal_(self.router.weight, std=router_std)
+        else:
+            nn.init.zeros_(self.router.weight)
         if self.router.bias is not None:
             nn.init.constant_(self.router.bias, router_bias_init)
         nn.init.zeros_(self.balance.weight)
@@ -156,6 +171,10 @@ class HeadRoutedAttention(nn.Module):
             nn.init.zeros_(self.shared_router.weight)
 
     # ------------------------------------------------------------------ gates
+    def head_gates(self, x: torch.Tensor) -> tuple[torch.Tensor, RoutingStats]:
+        """s_i per token for every head, (B, T, h), and the routing statistics (Eq. 5–6)."""
+        return self._head_gates(x)
+
     def _head_gates(self, x: torch.Tensor) -> tuple[torch.Tensor, RoutingStats]:
         """s_i per token for every head, (B, T, h), and the routing statistics."""
         alpha = torch.softmax(self.balance(x), dim=-1)  # [α1, α2], Eq. 6       (B, T, 2)
@@ -212,6 +231,8 @@ class HeadRoutedAttention(nn.Module):
         Returns:
             ``(output, stats)``: output (B, T, C) after W_O; stats is None for ``mha``.
         """
+        if self.gates_only:
+            raise ConfigError("a gates_only HeadRoutedAttention has no projections; call head_gates(x)")
         B, T, C = hidden_states.shape
         kv = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         S = kv.shape[1]

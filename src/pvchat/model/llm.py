@@ -409,13 +409,15 @@ def new_token_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 # ---------------------------------------------------------------------- LoRA
-def _lora_target_pattern(model: nn.Module, target_modules: Sequence[str]) -> str:
-    """A regex for PEFT: leaf names in ``target_modules``; a targeted wrapper resolves to its ``.base``."""
+def _lora_target_pattern(model: nn.Module, target_modules: Sequence[str], within: str = "") -> str:
+    """A regex for PEFT: leaf names in ``target_modules`` (under the module ``within`` when given: a
+    VLM's language model, not its vision tower); a targeted wrapper resolves to its ``.base``."""
     wrappers = [n for n, m in model.named_modules() if isinstance(m, (SubjectEmbedding, SubjectHead))]
     wrapper_leaves = {n.rsplit(".", 1)[-1] for n in wrappers}
     plain = [re.escape(t) for t in target_modules if t not in wrapper_leaves]
     wrapped = [re.escape(n + ".base") for n in wrappers if n.rsplit(".", 1)[-1] in target_modules]
-    parts = ([rf"(?:.*\.)?(?:{'|'.join(plain)})"] if plain else []) + wrapped
+    scope = rf"{re.escape(within)}\.(?:.*\.)?" if within else r"(?:.*\.)?"
+    parts = ([rf"{scope}(?:{'|'.join(plain)})"] if plain else []) + wrapped
     return "|".join(f"(?:{p})" for p in parts)
 
 
@@ -425,12 +427,14 @@ def apply_lora(
     alpha: int = 32,
     dropout: float = 0.1,
     target_modules: Sequence[str] = LORA_TARGETS,
+    within: str = "",
 ) -> PeftModel:
     """Wrap with PEFT LoRA (paper/official defaults r=16, α=32, dropout 0.1, §2.5).
 
     PEFT freezes every non-LoRA parameter; new-token rows that were trainable before are made
     trainable again. ``"lm_head"``/``"embed_tokens"`` in ``target_modules`` put LoRA on the frozen
-    base table inside the subject wrappers.
+    base table inside the subject wrappers. ``within`` limits the plain targets to the modules under
+    that name (``"model.language_model"``: the LLM of a VLM, whose vision tower has ``up_proj`` too).
     """
     if isinstance(model, PeftModel):
         raise ConfigError("the model already has LoRA adapters")
@@ -439,7 +443,7 @@ def apply_lora(
     trainable_rows = [p for p in new_token_parameters(model) if p.requires_grad]
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none", task_type="CAUSAL_LM",
-        target_modules=_lora_target_pattern(model, list(target_modules)),
+        target_modules=_lora_target_pattern(model, list(target_modules), within),
     )
     try:
         with warnings.catch_warnings():  # PEFT calls a transformers method deprecated in v5

@@ -36,6 +36,7 @@ from pvchat.io import atomic_dir, read_json
 from pvchat.model import llm as llm_lib
 from pvchat.model.config import PVChatConfig
 from pvchat.model.face_tokens import FaceTokens
+from pvchat.model.internvideo2 import InternVideo2Tower
 from pvchat.model.losses import SparsityController, routed_modules
 from pvchat.model.person_tower import EMB, PRESENT, PersonTower
 from pvchat.model.projector import AnswerWords, WordProjector, answer_words, answer_words_loss, build_projector
@@ -109,6 +110,8 @@ class PVChat(nn.Module):
         v = config.vision
         if v.model_type == "person":  # pretrained CNN grid + tracked person tokens (the small preset)
             vision = PersonTower(weights_lib.resolve_cnn(v.weights), **v.config)
+        elif v.model_type == "internvideo2":  # the paper's ViT (weights: model/internvideo2.py's converter)
+            vision = InternVideo2Tower(**v.config)
         elif v.path:
             vision = VisionTower.from_pretrained(v.path, feature_layer=v.feature_layer)
         else:

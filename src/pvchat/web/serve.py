@@ -42,11 +42,11 @@ def resolve_auth(host: str, auth_token: str | None) -> str | None:
     return token
 
 
-def build(home: Path, preset: str, recipe: str, limits) -> tuple:
+def build(home: Path, preset: str, recipe: str, limits, base: Path | None = None) -> tuple:
     """(the web service over ``home``, its Gradio app, queued one event at a time)."""
     from pvchat.web.service import WebService
 
-    service = WebService(home, preset=preset, recipe=recipe, limits=limits)
+    service = WebService(home, preset=preset, recipe=recipe, limits=limits, base=base)
     own_gradio_dir(service.gradio_dir)  # before Gradio is imported: it reads GRADIO_TEMP_DIR then
     from pvchat.web.app import build_app
 

@@ -43,14 +43,16 @@ class WebService:
         limits: upload limits.
         api: the module the app is a client of (default :mod:`pvchat.api`).
         max_chats: loaded chats kept in memory (one per set of people).
+        base: a local video LLM directory new people are learned on (``learn(..., base=)``), or None.
         isolate: find people and learn in child processes (:mod:`pvchat.web.worker`);
             default: when ``api`` is a module. An object standing in for the API (tests) runs
             in this process.
     """
 
     def __init__(self, home: Path, preset: str = "face", recipe: str = "face", limits: UploadLimits | None = None,
-                 api: Any = None, max_chats: int = 2, isolate: bool | None = None):
+                 api: Any = None, max_chats: int = 2, isolate: bool | None = None, base: Path | None = None):
         self.home = Path(home)
+        self.base = None if base is None else str(base)
         self.preset, self.recipe = preset, recipe
         self.limits = limits or UploadLimits()
         self.api = api if api is not None else importlib.import_module("pvchat.api")
@@ -103,6 +105,8 @@ class WebService:
     def _learn(self, job: EnrollJob, progress: Progress) -> dict:
         kwargs = {"reference": job.reference, "name": job.name, "home": self.home, "preset": self.preset,
                   "recipe": self.recipe, "person": job.person}
+        if self.base is not None:
+            kwargs["base"] = self.base
         if not self.isolate:
             return self.api.learn(**kwargs, progress=progress, cancel=job.cancel)
         child = Child()  # one per enrolment: the memory of training goes with it
