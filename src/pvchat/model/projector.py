@@ -27,6 +27,10 @@ from torch import nn
 from pvchat.errors import unknown_choice
 
 PROJECTORS = ("linear", "words")
+# s of (W2) at start: cosines lie in [-1, 1], and over ~49k words a scale of 30 leaves π nearly flat,
+# so every visual token is close to the mean word embedding whatever the clip (measured: the LLM then
+# ignores them); at 100 the best-matching words dominate from the first step
+SCALE_INIT = 100.0
 
 # words an answer uses that say nothing about the video (the template's and the question's own)
 STOP_WORDS = frozenset(
@@ -43,7 +47,7 @@ class WordProjector(nn.Module):
         super().__init__()
         self.linear = nn.Linear(in_dim, out_dim)
         self.norm = nn.LayerNorm(out_dim)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(30.0)))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(SCALE_INIT)))
         self.gate = nn.Parameter(torch.tensor(0.0))
         self.vocab_size = vocab_size
 
