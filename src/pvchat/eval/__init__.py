@@ -2,7 +2,7 @@
 
 - :mod:`metrics`: existence accuracy (free-text yes/no parsing) and BLEU.
 - :mod:`bertscore`: BERTScore F1 with a local encoder only (default: the packaged MiniLM).
-- :mod:`judge`: Entity Specificity and Descriptive Completeness (1–5) from an LLM judge over an
+- :mod:`judge`: Entity Specificity and Descriptive Completeness (0–5) from an LLM judge over an
   OpenAI-compatible endpoint; rubrics in ``rubrics.json``; without a judge: not measured.
 - :mod:`recipe`, :mod:`benchmark`: the benchmark query set built from the offline world
   (``benchmark.yaml``): per subject a reference video and clips with it, with strangers and

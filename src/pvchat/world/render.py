@@ -153,12 +153,12 @@ def face_look(rng: np.random.Generator, person: Person, variation: float) -> Fac
 
 def plan_clip(people: list[Person], clip_id: str, seed: int, max_people: int = 3, num_frames: int = 24,
               fps: float = 8.0, size: tuple[int, int] = SIZE, outfit_change: float = 0.35,
-              must_include: str | None = None, variation: float = 0.0) -> ClipSpec:
+              must_include: str | list[str] | None = None, variation: float = 0.0) -> ClipSpec:
     """A random clip of 1..``max_people`` of ``people`` (deterministic in ``seed``).
 
     One person at most travels (walks across), and only when nobody else stands in the front
     row. ``outfit_change`` is the chance that a person wears other clothes than their default.
-    ``must_include`` puts that person id in the clip. ``variation`` (0..1) varies each face from
+    ``must_include`` puts that person id (or those ids) in the clip. ``variation`` (0..1) varies each face from
     its reference (:func:`face_look`) and now and then makes a person small (far away); it draws
     from its own random stream, so the rest of the clip is the same at any variation.
     """
@@ -167,9 +167,15 @@ def plan_clip(people: list[Person], clip_id: str, seed: int, max_people: int = 3
     rng = np.random.default_rng([seed, 7])
     n = int(rng.integers(1, min(max_people, len(people)) + 1))
     order = [p for p in rng.permutation(len(people))]
+    must = [] if must_include is None else [must_include] if isinstance(must_include, str) else list(must_include)
+    if len(must) > max_people:
+        raise ConfigError(f"must_include names {len(must)} people, more than max_people={max_people}")
+    n = max(n, len(must))
     chosen = [people[i] for i in order[:n]]
-    if must_include is not None and must_include not in {p.id for p in chosen}:
-        chosen[0] = next(p for p in people if p.id == must_include)
+    for m in must:  # put the people who must be in the clip where others were drawn
+        if m not in {p.id for p in chosen}:
+            k = next(j for j, p in enumerate(chosen) if p.id not in must)
+            chosen[k] = next(p for p in people if p.id == m)
     slots = [str(s) for s in rng.permutation(list(SLOTS))][:n] if n > 1 else [str(rng.choice(list(SLOTS), p=[0.25, 0.5, 0.25]))]
     depths = ["front"] * n
     if n > 1:
