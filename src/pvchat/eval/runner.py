@@ -209,7 +209,7 @@ def evaluate(
     for fn in (baselines or ()):
         label = getattr(fn, "name", None) or type(fn).__name__
         start = time.perf_counter()
-        compared[label] = baseline_scores(fn, bench, [dict(r) for r in rows], progress)
+        compared[label] = baseline_scores(fn, bench, _select(bench, subjects, {}, limit), progress)  # benchmark names
         timings[f"baseline {label}"] = round(time.perf_counter() - start, 2)
     return score_answers(rows, name, str(bench.root), out=out, judge=judge, bertscore_model=bertscore_model,
                          bertscore_layers=bertscore_layers, answerer_info=answerer_info, timings=timings,
@@ -217,7 +217,7 @@ def evaluate(
 
 
 def baseline_scores(answer_fn: AnswerFn, bench, rows: list[dict], progress: bool = False) -> dict[str, Any]:
-    """A baseline's scores on ``rows`` (copies of the evaluated rows): ground truth and the official
+    """A baseline's scores on ``rows`` (the evaluated questions, under the benchmark's names): ground truth and the official
     accuracy and BLEU-1 (no BERTScore or judge: a baseline is a reference row, not an entry)."""
     from pvchat.eval.official import official_metrics
     from pvchat.eval.truth import truth_scores
