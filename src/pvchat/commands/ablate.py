@@ -32,7 +32,7 @@ def ablate(study: Annotated[str, OneOf(STUDIES)], *, out: Path, bench: Path = Pa
         preset: Model preset (tiny or demo; demo trains the whole small LLM).
         recipe: Training recipe (default ablate: tiny data, few steps).
         questions: Ask only the first QUESTIONS questions per subject (smoke runs).
-        seeds: Seeds per variant; the table gives mean ± 95% interval over them and says which
+        seeds: Seeds per variant; the table gives mean ± the 95 per cent interval over them and says which
             differences from the best variant are larger than the interval.
     """
     # torch, transformers, dlib: training and evaluation

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from pvchat.choices import PRESETS
+from pvchat.commands import OneOf
 from pvchat.errors import ConfigError
 
 
@@ -18,7 +20,7 @@ def evaluate(
     baseline: Literal["face", "yes", "no"] | None = None,
     pack: str | None = None,
     answers: Path | None = None,
-    base: str | None = None,
+    base: Annotated[str, OneOf(PRESETS)] | None = None,
     subjects: int | None = None,
     baselines: str = "yes,no,face",
     home: Path | None = None,
