@@ -28,7 +28,7 @@ from pvchat.world.faces import folder_faces, other_photos
 from pvchat.world.figure import FaceLook
 
 TINY = BenchmarkRecipe(world_people=10, pool_people=1, subjects=1, pairs=1, clips_per_group=1, hard_negatives=2,
-                       num_frames=6, variation=1.0)
+                       num_frames=6, variation=1.0, lookalikes=1)
 
 
 # --- the world ------------------------------------------------------------------------------------
@@ -243,3 +243,32 @@ def test_a_report_killed_while_written_leaves_the_last_good_one(bench, tmp_path,
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "x").write_text("x")
     assert main(["eval", str(tmp_path / "junk"), "--baseline", "yes"]) == 2
+
+
+def test_made_lookalikes_are_the_nearest_hard_negatives(bench):
+    from pvchat.world.faces import load_face, morph_key
+
+    single = next(s for s in bench.subjects if s["unit"] == "single")
+    made = single["made_lookalikes"]
+    assert len(made) == 1 and bench.meta["people"][made[0]]["face"].startswith("morph:")
+    assert single["hard_negatives"][0]["id"] == made[0]  # blended from the subject's face: nearest of all
+    hard_clip = next(q for q in bench.questions if q["subject"] == single["name"] and q["group"] == "hard_negative")
+    assert made[0] in hard_clip["people"] and hard_clip["label"] is False
+    face = load_face(morph_key("lfw-000", "lfw-001", 0.5))
+    a, b = load_face("lfw-000"), load_face("lfw-001")
+    assert np.allclose(face.landmarks, (a.landmarks + b.landmarks) / 2, atol=1e-4)
+    with pytest.raises(ConfigError):
+        morph_key("lfw-000", "lfw-001", 1.0)
+    with pytest.raises(ConfigError, match="look-alike"):
+        load_face("morph:lfw-000|lfw-000|0.5")
+
+
+def test_the_base_is_asked_about_the_person(tmp_path, bench):
+    from pvchat.eval.baselines import base_answerer, the_person
+
+    assert the_person("Is <Anna> to the left of <Ben>?") == "Is the person to the left of the person?"
+    answer = base_answerer("tiny", home=tmp_path / "home")
+    q = next(q for q in bench.questions if q["type"] == "appearance")
+    said = answer(str(bench.root / q["clip"]), q["question"], q["subject"])
+    assert isinstance(said, str) and answer.name == "base-tiny" and answer.describe()["asked_about"] == "the person"
+    assert (tmp_path / "home" / "base" / "tiny").is_dir()

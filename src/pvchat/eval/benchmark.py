@@ -35,6 +35,7 @@ from pvchat.io import atomic_dir, read_json, read_jsonl, write_json, write_text
 
 FORMAT_VERSION = 2  # 2: subjects may be pairs and triples; questions carry their ground truth
 MAX_TRIES = 8  # re-plans of a clip whose ground truth does not fit its group
+LOOKALIKE_WEIGHT = (0.4, 0.5)  # share of the subject's face in a made look-alike (at most half: someone else)
 
 
 def _seed(*parts: int) -> int:
@@ -111,6 +112,37 @@ def _units(recipe: BenchmarkRecipe, subject_people: list) -> list[list]:
     return units
 
 
+def _lookalikes(recipe: BenchmarkRecipe, world, subject_people: list, others: list, emb: dict) -> list:
+    """Made look-alikes: per subject person, ``recipe.lookalikes`` people whose face blends 40–50% of
+    the subject's face with its nearest query person's (:func:`pvchat.world.faces.morph_key`), a
+    stand-in for the sibling-like look-alikes the offline faces lack. They join the query people
+    (added to ``world.people``); each is its subject's nearest hard negative, and absent is the label."""
+    from dataclasses import replace
+
+    from pvchat.world.faces import morph_key
+    from pvchat.world.people import NAMES, random_outfit
+
+    if not recipe.lookalikes:
+        return []
+    rng = np.random.default_rng([recipe.seed, 103])
+    free = [n for n in NAMES if n not in {p.name for p in world.people}]
+    made = []
+    for p in subject_people:
+        ranked = sorted(others, key=lambda o: (float(np.linalg.norm(emb[o.id] - emb[p.id])), o.id))
+        for j in range(recipe.lookalikes):
+            partner = ranked[j % len(ranked)]
+            w = float(rng.uniform(*LOOKALIKE_WEIGHT))
+            k = len(made)
+            hair = (p.hair_style, p.hair_colour) if rng.random() < 0.5 else (partner.hair_style, partner.hair_colour)
+            made.append(replace(partner, id=f"m{k:02d}", name=free[k] if k < len(free) else f"Kin{k}",
+                                face=morph_key(p.face, partner.face, w), hair_style=hair[0], hair_colour=hair[1],
+                                outfit=random_outfit(rng), photos=(), gender=None, age=None,
+                                attributes={"face_source": f"look-alike of {p.id}: {w:.2f} of its face, "
+                                                           f"{1 - w:.2f} of {partner.id}'s", "lookalike_of": p.id}))
+    world.people.extend(made)
+    return made
+
+
 def _qa_recipe(recipe: BenchmarkRecipe):
     from pvchat.qa.generate import QARecipe
 
@@ -168,6 +200,11 @@ def build_benchmark(out: str | os.PathLike, recipe: str | os.PathLike | Benchmar
         for p in subject_people + others:
             emb[p.id] = person_embeddings([p])[0]
             bar.update(1)
+        made = _lookalikes(rcp, world, subject_people, others, emb)
+        for p in made:
+            emb[p.id] = person_embeddings([p])[0]
+        others = others + made
+        by_id = world.by_id
         for p in subject_people:
             write_video(tmp / "references" / f"{p.id}.mp4", world.render_reference(p.id).frames, fps=rcp.fps)
             bar.update(1)
@@ -189,6 +226,7 @@ def build_benchmark(out: str | os.PathLike, recipe: str | os.PathLike | Benchmar
                 "face": unit[0].face, "reference": f"references/{unit[0].id}.mp4",
                 "members": [{"id": p.id, "name": p.name, "face": p.face, "photos": list(p.photos),
                              "reference": f"references/{p.id}.mp4"} for p in unit],
+                "made_lookalikes": [o.id for o in others if o.attributes.get("lookalike_of") in {p.id for p in unit}],
                 "hard_negatives": [{"id": h, "name": by_id[h].name, "distance": round(nearest[h], 4)} for h in hard],
                 "strangers": [o.id for o in strangers],
             })

@@ -28,6 +28,7 @@ class BenchmarkRecipe:
     pairs: int = 0  # two people learned together (both in the positive clips)
     triples: int = 0  # three people learned together
     variation: float = 0.0  # how much a face differs between query clips and its reference (0..1)
+    lookalikes: int = 0  # made look-alikes per subject person (its face blended with its nearest query person's)
     faces: str | None = None  # a photo folder DIR/<person>/*.jpg to take the people from (None: offline faces)
     clips_per_group: int = 6
     hard_negatives: int = 3
@@ -43,7 +44,7 @@ class BenchmarkRecipe:
         for k in ("world_people", "subjects", "clips_per_group", "hard_negatives", "num_frames"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
                 raise ConfigError(f"benchmark recipe: {k} must be an integer >= 1, got {getattr(self, k)!r}")
-        for k in ("pool_people", "pairs", "triples"):
+        for k in ("pool_people", "pairs", "triples", "lookalikes"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 0:
                 raise ConfigError(f"benchmark recipe: {k} must be an integer >= 0, got {getattr(self, k)!r}")
         if not isinstance(self.variation, (int, float)) or not 0.0 <= self.variation <= 1.0:

@@ -49,6 +49,14 @@ SURVEY_PATH = Path(__file__).with_name("faces_survey.json")
 SAME_PERSON: dict[str, tuple[str, ...]] = {"lfw-000": ("lfw-036", "lfw-090"), "lfw-003": ("lfw-097",)}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 FILE_PREFIX = "file:"
+MORPH_PREFIX = "morph:"  # morph:KEY_A|KEY_B|W: W of face A blended with 1 - W of face B (a look-alike of A)
+
+
+def morph_key(a: str, b: str, weight: float) -> str:
+    """The key of a look-alike of face ``a``: ``weight`` of ``a`` blended with face ``b``."""
+    if not 0.0 < weight < 1.0:
+        raise ConfigError(f"a look-alike's weight must be between 0 and 1, got {weight}")
+    return f"{MORPH_PREFIX}{a}|{b}|{weight:.3f}"
 
 # What is known about the people in the colour photos (LFW gives nothing).
 PHOTO_FACTS = {
@@ -239,6 +247,8 @@ def load_face(key: str) -> FaceSource:
     to the canonical frame."""
     survey_ = _survey()
     alternates = {k for ks in SAME_PERSON.values() for k in ks}
+    if key.startswith(MORPH_PREFIX):
+        return _morph(key)
     if key.startswith(FILE_PREFIX):
         image, lm = _user_photo(key)
         colour = True
@@ -265,6 +275,28 @@ def load_face(key: str) -> FaceSource:
     lm_c = (np.c_[lm, np.ones(68)] @ m.T).astype(np.float32)
     return FaceSource(key=key, texture=texture, mask=_face_mask(lm_c, valid), landmarks=lm_c, colour=colour,
                       gender=facts["gender"], age=facts["age"])
+
+
+def _morph(key: str) -> FaceSource:
+    """A look-alike: two canonical faces blended (both are aligned to the same template, so texture,
+    landmarks and mask blend point for point). Not anyone in the world: a different person who
+    resembles face A as much as ``W`` says."""
+    try:
+        a_key, b_key, w_text = key[len(MORPH_PREFIX):].split("|")
+        w = float(w_text)
+    except ValueError:
+        raise ConfigError(f"bad look-alike face key {key!r} (morph:KEY_A|KEY_B|WEIGHT)") from None
+    if not 0.0 < w < 1.0 or a_key == b_key:
+        raise ConfigError(f"bad look-alike face key {key!r}: two different faces and 0 < weight < 1")
+    a, b = load_face(a_key), load_face(b_key)
+    ta, tb = a.texture.astype(np.float32), b.texture.astype(np.float32)
+    if a.colour != b.colour:  # a colour face and a grey one: blend in grey
+        ta, tb = (np.repeat(cv2.cvtColor(t.astype(np.uint8), cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2).astype(np.float32)
+                  for t in (ta, tb))
+    texture = np.clip(w * ta + (1 - w) * tb, 0, 255).round().astype(np.uint8)
+    return FaceSource(key=key, texture=texture, mask=np.minimum(a.mask, b.mask),
+                      landmarks=(w * a.landmarks + (1 - w) * b.landmarks).astype(np.float32),
+                      colour=a.colour and b.colour, gender=None, age=None)
 
 
 def eyes_survey(keys: list[str]) -> dict[str, float]:
