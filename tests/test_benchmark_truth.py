@@ -214,6 +214,7 @@ def test_baselines_beside_the_answerer_and_the_official_json_round_trip(bench, t
     assert r.truth["appearance"]["accuracy"] == 0.0  # "Yes, <A> is in this video." names no clothing
     md = (tmp_path / "yes" / "report.md").read_text()
     assert "## Baselines on the same questions" in md and "| always-no |" in md and "ES heuristic" in md
+    assert (tmp_path / "yes" / "truth.png").read_bytes()[:4] == b"\x89PNG"
     official = json.loads((tmp_path / "yes" / "official.json").read_text())
     assert sum(len(e["qa_pairs"]) for e in official) == len(bench.questions)
     rc = main(["eval", str(bench.root), "--answers", str(tmp_path / "yes" / "official.json"), "--out",

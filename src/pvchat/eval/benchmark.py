@@ -2,15 +2,17 @@
 
 A benchmark directory holds::
 
-    benchmark.json        recipe, subjects (reference, hard negatives with dlib distances, strangers),
-                          pool, counts
+    benchmark.json        recipe, subjects (one person, a pair or a triple: members and their references,
+                          hard negatives with dlib distances, made look-alikes, strangers), pool, counts
     references/pNN.mp4    one reference video per subject (alone, 32 frames)
     pool/pNN.png          portraits of the pool people (never in a query clip)
     clips/sS_GROUP_KK.mp4 query clips: per subject, clips with it (positive), with strangers only
                           (stranger) and with one of its hard negatives (hard_negative)
     clips.jsonl           the world's ground truth of every clip (who, where, doing what, wearing what)
     questions.jsonl       one line per question: id, subject, clip, group, type, question,
-                          reference answer, existence label
+                          reference answer, existence label, and its ground truth (who is there and
+                          whose face is hardly visible; or the outfit, action, position and relations
+                          of the person asked about) for :mod:`pvchat.eval.truth`
 
 Questions and reference answers come from the paper's templates filled from the ground truth
 (:func:`pvchat.qa.generate.make_qa` with the ``facts`` captioner). Everything is deterministic in
