@@ -9,7 +9,7 @@ look-alike (hard negative) vs strangers. Prints the numbers, writes
 bench/results/face_distances.json and bench/results/face_distances.png, and the wall time of each
 benchmark build.
 
-    .venv/bin/python bench/face_distances.py [SUBJECTS]
+    .venv/bin/python bench/face_distances.py [SUBJECTS]     # or --replot: the PNG from the saved JSON
 """
 
 from __future__ import annotations
@@ -51,6 +51,16 @@ def measure(recipe, root: Path) -> dict:
             "distances": dist, "accuracy": {g: (sum(v) / len(v) if v else None) for g, v in decided.items()}}
 
 
+def auc(same: list[float | None], other: list[float | None]) -> float:
+    """Threshold-free separability: the chance that a clip of the person has a closer face than a clip
+    of the other group (no face found counts as farthest; ties count half). 1.0: face matching
+    alone tells them apart at some threshold."""
+    far = float("inf")
+    a = [far if v is None else v for v in same]
+    b = [far if v is None else v for v in other]
+    return sum((x < y) + 0.5 * (x == y) for x in a for y in b) / (len(a) * len(b))
+
+
 def _stats(values: list[float | None]) -> dict:
     found = [v for v in values if v is not None]
     return {"n": len(values), "no_face_found": len(values) - len(found),
@@ -58,19 +68,8 @@ def _stats(values: list[float | None]) -> dict:
             "min": round(min(found), 4) if found else None, "max": round(max(found), 4) if found else None}
 
 
-def main() -> int:
-    subjects = int(sys.argv[1]) if len(sys.argv) > 1 else 4
-    base = load_recipe().shrink(subjects)
-    results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, rcp in (("before (variation 0, no made look-alikes)", replace(base, variation=0.0, lookalikes=0)),
-                          (f"after (variation {base.variation}, {base.lookalikes} made look-alike)", base)):
-            r = measure(rcp, Path(tmp) / f"b{len(results)}")
-            results[name] = r
-            print(f"{name}: build {r['build_seconds']} s for {r['clips']} clips; face-baseline accuracy "
-                  + ", ".join(f"{g} {a:.2f}" for g, a in r["accuracy"].items() if a is not None))
-            for g, d in r["distances"].items():
-                print(f"  {g:14s} {_stats(d)}")
+def plot(results: dict) -> None:
+    """face_distances.png: the distance histograms of each run side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,15 +84,39 @@ def main() -> int:
                     label=f"{g} ({sum(v is None for v in d)} no face)")
         for t in r["thresholds"].values():
             ax.axvline(t, c="grey", lw=0.6, ls=":")
-        ax.set_title(f"{name}: face-baseline accuracy " + " / ".join(
-            f"{a:.2f}" for a in r["accuracy"].values() if a is not None), fontsize=9)
+        ax.set_title(f"{name}\nface baseline: accuracy " + " / ".join(
+            f"{a:.2f}" for a in r["accuracy"].values() if a is not None)
+            + f", AUC vs look-alike {r['auc']['hard_negative']:.2f}", fontsize=8)
         ax.set_xlabel("closest dlib distance to the subject's reference face")
         ax.legend(fontsize=7)
     axes[0].set_ylabel("clips")
     fig.tight_layout()
     OUT.mkdir(exist_ok=True)
     fig.savefig(OUT / "face_distances.png", dpi=100)
-    summary = {k: {**{x: r[x] for x in ("build_seconds", "clips", "accuracy", "thresholds")},
+
+
+def main() -> int:
+    if sys.argv[1:] == ["--replot"]:  # the PNG again from face_distances.json
+        saved = json.loads((OUT / "face_distances.json").read_text())
+        plot({k: {**v, "distances": v["raw"]} for k, v in saved.items() if k != "subjects"})
+        return 0
+    subjects = int(sys.argv[1]) if len(sys.argv) > 1 else 4
+    base = load_recipe().shrink(subjects)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, rcp in (("before (variation 0, no made look-alikes)", replace(base, variation=0.0, lookalikes=0)),
+                          (f"after (variation {base.variation}, {base.lookalikes} made look-alike)", base)):
+            r = measure(rcp, Path(tmp) / f"b{len(results)}")
+            results[name] = r
+            print(f"{name}: build {r['build_seconds']} s for {r['clips']} clips; face-baseline accuracy "
+                  + ", ".join(f"{g} {a:.2f}" for g, a in r["accuracy"].items() if a is not None))
+            for g, d in r["distances"].items():
+                print(f"  {g:14s} {_stats(d)}")
+            r["auc"] = {g: round(auc(r["distances"]["positive"], r["distances"][g]), 3)
+                        for g in ("hard_negative", "stranger")}
+            print(f"  AUC same person vs look-alike {r['auc']['hard_negative']}, vs stranger {r['auc']['stranger']}")
+    plot(results)
+    summary = {k: {**{x: r[x] for x in ("build_seconds", "clips", "accuracy", "auc", "thresholds")},
                    "distances": {g: _stats(d) for g, d in r["distances"].items()}, "raw": r["distances"]}
                for k, r in results.items()}
     (OUT / "face_distances.json").write_text(json.dumps({"subjects": subjects, **summary}, indent=2) + "\n")
