@@ -273,3 +273,13 @@ def test_the_base_is_asked_about_the_person(tmp_path, bench):
     said = answer(str(bench.root / q["clip"]), q["question"], q["subject"])
     assert isinstance(said, str) and answer.name == "base-tiny" and answer.describe()["asked_about"] == "the person"
     assert (tmp_path / "home" / "base" / "tiny").is_dir()
+
+
+def test_subjects_shrinks_and_a_mismatch_is_refused(bench, tmp_path):
+    from pvchat.eval.benchmark import ensure_benchmark
+
+    with pytest.raises(InputError, match="another recipe"):
+        ensure_benchmark(bench.root, subjects=1)
+    assert main(["eval", str(tmp_path / "new"), "--baseline", "yes", "--subjects", "0"]) == 2
+    assert not (tmp_path / "new").exists()
+    assert main(["eval", str(bench.root), "--baseline", "yes", "--baselines", "face,maybe"]) == 2
