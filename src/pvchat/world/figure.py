@@ -401,8 +401,10 @@ def _paste_face(frame: np.ndarray, idmap: np.ndarray, label: int, kit: FaceKit, 
     c0, unit0 = _canon_frame()
     look = look or FaceLook()
     tex, mask, lm = kit.texture, kit.mask, kit.landmarks
-    coefs = {"mouth": pose.mouth, "smile": pose.smile, "brows": pose.brows,
-             "turn_right": min(1.0, max(0.0, pose.head_yaw) / 45.0), "turn_left": min(1.0, max(0.0, -pose.head_yaw) / 45.0)}
+    coefs = {"mouth": pose.mouth, "smile": pose.smile, "brows": pose.brows}
+    if look != FaceLook():  # a varied face also turns by landmarks (the reference look renders as it always has)
+        coefs["turn_right"] = min(1.0, max(0.0, pose.head_yaw) / 45.0)
+        coefs["turn_left"] = min(1.0, max(0.0, -pose.head_yaw) / 45.0)
     if any(v > 1e-3 for v in coefs.values()):
         field = sum(kit.bases[k] * v for k, v in coefs.items() if v > 1e-3)
         yy, xx = np.mgrid[0:CANON, 0:CANON].astype(np.float32)
