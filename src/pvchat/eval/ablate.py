@@ -12,10 +12,14 @@ Studies (paper tables):
 - ``data`` (Table 4): positives only / + hard negatives / all (hard and random negatives).
 - ``queries`` (supp. Table 1): subject queries per person N in 0, 4, 8, 12, 16, 20.
 
-Each study writes ``OUT/STUDY/results.md`` (variant × metrics, with the training-free face
-baseline as a reference row), ``results.json`` and ``results.png``, atomically; every variant's
-evaluation (answers, report) lies under ``OUT/STUDY/<variant>/<subject>/eval``, and a finished
-one is reused when the command runs again.
+Every variant is trained with ``seeds`` seeds (default 3); the table gives each metric's mean over
+seeds ± its 95% interval (Student t), the ground-truth scores (look-alikes, clothing, action,
+location) beside the paper's, and says which variants differ from the best one by more than the
+Welch 95% interval of the difference. Each study writes ``OUT/STUDY/results.md`` (variant ×
+metrics, with the training-free face baseline as a reference row), ``results.json`` and
+``results.png`` (error bars), atomically; every run's evaluation (answers, report) lies under
+``OUT/STUDY/<variant>/<subject>/seed<k>/eval``, and a finished one is reused when the command
+runs again.
 """
 
 from __future__ import annotations
