@@ -91,7 +91,7 @@ def test_world_from_a_photo_folder(photo_folder, tmp_path):
     assert list(people) == ["Eileen", "Mirror"] and len(people["Eileen"]) == 2
     assert main(["world", str(tmp_path / "w"), "--faces", str(photo_folder), "--clips", "2"]) == 0
     w = load_world(tmp_path / "w")
-    assert [p.name for p in w.people] == ["Eileen", "Mirror"] and w.variation == 1.0
+    assert [p.name for p in w.people] == ["Eileen", "Mirror"] and w.variation == 0.5
     eileen = w.person("Eileen")
     assert eileen.face.endswith("a.jpg") and eileen.photos[0].endswith("b.jpg")
     assert (tmp_path / "w" / "references" / f"{eileen.id}.mp4").is_file()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def world(out: Path, people: int | None = None, clips: int = 100, seed: int = 0, max_people_per_clip: int = 3,
-          overwrite: bool = False, references: bool = True, variation: float = 1.0, faces: Path | None = None) -> int:
+          overwrite: bool = False, references: bool = True, variation: float = 0.5, faces: Path | None = None) -> int:
     """Render an offline world of real-face people: query clips, reference videos, ground truth.
 
     People are real faces that ship offline (the scikit-image LFW subset, scikit-image's
@@ -30,7 +30,7 @@ def world(out: Path, people: int | None = None, clips: int = 100, seed: int = 0,
         max_people_per_clip: At most this many people in one clip (1 to 3).
         overwrite: Replace OUT if it exists.
         references: Also render one reference video per person.
-        variation: How much a face differs between query clips and its reference, 0 (never) to 1.
+        variation: How much a face differs between query clips and its reference, 0 (never) to 1 (hardest).
         faces: A folder of the user's photos, DIR/<person>/*.jpg, to build the people from.
     """
     from pvchat.world.api import build_world  # cv2, dlib, torch: rendering and measuring faces
