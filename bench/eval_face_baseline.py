@@ -55,7 +55,7 @@ def main() -> None:
     closest: dict[str, list[float]] = {g: [] for g in GROUPS}
     missed: dict[str, int] = {g: 0 for g in GROUPS}
     for q in bench.questions:
-        if q["type"] != "existence":
+        if q["type"] != "existence" or "+" in q["subject"]:  # distances are per person: one-person subjects
             continue
         d = baseline.decisions.get(f"{q['subject']}:{Path(q['clip']).name}", {}).get("closest")
         if d is None:

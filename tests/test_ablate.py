@@ -53,10 +53,33 @@ def test_write_results(tmp_path):
     paths = write_results(tmp_path, "attention", rows, settings)
     assert [p.name for p in paths] == ["results.json", "results.md", "results.png"]
     md = (tmp_path / "results.md").read_text()
-    assert "| mha | 0.500 | — | 0.500 | 0.000 | 0.200 | 36 | 12.500 |" in md
+    assert "| mha | 0.500 | — | 0.500 | — | — | — | — | 0.000 | 0.200 | 36 | 12.500 |" in md
     assert json.loads((tmp_path / "results.json").read_text())["rows"][1]["variant"] == "mha"
     assert results_markdown("attention", rows, settings).startswith("# Ablation: attention")
     assert (tmp_path / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_seeds_intervals_and_which_differences_exceed_them(tmp_path):
+    from pvchat.eval.ablate import differences, interval, seed_summary
+
+    mean, half = interval([0.5, 0.6, 0.7])
+    assert mean == pytest.approx(0.6) and half == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-5)
+    assert interval([0.4]) == (0.4, None) and interval([]) == (None, None)
+
+    def seed_rows(accs):
+        return [{"Acc": a, "Acc+": a, "Acc-": a, "look-alikes": a, "clothing": 0.0, "action": 0.0, "location": 0.0,
+                 "BLEU": 0.1, "BS": 0.2, "n_questions": 10} for a in accs]
+
+    rows = [seed_summary("remoh", seed_rows([0.90, 0.92, 0.91])), seed_summary("mha", seed_rows([0.60, 0.62, 0.61])),
+            seed_summary("moh", seed_rows([0.80, 0.99, 0.85]))]
+    assert rows[0]["seeds"] == 3 and rows[0]["Acc_ci"] > 0 and rows[0]["n_questions"] == 30
+    diffs = {d["variant"]: d for d in differences(rows)}
+    assert set(diffs) == {"mha", "moh"} and diffs["mha"]["exceeds"] and not diffs["moh"]["exceeds"]
+    paths = write_results(tmp_path, "attention", rows, {"preset": "tiny", "recipe": "ablate", "subjects": ["Kris"],
+                                                         "bench": "b"})
+    md = paths[1].read_text()
+    assert "| remoh | 0.910 ± 0.025 |" in md and "remoh − mha: +0.300" in md and "larger than the interval" in md
+    assert "within the interval" in md and paths[2].read_bytes()[:4] == b"\x89PNG"
 
 
 def test_unknown_study(tmp_path):
@@ -77,13 +100,14 @@ def tiny_bench(tmp_path_factory):
 def test_tiny_study_end_to_end(tiny_bench, tmp_path):
     variants = [v for v in STUDIES["queries"] if v.name in ("N=0", "N=4")]
     rows = run_study("queries", tmp_path, tiny_bench, subjects=1, preset="tiny", recipe=RECIPE, variants=variants,
-                     questions=6, progress=False)
+                     questions=6, progress=False, seeds=2)
     assert [r["variant"] for r in rows] == ["face baseline (training-free)", "N=0", "N=4"]
-    assert all(r["n_questions"] == 6 for r in rows)
+    assert rows[0]["n_questions"] == 6
     for name in ("results.md", "results.json", "results.png"):
         assert (tmp_path / "queries" / name).is_file()
     assert "| N=0 |" in (tmp_path / "queries" / "results.md").read_text()
+    assert all(r["seeds"] == 2 and r["n_questions"] == 12 for r in rows[1:])
     again = run_study("queries", tmp_path, tiny_bench, subjects=1, preset="tiny", recipe=RECIPE, variants=variants,
-                      questions=6, progress=False)  # finished variants are reused
+                      questions=6, progress=False, seeds=2)  # finished variants are reused
     assert again == rows
     assert isinstance(Variant("x").keep(object()), bool)

@@ -75,6 +75,7 @@ def test_question_type_covers_the_paper_templates():
     ('{"score": 2, "reason": "generic"}', 2.0),
     ("I would rate it 5/5.", 5.0),
     ("4", 4.0),
+    ("Score: 0", 0.0),  # 0-5, as the official evaluator scores ES/DC
     ("Score: 7", None),
     ("Score: 10", None),
     ("no number here", None),
@@ -111,7 +112,7 @@ def test_judge_client_request_format_and_parsing(chat_server, monkeypatch):
 
 def test_default_recipe_and_validation(tmp_path):
     r = load_recipe()
-    assert r.subjects >= 1 and r.num_clips == r.subjects * 3 * r.clips_per_group and 1 <= r.max_people_per_clip <= 3
+    assert r.subjects >= 1 and r.num_clips == len(r.units) * 3 * r.clips_per_group and 1 <= r.max_people_per_clip <= 3
     with pytest.raises(ConfigError, match="hard_negatives"):
         BenchmarkRecipe(world_people=5, pool_people=1, subjects=2, hard_negatives=2)
     with pytest.raises(ConfigError, match="unknown field"):
@@ -184,7 +185,7 @@ def test_face_baseline_beats_chance_and_writes_report(baseline_report):
     from pathlib import Path
 
     out = Path(r.out)
-    for name in ("report.json", "report.md", "answers.jsonl", "existence.png", "open.png"):
+    for name in ("report.json", "report.md", "answers.jsonl", "official.json", "existence.png", "open.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     saved = json.loads((out / "report.json").read_text())
     assert saved["summary"]["Acc"] == ex["accuracy"] and saved["n_questions"] == len(r.rows) == 12

@@ -14,7 +14,7 @@ from pvchat.errors import InputError
 def ablate(study: Annotated[str, OneOf(STUDIES)], *, out: Path, bench: Path = Path("workspace/bench"),
            subjects: int = 1, preset: Annotated[str, OneOf(PRESETS)] = "demo",
            recipe: Annotated[str, OneOf(train_recipes(), "a YAML path")] = "ablate",
-           questions: int | None = None) -> int:
+           questions: int | None = None, seeds: int = 3) -> int:
     """Run one of the paper's ablation studies: train each variant, evaluate it, tabulate.
 
     Studies: attention (Q-former routing mha / moh / remoh, Table 2), losses (SPR/HAE on and off,
@@ -32,6 +32,8 @@ def ablate(study: Annotated[str, OneOf(STUDIES)], *, out: Path, bench: Path = Pa
         preset: Model preset (tiny or demo; demo trains the whole small LLM).
         recipe: Training recipe (default ablate: tiny data, few steps).
         questions: Ask only the first QUESTIONS questions per subject (smoke runs).
+        seeds: Seeds per variant; the table gives mean ± the 95 per cent interval over them and says which
+            differences from the best variant are larger than the interval.
     """
     # torch, transformers, dlib: training and evaluation
     from pvchat.eval.ablate import STUDIES as studies, results_markdown, run_study
@@ -46,7 +48,7 @@ def ablate(study: Annotated[str, OneOf(STUDIES)], *, out: Path, bench: Path = Pa
     recipe_path(recipe)
     bench = ensure_benchmark(Path(bench), progress=sys.stderr.isatty(), announce=lambda m: print(m, flush=True))
     rows = run_study(study, Path(out), bench, subjects=subjects, preset=preset, recipe=recipe, questions=questions,
-                     progress=True)
+                     progress=True, seeds=seeds)
     print(results_markdown(study, rows, read_json(Path(out) / study / "results.json")))
     print(f"-> {Path(out) / study / 'results.md'}")
     return 0

@@ -2,12 +2,16 @@
 
 - :mod:`metrics`: existence accuracy (free-text yes/no parsing) and BLEU.
 - :mod:`bertscore`: BERTScore F1 with a local encoder only (default: the packaged MiniLM).
-- :mod:`judge`: Entity Specificity and Descriptive Completeness (1–5) from an LLM judge over an
+- :mod:`judge`: Entity Specificity and Descriptive Completeness (0–5) from an LLM judge over an
   OpenAI-compatible endpoint; rubrics in ``rubrics.json``; without a judge: not measured.
 - :mod:`recipe`, :mod:`benchmark`: the benchmark query set built from the offline world
   (``benchmark.yaml``): per subject a reference video and clips with it, with strangers and
   with its hard negatives, with questions and ground truth for the four question types.
-- :mod:`face_baseline`: a training-free answerer from dlib face matching.
+- :mod:`face_baseline`: a training-free answerer from dlib face matching; :mod:`baselines`:
+  always-yes, always-no and the subject-free base asked about "the person".
+- :mod:`truth`: every question type scored against the ground truth (ours); :mod:`official`:
+  the official evaluator's numbers its way (categories, BLEU-1, ES/DC 0–5 or its heuristics)
+  and its result-JSON layout, written and read.
 - :mod:`runner`: :func:`evaluate` any ``answer_fn(video, question, subject) -> str``;
   :mod:`report_md` and :mod:`plots` write report.md and the PNGs.
 - :mod:`pack_answerer`: a learned concept pack as an answerer (``pvchat eval --pack``).

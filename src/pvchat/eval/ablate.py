@@ -12,10 +12,14 @@ Studies (paper tables):
 - ``data`` (Table 4): positives only / + hard negatives / all (hard and random negatives).
 - ``queries`` (supp. Table 1): subject queries per person N in 0, 4, 8, 12, 16, 20.
 
-Each study writes ``OUT/STUDY/results.md`` (variant × metrics, with the training-free face
-baseline as a reference row), ``results.json`` and ``results.png``, atomically; every variant's
-evaluation (answers, report) lies under ``OUT/STUDY/<variant>/<subject>/eval``, and a finished
-one is reused when the command runs again.
+Every variant is trained with ``seeds`` seeds (default 3); the table gives each metric's mean over
+seeds ± its 95% interval (Student t), the ground-truth scores (look-alikes, clothing, action,
+location) beside the paper's, and says which variants differ from the best one by more than the
+Welch 95% interval of the difference. Each study writes ``OUT/STUDY/results.md`` (variant ×
+metrics, with the training-free face baseline as a reference row), ``results.json`` and
+``results.png`` (error bars), atomically; every run's evaluation (answers, report) lies under
+``OUT/STUDY/<variant>/<subject>/seed<k>/eval``, and a finished one is reused when the command
+runs again.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from pvchat.io import atomic_path, read_json, write_json, write_text
 
 ConfigFn = Callable[[Any], None]  # mutates a PVChatConfig
 KeepFn = Callable[[Any], bool]  # ClipRecord -> keep it for training?
-METRICS = ("Acc", "Acc+", "Acc-", "BLEU", "BS")
+METRICS = ("Acc", "Acc+", "Acc-", "look-alikes", "clothing", "action", "location", "BLEU", "BS")
+Z95 = 1.959963984540054
 
 
 def _same(cfg) -> None:
@@ -151,9 +156,71 @@ def model_answerer(model, name: str):
 
 
 def _row(report) -> dict[str, Any]:
-    ex, s = report.existence, report.summary
+    ex, s, t = report.existence, report.summary, report.truth or {}
+
+    def acc(*keys: str) -> float | None:
+        d: Any = t
+        for k in keys:
+            d = (d or {}).get(k)
+        return (d or {}).get("accuracy")
+
     return {"Acc": s.get("Acc"), "Acc+": ex.get("positive_accuracy"), "Acc-": ex.get("negative_accuracy"),
+            "look-alikes": acc("existence", "absent_lookalikes"), "clothing": acc("appearance"),
+            "action": acc("action"), "location": acc("location"),
             "BLEU": s.get("BLEU"), "BS": s.get("BS"), "n_questions": len(report.rows)}
+
+
+def interval(values: list[float]) -> tuple[float | None, float | None]:
+    """(mean, half-width of its 95% interval: Student t over the values; None with fewer than 2)."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    mean = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return mean, None
+    from scipy.stats import t
+
+    sd = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
+    return mean, float(t.ppf(0.975, len(vals) - 1)) * sd / len(vals) ** 0.5
+
+
+def seed_summary(variant: str, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table row from a variant's per-seed rows (each averaged over subjects): mean and 95% interval."""
+    row: dict[str, Any] = {"variant": variant, "seeds": len(per_seed), "per_seed": per_seed}
+    for k in METRICS:
+        row[k], row[f"{k}_ci"] = interval([r.get(k) for r in per_seed])
+    row["n_questions"] = sum(r["n_questions"] for r in per_seed)
+    return row
+
+
+def differences(rows: list[dict[str, Any]], metric: str = "Acc") -> list[dict[str, Any]]:
+    """Each trained variant against the best one on ``metric``: the difference of means and its 95%
+    interval (Welch, over seeds); ``exceeds`` when the interval leaves out 0."""
+    from scipy.stats import t
+
+    trained = [r for r in rows if r.get("per_seed") and r.get(metric) is not None]
+    if len(trained) < 2:
+        return []
+    best = max(trained, key=lambda r: r[metric])
+    out = []
+    for r in trained:
+        if r is best:
+            continue
+        a = [x[metric] for x in best["per_seed"] if x.get(metric) is not None]
+        b = [x[metric] for x in r["per_seed"] if x.get(metric) is not None]
+        diff = sum(a) / len(a) - sum(b) / len(b)
+        if len(a) < 2 or len(b) < 2:
+            out.append({"best": best["variant"], "variant": r["variant"], "difference": diff, "ci": None,
+                        "exceeds": None})
+            continue
+        va = sum((x - sum(a) / len(a)) ** 2 for x in a) / (len(a) - 1) / len(a)
+        vb = sum((x - sum(b) / len(b)) ** 2 for x in b) / (len(b) - 1) / len(b)
+        se = (va + vb) ** 0.5
+        dof = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1)) + (vb ** 2 / (len(b) - 1))) if se > 0 else 1.0
+        half = float(t.ppf(0.975, dof)) * se if se > 0 else 0.0
+        out.append({"best": best["variant"], "variant": r["variant"], "difference": diff, "ci": half,
+                    "exceeds": abs(diff) > half})
+    return out
 
 
 def _mean_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -171,15 +238,30 @@ def results_markdown(study: str, rows: list[dict[str, Any]], settings: dict[str,
     def f(v: Any) -> str:
         return "—" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
 
-    head = ["Variant", "Acc ↑", "Acc+ ↑", "Acc− ↑", "BLEU ↑", "BS ↑", "questions", "train s"]
+    def m(r: dict, k: str) -> str:
+        ci = r.get(f"{k}_ci")
+        return f(r.get(k)) + (f" ± {ci:.3f}" if isinstance(ci, float) else "")
+
+    head = ["Variant", "Acc ↑", "Acc+ ↑", "Acc− ↑", "look-alikes ↑", "clothing ↑", "action ↑", "location ↑", "BLEU ↑",
+            "BS ↑", "questions", "train s"]
     lines = [f"# Ablation: {study}", "",
              f"Preset `{settings['preset']}`, recipe `{settings['recipe']}`, subjects {', '.join(settings['subjects'])}, "
              f"benchmark `{settings['bench']}`.", "",
              "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
-        lines.append("| " + " | ".join([r["variant"], *(f(r.get(k)) for k in METRICS), f(r["n_questions"]),
+        lines.append("| " + " | ".join([r["variant"], *(m(r, k) for k in METRICS), f(r["n_questions"]),
                                           f(r.get("train_seconds"))]) + " |")
-    lines += ["", "Acc: existence accuracy (Acc+ on clips with the subject, Acc− without); BLEU and BS (BERTScore F1, "
+    diffs = differences(rows)
+    if diffs:
+        lines += ["", f"Seeds per variant: {rows[-1].get('seeds')}; ± is the 95% interval of the mean over seeds. "
+                  "Against the best variant on Acc (Welch 95% interval of the difference):", ""]
+        for d in diffs:
+            verdict = ("larger than the interval" if d["exceeds"] else "within the interval"
+                       if d["exceeds"] is not None else "needs ≥ 2 seeds")
+            ci = f" ± {d['ci']:.3f}" if d["ci"] is not None else ""
+            lines.append(f"- {d['best']} − {d['variant']}: {d['difference']:+.3f}{ci} ({verdict})")
+    lines += ["", "look-alikes, clothing, action, location: scored against the ground truth (ours). "
+              "Acc: existence accuracy (Acc+ on clips with the subject, Acc− without); BLEU and BS (BERTScore F1, "
               "packaged MiniLM) over appearance/action/location answers. ES/DC need an LLM judge: not measured. "
               "An answerer that always says no scores Acc = the share of clips without the subject (2/3 on the default "
               "benchmark: Acc+ 0, Acc− 1); Acc+ and Acc− together tell guessing from recognising.", ""]
@@ -198,7 +280,8 @@ def plot_results(study: str, rows: list[dict[str, Any]], path: Path) -> Path:
     width = 0.8 / len(metrics)
     for k, m in enumerate(metrics):
         xs = [i + (k - (len(metrics) - 1) / 2) * width for i in range(len(rows))]
-        ax.bar(xs, [r.get(m) or 0.0 for r in rows], width, label=m)
+        errs = [r.get(f"{m}_ci") or 0.0 for r in rows]
+        ax.bar(xs, [r.get(m) or 0.0 for r in rows], width, label=m, yerr=errs, capsize=2)
     ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=20, ha="right", fontsize=8)
     ax.axhline(0.5, ls=":", c="grey", lw=1)
     ax.set_ylim(0, 1.05)
@@ -222,8 +305,9 @@ def write_results(out: Path, study: str, rows: list[dict[str, Any]], settings: d
 # ------------------------------------------------------------------------------- the study
 def run_study(study: str, out: Path, bench: Path, subjects: int = 1, preset: str = "demo",
               recipe: str | Path = "ablate", variants: list[Variant] | None = None, questions: int | None = None,
-              progress: bool = True) -> list[dict[str, Any]]:
-    """Train and evaluate every variant of ``study`` (or ``variants``); returns the table's rows."""
+              progress: bool = True, seeds: int = 3) -> list[dict[str, Any]]:
+    """Train and evaluate every variant of ``study`` (or ``variants``) with ``seeds`` seeds each;
+    returns the table's rows (mean and 95% interval over seeds)."""
     from tqdm import tqdm
 
     from pvchat.eval.benchmark import load_benchmark
@@ -237,7 +321,12 @@ def run_study(study: str, out: Path, bench: Path, subjects: int = 1, preset: str
     b = load_benchmark(bench)
     if not 1 <= subjects <= len(b.subjects):
         raise InputError(f"--subjects must be in 1..{len(b.subjects)} for {bench}")
-    names = [s["name"] for s in b.subjects[:subjects]]
+    if seeds < 1:
+        raise InputError(f"--seeds must be >= 1, got {seeds}")
+    singles = [s for s in b.subjects if s.get("unit", "single") == "single"]
+    if not 1 <= subjects <= len(singles):
+        raise InputError(f"--subjects must be in 1..{len(singles)} (one-person subjects of {bench})")
+    names = [s["name"] for s in singles[:subjects]]
     out = Path(out)
     settings = {"preset": preset, "recipe": str(recipe), "subjects": names, "bench": str(bench),
                 "questions_per_subject": questions,  # a finished variant is reused only with the same settings
@@ -252,27 +341,27 @@ def run_study(study: str, out: Path, bench: Path, subjects: int = 1, preset: str
     per = [_row(evaluate(face, b.root, out=base_dir / n, subjects=[n], limit=questions)) for n in names]
     rows = [{"variant": "face baseline (training-free)", **_mean_rows(per), "train_seconds": None}]
 
-    steps = [(v, n) for v in variants for n in names]
+    steps = [(v, n, seed) for v in variants for seed in range(seeds) for n in names]
     bar = tqdm(steps, desc=f"ablate {study}", unit="run", disable=not progress)
-    done: dict[str, list[dict[str, Any]]] = {}
+    done: dict[tuple[str, int], list[dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
-    for variant, name in bar:
-        bar.set_postfix_str(f"{variant.name} / {name}")
-        where = out / study / _slug(variant.name) / name
+    for variant, name, seed in bar:
+        bar.set_postfix_str(f"{variant.name} / {name} / seed {seed}")
+        where = out / study / _slug(variant.name) / name / f"seed{seed}"
         if (where / "row.json").is_file() and read_json(where / "row.json").get("settings") == settings:
             row = read_json(where / "row.json")
         else:
             start = time.perf_counter()
-            model = train_variant(variant, manifests[name], name, where / "run", preset, recipe)
+            model = train_variant(variant, manifests[name], name, where / "run", preset, recipe, seed=seed)
             trained = round(time.perf_counter() - start, 1)
             report = evaluate(model_answerer(model, f"pvchat-{_slug(variant.name)}"), b.root, out=where / "eval",
                               subjects=[name], limit=questions)
             row = {**_row(report), "train_seconds": trained, "settings": settings}
             write_json(where / "row.json", row)
-        done.setdefault(variant.name, []).append(row)
+        done.setdefault((variant.name, seed), []).append(row)
         seconds[variant.name] = seconds.get(variant.name, 0.0) + row["train_seconds"]
     for variant in variants:
-        rows.append({"variant": variant.name, **_mean_rows(done[variant.name]),
-                     "train_seconds": round(seconds[variant.name], 1)})
+        per_seed = [_mean_rows(done[(variant.name, seed)]) for seed in range(seeds)]
+        rows.append({**seed_summary(variant.name, per_seed), "train_seconds": round(seconds[variant.name], 1)})
     write_results(out / study, study, rows, settings)
     return rows

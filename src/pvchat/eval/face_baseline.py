@@ -94,7 +94,9 @@ class FaceBaseline:
         names = subjects or [s["name"] for s in bench.subjects]
         for name in names:
             s = bench.subject(name)
-            baseline.add_subject(s["name"], bench.root / s["reference"])
+            for m in s.get("members") or [{"name": s["name"], "reference": s["reference"]}]:
+                if m["name"] not in baseline.subjects:
+                    baseline.add_subject(m["name"], bench.root / m["reference"])
         return baseline
 
     def _pool_distances(self, embedding: np.ndarray) -> list[float]:
@@ -168,11 +170,21 @@ class FaceBaseline:
         return len(self.matches(video, subject)) >= self.min_frames
 
     def __call__(self, video: str | os.PathLike, question: str, subject: str) -> str:
+        kind = question_type(question)
+        members = subject.split("+")  # a pair or triple of the benchmark: "Anna+Ben"
+        if len(members) > 1:
+            named = [m for m in members if _token(m) in question]
+            if kind == "existence" or not named:
+                found = [m for m in (named or members) if len(self.matches(video, m)) >= self.min_frames]
+                toks = " and ".join(_token(m) for m in (named or members))
+                if len(found) == len(named or members):
+                    return f"Yes, {toks} {'are' if len(named or members) > 1 else 'is'} in this video."
+                return f"No, {toks} {'are' if len(named or members) > 1 else 'is'} not in this video."
+            subject = named[0]
         tok = _token(subject)
         hits = self.matches(video, subject)
         if len(hits) < self.min_frames:
             return f"No, {tok} is not in this video."
-        kind = question_type(question)
         if kind == "existence":
             return f"Yes, {tok} is in this video."
         if kind == "location":

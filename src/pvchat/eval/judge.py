@@ -1,4 +1,7 @@
-"""Entity Specificity (ES) and Descriptive Completeness (DC): 1–5 scores from an LLM judge (paper §4.1, supp. S2).
+"""Entity Specificity (ES) and Descriptive Completeness (DC): 0–5 scores from an LLM judge (paper §4.1, supp. S2).
+
+0–5 as the official evaluator (``evaluate_pvchat_metrics.py``) scores them: 0 is a wrong entity,
+a contradiction of the ground truth or an invalid answer.
 
 The rubrics are data (``rubrics.json`` next to this file). The judge is any OpenAI-compatible
 ``/chat/completions`` endpoint (a local vLLM / llama.cpp / Ollama server, or a hosted one), set by
@@ -29,7 +32,7 @@ METRICS = ("es", "dc")
 ENV_URL, ENV_MODEL, ENV_KEY = "PVCHAT_JUDGE_URL", "PVCHAT_JUDGE_MODEL", "PVCHAT_JUDGE_API_KEY"
 NOT_MEASURED = "not measured (no judge)"
 
-_NUM = r"([1-5](?:\.\d+)?)(?![\d.]*\d)"
+_NUM = r"([0-5](?:\.\d+)?)(?![\d.]*\d)"
 _SCORE_LINE = re.compile(r"\bscore\b[^0-9\n]{0,12}?" + _NUM, re.I)
 _OUT_OF = re.compile(_NUM + r"\s*(?:/|out of)\s*5\b", re.I)
 _JSON = re.compile(r"\{[^{}]*\}")
@@ -47,11 +50,11 @@ def load_rubrics() -> dict[str, Any]:
 
 
 def parse_score(reply: str) -> float | None:
-    """The 1–5 score in a judge's reply, or None when there is none.
+    """The 0–5 score in a judge's reply, or None when there is none.
 
     Tried in order: a JSON object with a ``score`` key; the last ``Score: N`` (also ``score of N``,
     ``**Score:** N``); the last ``N/5`` or ``N out of 5``; a reply that is just the number.
-    Numbers outside 1–5 are not scores.
+    Numbers outside 0–5 are not scores.
     """
     if not isinstance(reply, str) or not reply.strip():
         return None
@@ -67,14 +70,14 @@ def parse_score(reply: str) -> float | None:
                     num = float(value)
                 except ValueError:
                     continue
-                if 1 <= num <= 5:
+                if 0 <= num <= 5:
                     return num
     for pattern in (_SCORE_LINE, _OUT_OF):
         found = pattern.findall(reply)
         if found:
             return float(found[-1])
     bare = reply.strip().strip("*.` ")
-    if re.fullmatch(r"[1-5](?:\.\d+)?", bare):
+    if re.fullmatch(r"[0-5](?:\.\d+)?", bare):
         return float(bare)
     return None
 

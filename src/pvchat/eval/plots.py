@@ -15,8 +15,43 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+TRUTH_BARS = (("present", ("existence", "present")), ("absent", ("existence", "absent")),
+              ("look-alikes", ("existence", "absent_lookalikes")), ("clothing", ("appearance",)),
+              ("action", ("action",)), ("location", ("location",)))
+
+
+def _get(truth: dict, keys: tuple[str, ...]) -> float | None:
+    for k in keys:
+        truth = (truth or {}).get(k)
+    return (truth or {}).get("accuracy")
+
+
+def plot_truth(report, out: Path) -> Path:
+    """truth.png: accuracy against the ground truth per question kind, the answerer beside its baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    who = [(report.answerer, report.truth), *((n, b["truth"]) for n, b in report.baselines.items())]
+    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    width = 0.8 / len(who)
+    for k, (name, truth) in enumerate(who):
+        xs = [i + (k - (len(who) - 1) / 2) * width for i in range(len(TRUTH_BARS))]
+        ax.bar(xs, [_get(truth, keys) or 0.0 for _, keys in TRUTH_BARS], width, label=name)
+    ax.set_xticks(range(len(TRUTH_BARS)), [label for label, _ in TRUTH_BARS])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy (ground truth)")
+    ax.set_title(f"{report.answerer}: every question type against the ground truth")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = _save(fig, out / "truth.png")
+    plt.close(fig)
+    return path
+
+
 def plot_report(report, out: Path) -> list[Path]:
-    """existence.png and open.png (when there are such questions) under ``out``; returns the paths."""
+    """existence.png, truth.png and open.png (when there are such questions) under ``out``; returns the paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,6 +74,8 @@ def plot_report(report, out: Path) -> list[Path]:
         fig.tight_layout()
         paths.append(_save(fig, out / "existence.png"))
         plt.close(fig)
+    if report.truth:
+        paths.append(plot_truth(report, out))
     types = [t for t in report.open if t != "all"]
     if types:
         metrics = [("bleu", "BLEU", 1.0), ("bertscore", "BERTScore", 1.0), ("es", "ES / 5", 5.0), ("dc", "DC / 5", 5.0)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
@@ -14,6 +14,7 @@ from pvchat.errors import ConfigError, InputError
 
 GROUPS = ("positive", "stranger", "hard_negative")
 QUESTION_TYPES = ("existence", "appearance", "action", "location")
+UNITS = {1: "single", 2: "pair", 3: "triple"}  # how many people a subject of the benchmark is
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,12 @@ class BenchmarkRecipe:
     seed: int = 0
     world_people: int = 40
     pool_people: int = 12
-    subjects: int = 6
+    subjects: int = 6  # one-person subjects
+    pairs: int = 0  # two people learned together (both in the positive clips)
+    triples: int = 0  # three people learned together
+    variation: float = 0.0  # how much a face differs between query clips and its reference (0..1)
+    lookalikes: int = 0  # made look-alikes per subject person (its face blended with its nearest query person's)
+    faces: str | None = None  # a photo folder DIR/<person>/*.jpg to take the people from (None: offline faces)
     clips_per_group: int = 6
     hard_negatives: int = 3
     max_people_per_clip: int = 3
@@ -38,17 +44,27 @@ class BenchmarkRecipe:
         for k in ("world_people", "subjects", "clips_per_group", "hard_negatives", "num_frames"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
                 raise ConfigError(f"benchmark recipe: {k} must be an integer >= 1, got {getattr(self, k)!r}")
-        if not isinstance(self.pool_people, int) or self.pool_people < 0:
-            raise ConfigError(f"benchmark recipe: pool_people must be an integer >= 0, got {self.pool_people!r}")
+        for k in ("pool_people", "pairs", "triples", "lookalikes"):
+            if not isinstance(getattr(self, k), int) or getattr(self, k) < 0:
+                raise ConfigError(f"benchmark recipe: {k} must be an integer >= 0, got {getattr(self, k)!r}")
+        if not isinstance(self.variation, (int, float)) or not 0.0 <= self.variation <= 1.0:
+            raise ConfigError(f"benchmark recipe: variation must be between 0 and 1, got {self.variation!r}")
+        if self.faces is not None and not isinstance(self.faces, str):
+            raise ConfigError(f"benchmark recipe: faces must be a folder path or null, got {self.faces!r}")
         if not 1 <= self.max_people_per_clip <= 3:
             raise ConfigError(f"benchmark recipe: max_people_per_clip must be 1, 2 or 3, got {self.max_people_per_clip}")
+        need = 3 if self.triples else 2 if self.pairs else 1
+        if self.max_people_per_clip < need:
+            raise ConfigError(f"benchmark recipe: max_people_per_clip must be >= {need} for "
+                              f"{'triples' if self.triples else 'pairs'}, got {self.max_people_per_clip}")
         if self.fps <= 0 or len(self.size) != 2 or min(self.size) < 64:
             raise ConfigError(f"benchmark recipe: fps must be > 0 and size two sides >= 64 px, got {self.fps}, {self.size}")
-        others = self.world_people - self.pool_people - self.subjects
+        others = self.world_people - self.pool_people - self.subject_people
         if others < self.hard_negatives + 1:
             raise ConfigError(f"benchmark recipe: world_people ({self.world_people}) must leave at least hard_negatives + 1 "
-                              f"= {self.hard_negatives + 1} query people besides {self.subjects} subjects and "
-                              f"{self.pool_people} pool people (strangers are the query people that are not hard negatives)")
+                              f"= {self.hard_negatives + 1} query people besides {self.subject_people} subject people "
+                              f"and {self.pool_people} pool people (strangers are the query people that are not hard "
+                              f"negatives)")
         unknown = set(self.questions) - set(QUESTION_TYPES)
         if unknown:
             raise ConfigError(f"benchmark recipe: unknown question type(s) {sorted(unknown)}; use {', '.join(QUESTION_TYPES)}")
@@ -59,8 +75,29 @@ class BenchmarkRecipe:
             raise ConfigError("benchmark recipe: questions.existence must be >= 1 (every clip gets an existence label)")
 
     @property
+    def units(self) -> list[int]:
+        """People per benchmark subject, in build order: the singles, then the pairs, then the triples."""
+        return [1] * self.subjects + [2] * self.pairs + [3] * self.triples
+
+    @property
+    def subject_people(self) -> int:
+        return sum(self.units)
+
+    @property
     def num_clips(self) -> int:
-        return self.subjects * len(GROUPS) * self.clips_per_group
+        return len(self.units) * len(GROUPS) * self.clips_per_group
+
+    def shrink(self, subjects: int) -> "BenchmarkRecipe":
+        """The same benchmark with ``subjects`` one-person subjects and the pairs and triples scaled
+        alike (rounded down, at least one of each the full size has once ``subjects`` >= 6)."""
+        if not isinstance(subjects, int) or not 1 <= subjects <= self.subjects:
+            raise ConfigError(f"--subjects must be between 1 and {self.subjects}, got {subjects!r}")
+
+        def scaled(n: int) -> int:
+            k = n * subjects // self.subjects
+            return max(k, 1) if n and subjects >= 6 else k
+
+        return replace(self, subjects=subjects, pairs=scaled(self.pairs), triples=scaled(self.triples))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -34,7 +34,12 @@ AnswerFn = Callable[[str, str, str], str]
 
 @dataclass
 class EvalReport:
-    """What :func:`evaluate` measured (``to_dict`` is report.json)."""
+    """What :func:`evaluate` measured (``to_dict`` is report.json).
+
+    ``truth``: every question type scored against the ground truth (ours, :mod:`pvchat.eval.truth`);
+    ``official``: the official evaluator's numbers (:mod:`pvchat.eval.official`); ``baselines``:
+    the same scores of the baseline answerers on the same questions.
+    """
 
     answerer: str
     benchmark: str
@@ -45,6 +50,9 @@ class EvalReport:
     judge: dict[str, Any] | None
     timings_s: dict[str, float]
     answerer_info: dict[str, Any] = field(default_factory=dict)
+    truth: dict[str, Any] = field(default_factory=dict)
+    official: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list, repr=False)
     out: str | None = None
 
@@ -91,6 +99,8 @@ def _ask(answer_fn: AnswerFn, root: Path, rows: list[dict], progress: bool) -> N
         row["seconds"] = round(time.perf_counter() - start, 4)
         if row["type"] == "existence":
             row["parsed"] = parse_yes_no(answer)
+        row["is_special"] = row["type"] == "existence"
+        row["is_positive"] = row["label"] if row["type"] == "existence" else None
 
 
 def _existence(rows: list[dict]) -> dict[str, Any]:
@@ -158,6 +168,7 @@ def evaluate(
     bertscore_layers: int | None = None,
     limit: int | None = None,
     answerer_info: Mapping[str, Any] | None = None,
+    baselines: Sequence[AnswerFn] | None = None,
     progress: bool = False,
 ) -> EvalReport:
     """Ask ``answer_fn`` every question of a benchmark and score the answers.
@@ -175,10 +186,11 @@ def evaluate(
         limit: ask only the first ``limit`` selected questions (smoke runs).
         answerer_info: facts about the answerer recorded in the report (settings, calibration);
             default: ``answer_fn.describe()`` after answering, when it has one.
+        baselines: answerers asked the same questions and reported beside it (always-yes, always-no,
+            the face baseline, a base model: :mod:`pvchat.eval.baselines`).
         progress: progress bars on stderr.
     """
     from pvchat.eval.benchmark import load_benchmark
-    from pvchat.eval.bertscore import bertscore
 
     bench = load_benchmark(benchmark_dir)
     rename = dict(rename or {})
@@ -191,17 +203,51 @@ def evaluate(
     timings["answer_per_question"] = round(timings["answer"] / len(rows), 4)
     if answerer_info is None and callable(getattr(answer_fn, "describe", None)):
         answerer_info = answer_fn.describe()
-    out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
-        _write_rows(out_dir / "answers.jsonl", rows)
+    if out is not None:  # the answers are kept even if scoring fails; the report directory is swapped in whole
+        _write_rows(Path(out).with_name(f".{Path(out).name}.answers.jsonl"), rows)
+    compared = {}
+    for fn in (baselines or ()):
+        label = getattr(fn, "name", None) or type(fn).__name__
+        start = time.perf_counter()
+        compared[label] = baseline_scores(fn, bench, _select(bench, subjects, {}, limit), progress)  # benchmark names
+        timings[f"baseline {label}"] = round(time.perf_counter() - start, 2)
+    return score_answers(rows, name, str(bench.root), out=out, judge=judge, bertscore_model=bertscore_model,
+                         bertscore_layers=bertscore_layers, answerer_info=answerer_info, timings=timings,
+                         baselines=compared, progress=progress)
 
-    open_rows = [r for r in rows if r["type"] in OPEN_TYPES]
+
+def baseline_scores(answer_fn: AnswerFn, bench, rows: list[dict], progress: bool = False) -> dict[str, Any]:
+    """A baseline's scores on ``rows`` (the evaluated questions, under the benchmark's names): ground truth and the official
+    accuracy and BLEU-1 (no BERTScore or judge: a baseline is a reference row, not an entry)."""
+    from pvchat.eval.official import official_metrics
+    from pvchat.eval.truth import truth_scores
+
+    for r in rows:
+        r.pop("answer", None)
+    _ask(answer_fn, bench.root, rows, progress)
+    return {"truth": truth_scores(rows), "official": official_metrics(rows, judged=False),
+            "info": answer_fn.describe() if callable(getattr(answer_fn, "describe", None)) else {}}
+
+
+def score_answers(rows: list[dict], answerer: str, benchmark: str, out: str | os.PathLike | None = None,
+                  judge: Judge | None = None, bertscore_model: str | os.PathLike | None = None,
+                  bertscore_layers: int | None = None, answerer_info: Mapping[str, Any] | None = None,
+                  timings: dict[str, float] | None = None, baselines: dict[str, dict] | None = None,
+                  progress: bool = False) -> EvalReport:
+    """Score answered rows (each with ``answer``): ground truth, the official metrics, the paper's
+    table; write the report under ``out`` (atomically, as one directory) when given."""
+    from pvchat.eval.bertscore import bertscore
+    from pvchat.eval.official import official_metrics
+    from pvchat.eval.truth import truth_scores
+
+    timings = dict(timings or {})
+    open_rows = [r for r in rows if r.get("type") in OPEN_TYPES]
     bs_model = None
     start = time.perf_counter()
-    if open_rows:
-        result = bertscore([r["answer"] for r in open_rows], [r["reference"] for r in open_rows], model=bertscore_model,
+    if rows:  # over every record, as the official evaluator does (the open questions' mean is kept apart)
+        result = bertscore([r["answer"] for r in rows], [r["reference"] for r in rows], model=bertscore_model,
                            num_layers=bertscore_layers)
-        for r, f1 in zip(open_rows, result.per_item):
+        for r, f1 in zip(rows, result.per_item):
             r["bertscore"] = f1
         bs_model = result.model.to_dict()
     timings["bertscore"] = round(time.perf_counter() - start, 2)
@@ -210,19 +256,23 @@ def evaluate(
         _judge_rows(judge, open_rows, progress)
         timings["judge"] = round(time.perf_counter() - start, 2)
 
-    existence = _existence(rows)
+    truth = truth_scores(rows) if any("type" in r for r in rows) else {}
+    official = official_metrics(rows, judged=judge is not None)
+    existence = _existence(rows) if any(r.get("type") == "existence" for r in rows) else {"n": 0}
     open_ = _open(open_rows, judged=judge is not None)
     all_open = open_.get("all", {})
     summary = {"Acc": existence.get("accuracy"), "BLEU": all_open.get("bleu"), "BS": all_open.get("bertscore"),
-               "ES": all_open.get("es"), "DC": all_open.get("dc")}
-    report = EvalReport(answerer=name, benchmark=str(bench.root), summary=summary, existence=existence, open=open_,
+               "ES": all_open.get("es"), "DC": all_open.get("dc"), "BLEU-1 (official)": official["bleu1"],
+               "BLEU-4": official["bleu4"]}
+    report = EvalReport(answerer=answerer, benchmark=benchmark, summary=summary, existence=existence, open=open_,
                         bertscore_model=bs_model, judge=judge.describe() if judge is not None else None,
-                        timings_s=timings, answerer_info=dict(answerer_info or {}), rows=rows,
-                        out=str(out_dir) if out_dir is not None else None)
+                        timings_s=timings, answerer_info=dict(answerer_info or {}), truth=truth, official=official,
+                        baselines=dict(baselines or {}), rows=rows, out=str(out) if out is not None else None)
     if judge is None:
         report.summary["ES/DC"] = NOT_MEASURED
-    if out_dir is not None:
-        write_report(report, out_dir)
+    if out is not None:
+        write_report(report, out)
+        Path(out).with_name(f".{Path(out).name}.answers.jsonl").unlink(missing_ok=True)
     return report
 
 
@@ -233,14 +283,22 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def write_report(report: EvalReport, out: str | os.PathLike) -> list[Path]:
-    """report.json, report.md, answers.jsonl and the plots under ``out``; returns the paths."""
+    """report.json, report.md, answers.jsonl, official.json (the official evaluator's layout) and the
+    plots under ``out``; returns the paths. The directory is written whole and swapped in: a run
+    killed while writing leaves the last good report in place (:func:`pvchat.io.atomic_dir`)."""
+    from pvchat.eval.official import to_official
     from pvchat.eval.plots import plot_report
     from pvchat.eval.report_md import markdown
-    from pvchat.io import write_json, write_text
+    from pvchat.io import atomic_dir, recover_dir, write_json, write_text
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "report.json", report.to_dict())
-    write_text(out / "report.md", markdown(report))
-    _write_rows(out / "answers.jsonl", report.rows)
-    return [out / "report.json", out / "report.md", out / "answers.jsonl", *plot_report(report, out)]
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: a file, not a report directory")
+    recover_dir(out)
+    with atomic_dir(out, overwrite=True) as tmp:
+        write_json(tmp / "report.json", report.to_dict())
+        write_text(tmp / "report.md", markdown(report))
+        _write_rows(tmp / "answers.jsonl", report.rows)
+        write_json(tmp / "official.json", to_official(report.rows, report.benchmark))
+        names = [p.name for p in plot_report(report, tmp)]
+    return [out / n for n in ("report.json", "report.md", "answers.jsonl", "official.json", *names)]

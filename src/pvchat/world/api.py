@@ -25,9 +25,9 @@ import numpy as np
 
 from pvchat.errors import ConfigError, InputError
 from pvchat.io import atomic_dir, load_tensors, read_json, read_jsonl, save_tensors, write_json, write_text
-from pvchat.world.faces import available_faces
+from pvchat.world.faces import available_faces, folder_faces
 from pvchat.world.negatives import hard_negatives, person_embeddings, portrait
-from pvchat.world.people import Person, make_people
+from pvchat.world.people import Person, make_people, people_from_folder
 from pvchat.world.render import SIZE, Cast, ClipSpec, Look, Rendered, plan_clip, render_clip
 
 FORMAT_VERSION = 1
@@ -51,6 +51,8 @@ class World:
     max_people_per_clip: int = 3
     root: Path | None = None
     negatives: dict[str, list[dict]] = field(default_factory=dict)
+    variation: float = 0.0  # how much a face differs between query clips and the reference (0..1)
+    faces_dir: str | None = None  # the user's photo folder the people come from (None: the offline faces)
 
     @property
     def by_id(self) -> dict[str, Person]:
@@ -88,7 +90,7 @@ class World:
         """The ``index``-th query clip of this world (deterministic in the world seed and index)."""
         return plan_clip(self.people, clip_id=f"c{index:04d}", seed=_seed(self.seed, 5, index),
                          max_people=self.max_people_per_clip, num_frames=self.num_frames, fps=self.fps,
-                         size=self.size, must_include=must_include)
+                         size=self.size, must_include=must_include, variation=self.variation)
 
     def render_clip(self, spec: ClipSpec | int) -> Rendered:
         """Render a clip spec (or the clip with that index)."""
@@ -119,24 +121,38 @@ class World:
 
     def settings(self) -> dict:
         return {"format": FORMAT_VERSION, "seed": self.seed, "size": list(self.size), "num_frames": self.num_frames,
-                "fps": self.fps, "max_people_per_clip": self.max_people_per_clip, "people": len(self.people)}
+                "fps": self.fps, "max_people_per_clip": self.max_people_per_clip, "people": len(self.people),
+                "variation": self.variation, "faces_dir": self.faces_dir}
 
 
 
 
 def make_world(people: int = 20, seed: int = 0, max_people_per_clip: int = 3, num_frames: int = 24, fps: float = 8.0,
-               size: tuple[int, int] = SIZE, faces: list[str] | None = None) -> World:
+               size: tuple[int, int] = SIZE, faces: list[str] | None = None, variation: float = 0.0,
+               faces_dir: str | Path | None = None) -> World:
     """An in-memory world (no files, no embeddings yet); ``faces`` restricts whose faces it uses
-    (e.g. ``face_split("held_out")``)."""
-    _check(people=people, clips=0, max_people=max_people_per_clip, num_frames=num_frames, fps=fps)
-    return World(people=make_people(people, seed, faces=faces), seed=seed, size=tuple(size), num_frames=num_frames, fps=fps,
-                 max_people_per_clip=max_people_per_clip)
+    (e.g. ``face_split("held_out")``). ``variation`` (0..1) varies each face in the query clips
+    from the reference (:func:`pvchat.world.render.face_look`); ``faces_dir`` takes the people
+    from a photo folder ``DIR/<person>/*.jpg`` instead of the offline faces."""
+    _check(people=people, clips=0, max_people=max_people_per_clip, num_frames=num_frames, fps=fps,
+           variation=variation, faces_dir=faces_dir)
+    if faces_dir is not None:
+        crowd = people_from_folder(faces_dir, seed, n=people)
+    else:
+        crowd = make_people(people, seed, faces=faces)
+    return World(people=crowd, seed=seed, size=tuple(size), num_frames=num_frames, fps=fps,
+                 max_people_per_clip=max_people_per_clip, variation=float(variation),
+                 faces_dir=str(Path(faces_dir).resolve()) if faces_dir is not None else None)
 
 
-def _check(people: int, clips: int, max_people: int, num_frames: int, fps: float) -> None:
-    limit = len(available_faces())
+def _check(people: int, clips: int, max_people: int, num_frames: int, fps: float, variation: float = 0.0,
+           faces_dir: str | Path | None = None) -> None:
+    if not 0.0 <= variation <= 1.0:
+        raise ConfigError(f"variation must be between 0 and 1, got {variation}")
+    limit = len(folder_faces(faces_dir)) if faces_dir is not None else len(available_faces())
+    where = f"person folders in {faces_dir}" if faces_dir is not None else "distinct real faces available offline"
     if not 1 <= people <= limit:
-        raise ConfigError(f"people must be between 1 and {limit} (distinct real faces available offline), got {people}")
+        raise ConfigError(f"people must be between 1 and {limit} ({where}), got {people}")
     if clips < 0:
         raise ConfigError(f"clips must be >= 0, got {clips}")
     if not 1 <= max_people <= 3:
@@ -158,23 +174,27 @@ def contact_sheet(world: World, columns: int = 8, tile: tuple[int, int] = (160, 
         sheet[y:y + th, x:x + tw] = img
         cv2.putText(sheet, f"{p.id} {p.name}", (x + 4, y + th + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (240, 240, 240), 1,
                     cv2.LINE_AA)
-        cv2.putText(sheet, p.face, (x + 4, y + th + 29), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (170, 170, 170), 1, cv2.LINE_AA)
+        face_label = Path(p.face.removeprefix("file:")).name
+        cv2.putText(sheet, face_label, (x + 4, y + th + 29), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (170, 170, 170), 1, cv2.LINE_AA)
     return sheet
 
 
 def build_world(out_dir: str | Path, people: int = 20, clips: int = 100, seed: int = 0, max_people_per_clip: int = 3,
                 references: bool = True, overwrite: bool = False, num_frames: int = 24, fps: float = 8.0,
-                size: tuple[int, int] = SIZE, progress: bool = False) -> World:
-    """Make a world and write it to ``out_dir`` atomically (see the module docstring for the layout)."""
+                size: tuple[int, int] = SIZE, progress: bool = False, variation: float = 0.0,
+                faces_dir: str | Path | None = None) -> World:
+    """Make a world and write it to ``out_dir`` atomically (see the module docstring for the layout;
+    :func:`make_world` for ``variation`` and ``faces_dir``)."""
     from tqdm import tqdm
 
     from pvchat.video import write_video
 
-    _check(people=people, clips=clips, max_people=max_people_per_clip, num_frames=num_frames, fps=fps)
+    _check(people=people, clips=clips, max_people=max_people_per_clip, num_frames=num_frames, fps=fps,
+           variation=variation, faces_dir=faces_dir)
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise InputError(f"{out_dir} already exists (pass overwrite to replace it)")
-    world = make_world(people, seed, max_people_per_clip, num_frames, fps, size)
+    world = make_world(people, seed, max_people_per_clip, num_frames, fps, size, variation=variation, faces_dir=faces_dir)
     total = people + clips + (people if references else 0)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp, tqdm(total=total, desc="world", unit="item",
                                                               disable=not progress) as bar:
@@ -243,6 +263,7 @@ def load_world(path: str | Path) -> World:
         negatives = {d["id"]: d["hard_negatives"] for d in data["people"]}
         return World(people=people, seed=int(settings["seed"]), size=tuple(settings["size"]),
                      num_frames=int(settings["num_frames"]), fps=float(settings["fps"]),
-                     max_people_per_clip=int(settings["max_people_per_clip"]), root=path, negatives=negatives)
+                     max_people_per_clip=int(settings["max_people_per_clip"]), root=path, negatives=negatives,
+                     variation=float(settings.get("variation", 0.0)), faces_dir=settings.get("faces_dir"))
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{path}: malformed world files ({type(e).__name__}: {e})") from None

@@ -11,6 +11,12 @@ Sources that ship with the installed packages (nothing is downloaded):
   → 61). The survey ships as ``faces_survey.json`` next to this module (regenerate with
   ``python -m pvchat.world.faces``, about a minute); loading a face then needs no dlib call.
 - ``astronaut`` (Eileen Collins, scikit-image) and ``grace_hopper`` (matplotlib), colour photos.
+- ``file:PATH``: a user's own photo (``pvchat world --faces DIR``, :func:`folder_faces`); dlib
+  finds the largest face when it is first loaded.
+
+The LFW subset repeats two people (checked by eye; dlib distance < 0.41): George W. Bush is
+LFW 0, 36 and 90, Gerhard Schröder LFW 3 and 97. :func:`other_photos` gives those further photos,
+so a person's reference video and query clips can show different photos of them.
 
 Every face is warped by a similarity transform that maps its 68 dlib landmarks onto
 :data:`TEMPLATE`, the mean LFW landmark layout placed in a :data:`CANON`-pixel square, so the
@@ -38,6 +44,19 @@ LFW_UPSCALE = 5  # LFW crops are upscaled this much (125 px) for dlib during the
 LFW_PAD = 62  # px of replicated border around the upscaled crop (dlib needs some context)
 PHOTOS = ("astronaut", "grace_hopper")
 SURVEY_PATH = Path(__file__).with_name("faces_survey.json")
+
+# Other photos of a pool face's person in the LFW subset (checked by eye; dlib distance < 0.41).
+SAME_PERSON: dict[str, tuple[str, ...]] = {"lfw-000": ("lfw-036", "lfw-090"), "lfw-003": ("lfw-097",)}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+FILE_PREFIX = "file:"
+MORPH_PREFIX = "morph:"  # morph:KEY_A|KEY_B|W: W of face A blended with 1 - W of face B (a look-alike of A)
+
+
+def morph_key(a: str, b: str, weight: float) -> str:
+    """The key of a look-alike of face ``a``: ``weight`` of ``a`` blended with face ``b``."""
+    if not 0.0 < weight < 1.0:
+        raise ConfigError(f"a look-alike's weight must be between 0 and 1, got {weight}")
+    return f"{MORPH_PREFIX}{a}|{b}|{weight:.3f}"
 
 # What is known about the people in the colour photos (LFW gives nothing).
 PHOTO_FACTS = {
@@ -173,16 +192,73 @@ def _face_mask(lm: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(mask, (0, 0), CANON / 40.0)
 
 
+def other_photos(key: str) -> tuple[str, ...]:
+    """Further photos of the person whose face is ``key`` (empty when the source has one)."""
+    return SAME_PERSON.get(key, ())
+
+
+def _user_photo(key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(RGB image, 68 landmarks of its largest face) of a ``file:PATH`` face."""
+    from PIL import Image, UnidentifiedImageError
+
+    from pvchat.errors import InputError
+    from pvchat.faces import FaceEngine
+
+    path = Path(key[len(FILE_PREFIX):])
+    try:
+        with Image.open(path) as im:
+            image = np.asarray(im.convert("RGB")).copy()
+    except (OSError, UnidentifiedImageError) as e:
+        raise InputError(f"{path}: not a readable image ({type(e).__name__})") from None
+    faces = FaceEngine(detect_max_side=1024).detect(image, embed=False)
+    if not faces:
+        raise InputError(f"{path}: dlib finds no face in this photo")
+    largest = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    return image, np.asarray(largest.landmarks, np.float32)
+
+
+def folder_faces(root: str | Path) -> dict[str, list[str]]:
+    """``{person: [face keys]}`` of a folder ``root/<person>/*.jpg|*.jpeg|*.png`` (sorted; the first
+    photo of each person is their reference photo). InputError for a folder that is not one."""
+    from pvchat.errors import InputError
+    from pvchat.model.prompt import validate_name
+
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"--faces {root}: no such directory")
+    people: dict[str, list[str]] = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        photos = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not photos:
+            continue
+        try:
+            validate_name(d.name)
+        except InputError as e:
+            raise InputError(f"--faces {root}: folder {d.name!r} is not usable as a person's name ({e})") from None
+        people[d.name] = [FILE_PREFIX + str(f.resolve()) for f in photos]
+    if not people:
+        raise InputError(f"--faces {root}: no person folders with photos (expected {root}/<person>/*.jpg)")
+    return people
+
+
 @functools.lru_cache(maxsize=128)
 def load_face(key: str) -> FaceSource:
-    """The face ``key`` (see :func:`available_faces`) aligned to the canonical frame."""
+    """The face ``key`` (see :func:`available_faces`, :func:`other_photos`, ``file:PATH``) aligned
+    to the canonical frame."""
     survey_ = _survey()
-    if key in PHOTOS:
+    alternates = {k for ks in SAME_PERSON.values() for k in ks}
+    if key.startswith(MORPH_PREFIX):
+        return _morph(key)
+    if key.startswith(FILE_PREFIX):
+        image, lm = _user_photo(key)
+        colour = True
+        facts = {"gender": None, "age": None}
+    elif key in PHOTOS:
         image = _photo(key)
         lm = np.asarray(survey_["photos"][key]["landmarks"], np.float32)
         colour = True
         facts = PHOTO_FACTS[key]
-    elif key.startswith("lfw-") and key[4:].isdigit() and int(key[4:]) in survey_["pool"]:
+    elif key.startswith("lfw-") and key[4:].isdigit() and (int(key[4:]) in survey_["pool"] or key in alternates):
         grey = _lfw_images()[int(key[4:])]
         image = np.repeat(grey[:, :, None], 3, axis=2)
         lm = np.asarray(survey_["lfw"][int(key[4:])]["landmarks"], np.float32)
@@ -199,6 +275,28 @@ def load_face(key: str) -> FaceSource:
     lm_c = (np.c_[lm, np.ones(68)] @ m.T).astype(np.float32)
     return FaceSource(key=key, texture=texture, mask=_face_mask(lm_c, valid), landmarks=lm_c, colour=colour,
                       gender=facts["gender"], age=facts["age"])
+
+
+def _morph(key: str) -> FaceSource:
+    """A look-alike: two canonical faces blended (both are aligned to the same template, so texture,
+    landmarks and mask blend point for point). Not anyone in the world: a different person who
+    resembles face A as much as ``W`` says."""
+    try:
+        a_key, b_key, w_text = key[len(MORPH_PREFIX):].split("|")
+        w = float(w_text)
+    except ValueError:
+        raise ConfigError(f"bad look-alike face key {key!r} (morph:KEY_A|KEY_B|WEIGHT)") from None
+    if not 0.0 < w < 1.0 or a_key == b_key:
+        raise ConfigError(f"bad look-alike face key {key!r}: two different faces and 0 < weight < 1")
+    a, b = load_face(a_key), load_face(b_key)
+    ta, tb = a.texture.astype(np.float32), b.texture.astype(np.float32)
+    if a.colour != b.colour:  # a colour face and a grey one: blend in grey
+        ta, tb = (np.repeat(cv2.cvtColor(t.astype(np.uint8), cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2).astype(np.float32)
+                  for t in (ta, tb))
+    texture = np.clip(w * ta + (1 - w) * tb, 0, 255).round().astype(np.uint8)
+    return FaceSource(key=key, texture=texture, mask=np.minimum(a.mask, b.mask),
+                      landmarks=(w * a.landmarks + (1 - w) * b.landmarks).astype(np.float32),
+                      colour=a.colour and b.colour, gender=None, age=None)
 
 
 def eyes_survey(keys: list[str]) -> dict[str, float]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
 import cv2
 import numpy as np
@@ -22,6 +22,50 @@ from pvchat.world.faces import CANON, load_face, template
 from pvchat.world.people import COLOURS, HAIR_COLOURS, Outfit, Person
 
 AA = cv2.LINE_AA
+
+# What may cover part of a face in a clip, and which of them hide it almost entirely.
+FACE_OCCLUSIONS = ("sunglasses", "mask", "hand", "hat_low")
+FACE_HIDING = ("turned_away", "hands_over_face")
+
+
+@dataclass(frozen=True)
+class FaceLook:
+    """How a person's face differs in one clip from their reference video (identity variation).
+
+    The default is the reference look: the reference photo, no extra pose, no degradation.
+    """
+
+    photo: str | None = None  # another photo of the same person (a face key); None: the reference photo
+    yaw: float = 0.0  # degrees added to the action's head pose (the face is also narrowed on the far side)
+    pitch: float = 0.0
+    roll: float = 0.0
+    smile: float = 0.0  # expression offsets added to the pose, 0..1
+    brows: float = 0.0
+    mouth: float = 0.0
+    gains: tuple[float, float, float] = (1.0, 1.0, 1.0)  # R, G, B gains on the face: lighting and colour cast
+    resolution: int = 0  # the face texture is resampled through this many px (0: full resolution)
+    blur: float = 0.0  # Gaussian sigma on the face texture, canonical px
+    jpeg: int = 0  # JPEG quality the face texture is compressed with (0: none)
+    occlusion: str | None = None  # one of FACE_OCCLUSIONS or FACE_HIDING
+    occlusion_colour: str = "black"  # mask / hat colour (a key of COLOURS)
+    hand_at: tuple[float, float] = (0.5, 0.7)  # centre of a covering hand, fraction of the face box
+
+    @property
+    def hidden(self) -> bool:
+        """The face is hardly visible (turned away or covered by both hands)."""
+        return self.occlusion in FACE_HIDING
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["gains"], d["hand_at"] = list(self.gains), list(self.hand_at)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "FaceLook":
+        if not d:
+            return cls()
+        return cls(**{**d, "gains": tuple(d.get("gains", (1.0, 1.0, 1.0))),
+                      "hand_at": tuple(d.get("hand_at", (0.5, 0.7)))})
 
 
 @functools.lru_cache(maxsize=1)
@@ -143,6 +187,82 @@ def _close_eyes(tex: np.ndarray, lm: np.ndarray, skin: tuple[int, int, int], amo
     return cv2.addWeighted(lids, amount, tex, 1.0 - amount, 0)
 
 
+def _turn(lm: np.ndarray, unit: float, side: int, sigma: float) -> np.ndarray:
+    """A landmark-driven warp of a face turning towards image ``side`` (+1 right, -1 left) at 45°:
+    nose and mouth shift that way, the far half of the face narrows, the near half widens a little."""
+    cx = float(lm[27:36, 0].mean())
+    moves = {}
+    for i in range(68):
+        off = (lm[i, 0] - cx) / unit  # -0.5 .. 0.5 across the face
+        far = off * side > 0
+        dx = -off * (0.35 if far else -0.08) * unit
+        if 27 <= i < 36 or 48 <= i < 68:
+            dx += side * 0.1 * unit
+        moves[i] = (dx, 0.0)
+    return _displacement(lm, moves, sigma)
+
+
+def _occlude(tex: np.ndarray, lm: np.ndarray, unit: float, look: FaceLook, skin, hair) -> tuple[np.ndarray, np.ndarray]:
+    """Paint ``look.occlusion`` onto a canonical face texture; returns (texture, (68,) bool covered)."""
+    kind = look.occlusion
+    covered = np.zeros(68, bool)
+    if kind is None:
+        return tex, covered
+    tex = tex.copy()
+    paint = np.zeros(tex.shape[:2], np.uint8)
+    colour = COLOURS.get(look.occlusion_colour, COLOURS["black"])
+    x0, y0 = lm.min(0)
+    x1, y1 = lm.max(0)
+    if kind == "sunglasses":
+        for eye in (lm[36:42], lm[42:48]):
+            c = eye.mean(0)
+            w = float(eye[:, 0].max() - eye[:, 0].min())
+            cv2.ellipse(paint, (int(c[0]), int(c[1])), (int(0.75 * w + 2), int(0.55 * w + 2)), 0, 0, 360, 1, -1, AA)
+        l_, r_ = lm[39], lm[42]
+        cv2.line(paint, (int(l_[0]), int(l_[1])), (int(r_[0]), int(r_[1])), 1, max(1, int(0.04 * unit)), AA)
+        colour = (20, 20, 24)
+    elif kind == "mask":
+        pts = np.concatenate([[lm[1]], [lm[28]], [lm[15]], lm[14:1:-1]])  # bridge of the nose down to the chin
+        cv2.fillPoly(paint, [np.round(pts).astype(np.int32)], 1, AA)
+    elif kind == "hat_low":
+        brow = float(lm[17:27, 1].max())
+        cv2.rectangle(paint, (0, 0), (tex.shape[1] - 1, int(brow + 0.04 * unit)), 1, -1)
+    elif kind == "hand":
+        c = (x0 + look.hand_at[0] * (x1 - x0), y0 + look.hand_at[1] * (y1 - y0))
+        cv2.ellipse(paint, (int(c[0]), int(c[1])), (int(0.3 * unit), int(0.36 * unit)), 20, 0, 360, 1, -1, AA)
+        colour = tuple(int(0.93 * v) for v in skin)
+    elif kind == "turned_away":
+        cv2.rectangle(paint, (0, 0), (tex.shape[1] - 1, tex.shape[0] - 1), 1, -1)
+        colour = hair
+    elif kind == "hands_over_face":
+        for side in (-1, 1):
+            c = ((x0 + x1) / 2 + side * 0.2 * unit, (y0 + y1) / 2)
+            cv2.ellipse(paint, (int(c[0]), int(c[1])), (int(0.32 * unit), int(0.62 * unit)), 0, 0, 360, 1, -1, AA)
+        colour = tuple(int(0.93 * v) for v in skin)
+    else:
+        raise ValueError(f"unknown face occlusion {kind!r}; choose one of {FACE_OCCLUSIONS + FACE_HIDING}")
+    on = paint > 0
+    tex[on] = np.asarray(colour, np.float32)
+    ix = np.clip(np.round(lm).astype(int), 0, CANON - 1)
+    covered = on[ix[:, 1], ix[:, 0]]
+    return tex, covered
+
+
+def _degrade(tex: np.ndarray, look: FaceLook) -> np.ndarray:
+    """Colour cast, low resolution, blur and JPEG compression of a canonical face texture."""
+    if look.gains != (1.0, 1.0, 1.0):
+        tex = np.clip(tex * np.asarray(look.gains, np.float32), 0, 255)
+    if look.resolution:
+        small = cv2.resize(tex, (look.resolution, look.resolution), interpolation=cv2.INTER_AREA)
+        tex = cv2.resize(small, (CANON, CANON), interpolation=cv2.INTER_LINEAR)
+    if look.blur > 0:
+        tex = cv2.GaussianBlur(tex, (0, 0), look.blur)
+    if look.jpeg:
+        ok, buf = cv2.imencode(".jpg", np.clip(tex, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, int(look.jpeg)])
+        tex = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED).astype(np.float32)
+    return tex
+
+
 @functools.lru_cache(maxsize=256)
 def face_kit(face_key: str, tone: tuple[int, int, int], glasses: bool) -> FaceKit:
     """The renderable face of ``face_key``, grey faces tinted with ``tone`` (luminance kept)."""
@@ -175,6 +295,8 @@ def face_kit(face_key: str, tone: tuple[int, int, int], glasses: bool) -> FaceKi
                                     49: (-0.02 * unit, -0.02 * unit), 53: (0.02 * unit, -0.02 * unit),
                                     59: (-0.02 * unit, -0.015 * unit), 55: (0.02 * unit, -0.015 * unit)}, sigma),
         "brows": _displacement(lm, {i: (0.0, -0.07 * unit) for i in range(17, 27)}, sigma),
+        "turn_right": _turn(lm, unit, +1, sigma),
+        "turn_left": _turn(lm, unit, -1, sigma),
     }
     return FaceKit(texture=tex, mask=src.mask, landmarks=lm, skin=skin, bases=bases)
 
@@ -255,6 +377,7 @@ class FacePlacement:
 
     landmarks: np.ndarray  # (68, 2) frame px
     box: tuple[int, int, int, int]  # landmark bounding box x0, y0, x1, y1 (exclusive)
+    covered: np.ndarray | None = None  # (68,) bool: landmarks an occlusion (sunglasses, mask, hand...) hides
 
 
 def _pose_homography(yaw: float, pitch: float, centre: np.ndarray, unit: float) -> np.ndarray:
@@ -274,10 +397,14 @@ def _pose_homography(yaw: float, pitch: float, centre: np.ndarray, unit: float) 
 
 
 def _paste_face(frame: np.ndarray, idmap: np.ndarray, label: int, kit: FaceKit, pose: Pose, centre: np.ndarray,
-                unit_px: float, light: float) -> FacePlacement:
+                unit_px: float, light: float, look: FaceLook | None = None, hair=(60, 45, 35)) -> FacePlacement:
     c0, unit0 = _canon_frame()
+    look = look or FaceLook()
     tex, mask, lm = kit.texture, kit.mask, kit.landmarks
     coefs = {"mouth": pose.mouth, "smile": pose.smile, "brows": pose.brows}
+    if look != FaceLook():  # a varied face also turns by landmarks (the reference look renders as it always has)
+        coefs["turn_right"] = min(1.0, max(0.0, pose.head_yaw) / 45.0)
+        coefs["turn_left"] = min(1.0, max(0.0, -pose.head_yaw) / 45.0)
     if any(v > 1e-3 for v in coefs.values()):
         field = sum(kit.bases[k] * v for k, v in coefs.items() if v > 1e-3)
         yy, xx = np.mgrid[0:CANON, 0:CANON].astype(np.float32)
@@ -298,6 +425,8 @@ def _paste_face(frame: np.ndarray, idmap: np.ndarray, label: int, kit: FaceKit, 
     if abs(light) > 1e-3:  # light from one side
         ramp = 1.0 + light * (np.arange(CANON, dtype=np.float32) - c0[0]) / unit0
         tex = np.clip(tex * ramp[None, :, None], 0, 255)
+    tex, covered = _occlude(tex, lm, unit0, look, kit.skin, hair)
+    tex = _degrade(tex, look)
     s = unit_px / unit0
     rot = _rot(pose.head_roll) * s
     place = np.eye(3)
@@ -324,7 +453,7 @@ def _paste_face(frame: np.ndarray, idmap: np.ndarray, label: int, kit: FaceKit, 
         idmap[y0:y1, x0:x1][a[:, :, 0] > 0.5] = label
     bx0, by0 = np.floor(lm_f.min(0)).astype(int)
     bx1, by1 = np.ceil(lm_f.max(0)).astype(int)
-    return FacePlacement(landmarks=lm_f, box=(int(bx0), int(by0), int(bx1), int(by1)))
+    return FacePlacement(landmarks=lm_f, box=(int(bx0), int(by0), int(bx1), int(by1)), covered=covered)
 
 
 def _arm(p: Painter, shoulder: np.ndarray, side: float, angles: tuple[float, float], u: float, sleeve, skin,
@@ -348,13 +477,21 @@ def _arm(p: Painter, shoulder: np.ndarray, side: float, angles: tuple[float, flo
 
 
 def draw_person(frame: np.ndarray, idmap: np.ndarray, label: int, person: Person, outfit: Outfit, pose: Pose,
-                anchor: tuple[float, float], unit_px: float, light: float = 0.0, chair: bool = False) -> FacePlacement:
+                anchor: tuple[float, float], unit_px: float, light: float = 0.0, chair: bool = False,
+                look: FaceLook | None = None) -> FacePlacement:
     """Draw ``person`` wearing ``outfit`` in ``pose``; ``anchor`` is the resting face centre (frame px).
 
-    Writes ``label`` into ``idmap`` wherever the person covers a pixel. Returns the face placement.
+    ``look`` varies the face from the reference (another photo, pose, expression, lighting,
+    degradation, occlusion). Writes ``label`` into ``idmap`` wherever the person covers a pixel.
+    Returns the face placement.
     """
     u = unit_px
-    kit = face_kit(person.face, tuple(person.skin_tone), "glasses" in outfit.accessories)
+    look = look or FaceLook()
+    if look.yaw or look.pitch or look.roll or look.smile or look.brows or look.mouth:
+        pose = replace(pose, head_yaw=pose.head_yaw + look.yaw, head_pitch=pose.head_pitch + look.pitch,
+                       head_roll=pose.head_roll + look.roll, smile=min(1.0, pose.smile + look.smile),
+                       brows=min(1.0, pose.brows + look.brows), mouth=min(1.0, pose.mouth + look.mouth))
+    kit = face_kit(look.photo or person.face, tuple(person.skin_tone), "glasses" in outfit.accessories)
     skin = kit.skin
     cx = anchor[0] + pose.dx * u
     cy = anchor[1] + pose.dy * u + 1.15 * pose.sit * u
@@ -436,7 +573,8 @@ def draw_person(frame: np.ndarray, idmap: np.ndarray, label: int, person: Person
     pitch_shift = math.sin(math.radians(pose.head_pitch)) * 0.2 * u
     p.ellipse((cx + 0.3 * yaw_shift, cy - 0.2 * u + 0.3 * pitch_shift), (0.56 * u, 0.76 * u), skin, angle=-pose.head_roll)
     face_centre = np.array([cx + yaw_shift, cy + pitch_shift])
-    placed = _paste_face(frame, idmap, label, kit, pose, face_centre, u, light)
+    hair_rgb = hair if person.hair_style != "bald" else _shade(skin, 0.92)
+    placed = _paste_face(frame, idmap, label, kit, pose, face_centre, u, light, look, hair_rgb)
     # hair on top of the head, then the hat
     if person.hair_style != "bald":
         p.poly(_arc((cx, cy - 0.36 * u), (0.66 * u, 0.68 * u), 200, 340), hair)

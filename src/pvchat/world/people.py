@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from pvchat.errors import ConfigError
-from pvchat.world.faces import PHOTO_FACTS, available_faces
+from pvchat.world.faces import FILE_PREFIX, PHOTO_FACTS, available_faces, folder_faces, other_photos
 
 # Named colours (RGB). Clothing and accessories draw from these; the name is the answer word.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -102,10 +102,12 @@ class Person:
     gender: str | None = None
     age: str | None = None
     attributes: dict = field(default_factory=dict)  # anything else known
+    photos: tuple[str, ...] = ()  # other photos of the same person (face keys): query clips, never the reference
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["skin_tone"] = list(self.skin_tone)
+        d["photos"] = list(self.photos)
         d["outfit"] = self.outfit.to_dict()
         d["hair"] = f"{self.hair_colour} {self.hair_style} hair" if self.hair_style != "bald" else "bald"
         return d
@@ -114,7 +116,8 @@ class Person:
     def from_dict(cls, d: dict) -> "Person":
         return cls(id=d["id"], name=d["name"], face=d["face"], skin_tone=tuple(d["skin_tone"]),
                    hair_style=d["hair_style"], hair_colour=d["hair_colour"], outfit=Outfit.from_dict(d["outfit"]),
-                   gender=d.get("gender"), age=d.get("age"), attributes=dict(d.get("attributes", {})))
+                   gender=d.get("gender"), age=d.get("age"), attributes=dict(d.get("attributes", {})),
+                   photos=tuple(d.get("photos", ())))
 
 
 def _article(word: str) -> str:
@@ -182,6 +185,27 @@ def make_people(n: int, seed: int = 0, faces: list[str] | None = None) -> list[P
         people.append(Person(id=f"p{k:02d}", name=name, face=key, skin_tone=tone, hair_style=style, hair_colour=hair,
                              outfit=random_outfit(rng), gender=facts["gender"], age=facts["age"],
                              attributes={"face_source": FACE_SOURCES[key.split("-")[0]]
-                                         + (f" #{int(key[4:])}" if key.startswith("lfw-") else "")}))
+                                         + (f" #{int(key[4:])}" if key.startswith("lfw-") else "")},
+                             photos=other_photos(key)))
+    return people
+
+
+def people_from_folder(root, seed: int = 0, n: int | None = None) -> list[Person]:
+    """People from a user's photo folder ``root/<person>/*.jpg`` (:func:`pvchat.world.faces.folder_faces`):
+    the folder name is the person's name, the first photo (sorted) the reference face, the others
+    ``photos``; body, hair and clothes are drawn (deterministic in ``seed``). ``n``: the first n."""
+    folders = folder_faces(root)
+    names = list(folders)[: n if n is not None else None]
+    if n is not None and n > len(folders):
+        raise ConfigError(f"people must be <= {len(folders)} (person folders in {root}), got {n}")
+    rng = np.random.default_rng([seed, 2])
+    people = []
+    for k, name in enumerate(names):
+        keys = folders[name]
+        people.append(Person(id=f"p{k:02d}", name=name, face=keys[0], skin_tone=SKIN_TONES[0],
+                             hair_style=str(rng.choice(HAIR_STYLES, p=[0.45, 0.2, 0.15, 0.2])),
+                             hair_colour=str(rng.choice(list(HAIR_COLOURS))), outfit=random_outfit(rng),
+                             attributes={"face_source": f"user photo {keys[0][len(FILE_PREFIX):]}"},
+                             photos=tuple(keys[1:])))
     return people
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from pvchat.errors import ConfigError
 from pvchat.world.actions import ACTIONS, get_action
-from pvchat.world.figure import draw_person
+from pvchat.world.figure import FACE_HIDING, FACE_OCCLUSIONS, FaceLook, draw_person
 from pvchat.world.people import Outfit, Person, random_outfit
 from pvchat.world.scenes import (
     BACKGROUNDS,
@@ -36,6 +36,7 @@ from pvchat.world.scenes import (
 SIZE = (480, 360)  # default frame (w, h)
 UNIT = 0.2  # face width as a fraction of the frame height (front row: 72 px at 360 px)
 BLINK_RATE = 1 / 12  # share of frames in which a person's eyes are closed
+HARDLY_VISIBLE = 0.3  # a face showing fewer of its landmarks than this on average counts as hardly visible
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Cast:
     outfit: Outfit | None = None  # None: the person's default outfit
     scale: float = 1.0  # size jitter on top of the depth scale
     light: float = 0.0  # light from the side on the face, -0.2 .. 0.2
+    face: FaceLook = field(default_factory=FaceLook)  # how the face differs from the reference video
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,8 @@ class ClipSpec:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["cast"] = [{**asdict(c), "outfit": c.outfit.to_dict() if c.outfit else None} for c in self.cast]
+        d["cast"] = [{**asdict(c), "outfit": c.outfit.to_dict() if c.outfit else None, "face": c.face.to_dict()}
+                     for c in self.cast]
         d["size"] = list(self.size)
         return d
 
@@ -111,29 +114,68 @@ class ClipSpec:
     def from_dict(cls, d: dict) -> "ClipSpec":
         cast = tuple(Cast(person=c["person"], action=c["action"], slot=c["slot"], depth=c["depth"],
                           outfit=Outfit.from_dict(c["outfit"]) if c.get("outfit") else None,
-                          scale=c["scale"], light=c["light"]) for c in d["cast"])
+                          scale=c["scale"], light=c["light"], face=FaceLook.from_dict(c.get("face")))
+                     for c in d["cast"])
         return cls(clip_id=d["clip_id"], seed=d["seed"], cast=cast, background=d["background"], camera=d["camera"],
                    occluder=d["occluder"], occluder_x=d["occluder_x"], look=Look(**d["look"]),
                    num_frames=d["num_frames"], fps=d["fps"], size=tuple(d["size"]))
 
 
+def face_look(rng: np.random.Generator, person: Person, variation: float) -> FaceLook:
+    """How ``person``'s face differs in one query clip from their reference, at strength
+    ``variation`` (0: the reference look; 1: the benchmark's). Another photo of the person when
+    there is one; head pose and expression; lighting and colour cast; low resolution, blur and
+    JPEG; now and then sunglasses, a mask, a hand or a hat pulled low; rarely a face hardly visible
+    (turned away, or both hands over it)."""
+    if variation <= 0:
+        return FaceLook()
+    v = float(min(variation, 1.0))
+    photo = str(rng.choice(list(person.photos))) if person.photos else None
+    yaw = float(np.clip(rng.normal(0.0, 24.0 * v), -55, 55))
+    pitch = float(np.clip(rng.normal(0.0, 9.0 * v), -20, 20))
+    roll = float(np.clip(rng.normal(0.0, 7.0 * v), -18, 18))
+    smile, brows, mouth = (float(rng.uniform(0.0, 0.9 * v)) if rng.random() < 0.4 else 0.0 for _ in range(3))
+    brightness = float(np.exp(rng.normal(0.0, 0.22 * v)))
+    gains = tuple(round(brightness * float(np.exp(g)), 4) for g in rng.normal(0.0, 0.1 * v, size=3))
+    resolution = int(rng.choice([40, 28, 20])) if rng.random() < 0.35 * v else 0
+    blur = float(rng.uniform(1.0, 3.5)) if rng.random() < 0.3 * v else 0.0
+    jpeg = int(rng.choice([30, 18, 10])) if rng.random() < 0.35 * v else 0
+    roll_occ = rng.random()
+    occlusion = (str(rng.choice(FACE_HIDING)) if roll_occ < 0.08 * v
+                 else str(rng.choice(FACE_OCCLUSIONS)) if roll_occ < 0.38 * v else None)
+    colour = str(rng.choice(["white", "blue", "black", "grey", "teal"]))
+    hand_at = (float(rng.uniform(0.25, 0.75)), float(rng.uniform(0.35, 0.85)))
+    return FaceLook(photo=photo, yaw=round(yaw, 2), pitch=round(pitch, 2), roll=round(roll, 2), smile=round(smile, 3),
+                    brows=round(brows, 3), mouth=round(mouth, 3), gains=gains, resolution=resolution,
+                    blur=round(blur, 2), jpeg=jpeg, occlusion=occlusion, occlusion_colour=colour,
+                    hand_at=(round(hand_at[0], 3), round(hand_at[1], 3)))
+
+
 def plan_clip(people: list[Person], clip_id: str, seed: int, max_people: int = 3, num_frames: int = 24,
               fps: float = 8.0, size: tuple[int, int] = SIZE, outfit_change: float = 0.35,
-              must_include: str | None = None) -> ClipSpec:
+              must_include: str | list[str] | None = None, variation: float = 0.0) -> ClipSpec:
     """A random clip of 1..``max_people`` of ``people`` (deterministic in ``seed``).
 
     One person at most travels (walks across), and only when nobody else stands in the front
     row. ``outfit_change`` is the chance that a person wears other clothes than their default.
-    ``must_include`` puts that person id in the clip.
+    ``must_include`` puts that person id (or those ids) in the clip. ``variation`` (0..1) varies each face from
+    its reference (:func:`face_look`) and now and then makes a person small (far away); it draws
+    from its own random stream, so the rest of the clip is the same at any variation.
     """
     if not 1 <= max_people <= 3:
         raise ConfigError(f"max_people must be 1, 2 or 3, got {max_people}")
     rng = np.random.default_rng([seed, 7])
     n = int(rng.integers(1, min(max_people, len(people)) + 1))
     order = [p for p in rng.permutation(len(people))]
+    must = [] if must_include is None else [must_include] if isinstance(must_include, str) else list(must_include)
+    if len(must) > max_people:
+        raise ConfigError(f"must_include names {len(must)} people, more than max_people={max_people}")
+    n = max(n, len(must))
     chosen = [people[i] for i in order[:n]]
-    if must_include is not None and must_include not in {p.id for p in chosen}:
-        chosen[0] = next(p for p in people if p.id == must_include)
+    for m in must:  # put the people who must be in the clip where others were drawn
+        if m not in {p.id for p in chosen}:
+            k = next(j for j, p in enumerate(chosen) if p.id not in must)
+            chosen[k] = next(p for p in people if p.id == m)
     slots = [str(s) for s in rng.permutation(list(SLOTS))][:n] if n > 1 else [str(rng.choice(list(SLOTS), p=[0.25, 0.5, 0.25]))]
     depths = ["front"] * n
     if n > 1:
@@ -154,10 +196,15 @@ def plan_clip(people: list[Person], clip_id: str, seed: int, max_people: int = 3
                 if j != k:
                     slots[j] = free.pop(0) if free else "centre"
     cast = []
+    face_rng = np.random.default_rng([seed, 19])
     for p, slot, depth, action in zip(chosen, slots, depths, actions):
         outfit = random_outfit(rng) if rng.random() < outfit_change else None
+        scale = float(rng.uniform(0.93, 1.07))
+        look = face_look(face_rng, p, variation)
+        if variation > 0 and face_rng.random() < 0.25 * min(variation, 1.0):  # far away: a small face
+            scale *= float(face_rng.uniform(0.5, 0.72))
         cast.append(Cast(person=p.id, action=action, slot=slot, depth=depth, outfit=outfit,
-                         scale=float(rng.uniform(0.93, 1.07)), light=float(rng.uniform(-0.18, 0.18))))
+                         scale=scale, light=float(rng.uniform(-0.18, 0.18)), face=look))
     look = Look(gain=float(rng.uniform(0.82, 1.12)), warmth=float(rng.uniform(-0.08, 0.08)),
                 blur=float(rng.choice([0.0, 0.0, 0.6, 0.9])), noise=float(rng.uniform(0.0, 4.0)))
     occluder = str(rng.choice(OCCLUDERS)) if rng.random() < 0.25 else None
@@ -253,7 +300,7 @@ def render_clip(spec: ClipSpec, people: dict[str, Person], hide: tuple[str, ...]
             ax, ay = view.to_frame(slot_x(c.slot, len(spec.cast)) * w + MARGIN * w, DEPTH_HEAD_Y[c.depth] * h + MARGIN * h)
             unit = base_unit * DEPTH_SCALE[c.depth] * c.scale * view.zoom
             placements[k] = draw_person(frame, idmap, k + 1, person, c.outfit or person.outfit, pose, (ax, ay), unit,
-                                        light=c.light, chair=c.action == "sitting_down")
+                                        light=c.light, chair=c.action == "sitting_down", look=c.face)
         if spec.occluder:
             draw_occluder(frame, idmap, spec.occluder, spec.occluder_x * w, 0.62 * h, base_unit * view.zoom)
         frames[t] = _post(frame, spec.look, grain)
@@ -277,7 +324,9 @@ def _frame_truth(idmap: np.ndarray, label: int, placement, w: int, h: int) -> di
     inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
     owned = np.zeros(len(pts), bool)
     owned[inside] = idmap[pts[inside, 1], pts[inside, 0]] == label
-    face_vis = float(owned.mean())  # share of the 68 landmarks that show this person
+    if placement.covered is not None:
+        owned &= ~placement.covered  # sunglasses, a mask, a hand... are the person's, but hide the face
+    face_vis = float(owned.mean())  # share of the 68 landmarks that show this person's face
     return {"visible": round(count / (w * h), 4), "box": box, "face_box": [int(fx0), int(fy0), int(fx1), int(fy1)],
             "face_visible": round(face_vis, 3), "position": position_word((box[0] + box[2]) / 2, w)}
 
@@ -311,6 +360,8 @@ def _clip_truth(spec: ClipSpec, people: dict[str, Person], per_frame: list[list[
             relations.append({"other": other.person, "other_name": people[other.person].name,
                               "horizontal": horizontal, "depth": depth})
         action = get_action(c.action)
+        face_vis = [f["face_visible"] for f in seen]
+        face_mean = round(float(np.mean(face_vis)), 3) if face_vis else 0.0
         entries.append({
             "id": person.id, "name": person.name, "action": c.action, "action_phrase": action.phrase,
             "position": _majority(words), "position_start": start, "position_end": end,
@@ -318,6 +369,9 @@ def _clip_truth(spec: ClipSpec, people: dict[str, Person], per_frame: list[list[
             "relations": relations, "outfit": outfit.to_dict(), "wearing": outfit.describe(),
             "hair": f"{person.hair_colour} {person.hair_style} hair" if person.hair_style != "bald" else "bald",
             "gender": person.gender, "age": person.age,
+            "face": {**c.face.to_dict(), "photo": c.face.photo or person.face, "reference_photo": c.face.photo is None,
+                     "scale": round(c.scale, 3), "face_visible_mean": face_mean,
+                     "hardly_visible": bool(c.face.hidden or face_mean < HARDLY_VISIBLE)},
             "frames": per_frame[k],
         })
     return {
