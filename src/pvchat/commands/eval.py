@@ -20,7 +20,7 @@ def evaluate(
     baseline: Literal["face", "yes", "no"] | None = None,
     pack: str | None = None,
     answers: Path | None = None,
-    base: Annotated[str, OneOf(PRESETS)] | None = None,
+    base_preset: Annotated[str, OneOf(PRESETS)] | None = None,
     subjects: int | None = None,
     baselines: str = "yes,no,face",
     home: Path | None = None,
@@ -67,7 +67,7 @@ def evaluate(
         answers: Score answers already given, in the official evaluator's result JSON (entries with
             video_path and qa_pairs of question, answer, generated_answer, is_special, is_positive); questions
             of this benchmark are also scored against its ground truth.
-        base: Also ask the subject-free base of this preset about "the person" (a baseline).
+        base_preset: Also ask the subject-free base of this preset about "the person" (a baseline).
         subjects: Build the benchmark with this many one-person subjects (pairs and triples scaled alike).
         baselines: Comma-separated baselines reported beside the answerer: yes, no, face ("" for none).
         limit: Ask only the first LIMIT questions (a smoke run).
@@ -86,10 +86,10 @@ def evaluate(
         raise ConfigError(f"--baselines: unknown baseline(s) {sorted(unknown)}; choose from yes, no, face")
     if pack is not None:
         check_pack_spec(pack)  # before a benchmark is built for nothing
-    if base is not None:
+    if base_preset is not None:
         from pvchat.model.presets import get_preset
 
-        get_preset(base)
+        get_preset(base_preset)
     judge = make_judge(judge_url, judge_model, judge_api_key)
     bench = load_benchmark(ensure_benchmark(benchmark, recipe, progress=sys.stderr.isatty(), announce=_announce,
                                             subjects=subjects))
@@ -112,10 +112,10 @@ def evaluate(
             answer_fn = always_yes if baseline == "yes" else always_no
         name = answer_fn.name
     compare = _baselines(wanted, bench, subjects, frames, skip=baseline)
-    if base is not None:
+    if base_preset is not None:
         from pvchat.eval.baselines import base_answerer
 
-        compare.append(base_answerer(base, home))
+        compare.append(base_answerer(base_preset, home))
     out = Path(out) if out is not None else bench.root / "results" / name
     report = run_evaluation(answer_fn, bench.root, out=out, answerer=name, subjects=subjects, rename=rename,
                             judge=judge, bertscore_model=bertscore_model, bertscore_layers=bertscore_layers,

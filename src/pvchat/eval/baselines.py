@@ -41,7 +41,7 @@ def base_answerer(preset: str, home: Path | None = None, max_new_tokens: int = 4
     as ``pvchat learn`` builds it), asked every question about "the person"."""
     import torch
 
-    from pvchat.api import BASE_SEED, DEFAULT_HOME, base_dir
+    from pvchat.workspace import BASE_SEED, DEFAULT_HOME, base_dir
     from pvchat.model.pvchat import PVChat
     from pvchat.train.stages import build_base
 
