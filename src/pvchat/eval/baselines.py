@@ -41,9 +41,9 @@ def base_answerer(preset: str, home: Path | None = None, max_new_tokens: int = 4
     as ``pvchat learn`` builds it), asked every question about "the person"."""
     import torch
 
-    from pvchat.workspace import BASE_SEED, DEFAULT_HOME, base_dir
     from pvchat.model.pvchat import PVChat
     from pvchat.train.stages import build_base
+    from pvchat.workspace import BASE_SEED, DEFAULT_HOME, base_dir
 
     directory = build_base(base_dir(preset, Path(home) if home is not None else DEFAULT_HOME), preset, BASE_SEED)
     model = PVChat.from_pretrained(directory).eval()
