@@ -83,7 +83,7 @@ def _registries() -> dict[tuple[str, str], tuple[list[str], bool]]:
     recipes = sorted(p.stem for p in recipe_path("demo").parent.glob("*.yaml"))
     table = {(cmd, "preset"): (list_presets(), False)
              for cmd in ("info", "pretrain", "train", "learn", "ablate", "demo", "serve")}
-    table[("eval", "base")] = (list_presets(), False)
+    table[("eval", "base_preset")] = (list_presets(), False)
     table.update({(cmd, "recipe"): (recipes, True) for cmd in ("train", "learn", "ablate", "serve")})
     table.update({
         ("synthesize", "backend"): (list_generators(), False),
