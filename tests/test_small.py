@@ -282,3 +282,30 @@ def test_a_pack_carries_the_identity_key(small_tiny, tmp_path):
     other = PVChat.from_config(cfg)
     add_pack_subjects(other, pack)
     assert torch.equal(other.qformer.anchor.keys[0].detach(), torch.full((128,), 0.25))
+
+
+def test_words_warm_up_learns_clip_specific_words_and_reports_held_out_recall(small_tiny, tmp_path):
+    """Two kinds of clip (a face token reading 1 or −1 in one channel), answered "red" or "blue":
+    the LLM-free warm-up fits them, and its report holds recall against the prior's."""
+    from pvchat.data import ClipRecord, QADataset, QARecord
+    from pvchat.model.person_tower import EMB
+    from pvchat.train.pretrain import identity_keys_from_features, warm_words
+
+    cfg = small_tiny
+    cfg.subjects = ["Ann"]
+    torch.manual_seed(0)
+    model = PVChat.from_config(cfg)
+    records, features = [], {}
+    for i in range(20):
+        colour = "red" if i % 2 else "blue"
+        f = torch.zeros(1, 2, model.vision.num_patches, TOKEN_DIM)
+        f[..., 4, PRESENT], f[..., 4, EMB] = 1.0, 0.3
+        f[..., 4, 0] = 1.0 if colour == "red" else -1.0
+        features[tmp_path / f"c{i}.mp4"] = f
+        records.append(ClipRecord(f"c{i}.mp4", ["Ann"], [QARecord("appearance", "What is <Ann> wearing?",
+                                                                  f"<Ann> is wearing a {colour} shirt.")], stage=[2]))
+    ds = QADataset(records, stage=2, num_frames=2, image_size=288, root=tmp_path)
+    assert identity_keys_from_features(model, records, tmp_path, features) == {"Ann": 20}
+    out = warm_words(model, ds, features, steps=40, batch_size=8, lr=3e-3, negatives=16, held_out=0.2, progress=False)
+    assert out["held_out_samples"] == 4 and 0 <= out["recall@10"] <= 1 and 0 <= out["prior recall@10"] <= 1
+    assert sum(out["loss"][-5:]) < sum(out["loss"][:5])
