@@ -233,8 +233,14 @@ def write_pack(
                     "buffer": sum(t.numel() for t in pack.buffers.values())},
         **(extra or {}),
     }
+    return save_pack(pack, card, out)
+
+
+def save_pack(pack: ConceptPack, card: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Write ``pack``'s tensors and ``card`` (completed with the file's size and sha256) to the
+    directory ``out``, atomically (a pack is replaced whole or not at all); returns the card."""
     with atomic_dir(out, overwrite=True) as tmp:
-        save_tensors(tmp / TENSORS, pack.tensors(), metadata={"format": FORMAT, "names": json.dumps(names)})
+        save_tensors(tmp / TENSORS, pack.tensors(), metadata={"format": FORMAT, "names": json.dumps(card["names"])})
         size = (tmp / TENSORS).stat().st_size
         card["files"] = {TENSORS: {"bytes": size, "sha256": file_sha256(tmp / TENSORS)}}
         card["size_bytes"] = size

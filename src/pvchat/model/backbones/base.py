@@ -40,12 +40,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pvchat.errors import ConfigError, InputError
-from pvchat.io import atomic_dir, file_sha256, read_json, save_tensors, write_json
+from pvchat.io import read_json
 from pvchat.model import llm as llm_lib
 from pvchat.model.backbones.remoh import route_heads
 from pvchat.model.losses import SparsityController, SparsityLossConfig, routed_modules
 from pvchat.model.prompt import IGNORE_INDEX, names_in, validate_name
-from pvchat.pack import CARD, FORMAT, TENSORS, VERSION, ConceptPack
+from pvchat.pack import FORMAT, VERSION, ConceptPack, save_pack
 
 
 @dataclass
@@ -331,13 +331,7 @@ class PersonalVLM(nn.Module):
                         "shared": sum(t.numel() for t in pack.shared.values())},
             **(extra or {}),
         }
-        with atomic_dir(out, overwrite=True) as tmp:
-            save_tensors(tmp / TENSORS, pack.tensors(), metadata={"format": FORMAT, "names": json.dumps(names)})
-            size = (tmp / TENSORS).stat().st_size
-            card["files"] = {TENSORS: {"bytes": size, "sha256": file_sha256(tmp / TENSORS)}}
-            card["size_bytes"] = size
-            write_json(tmp / CARD, card)
-        return card
+        return save_pack(pack, card, out)
 
     def check_fits(self, pack: ConceptPack) -> None:
         """One InputError when ``pack`` was learned on another base or with other settings."""
@@ -378,6 +372,12 @@ class PersonalVLM(nn.Module):
                 raise InputError(f"{pack.path or 'pack'}: tensor {name} {tuple(t.shape)} does not fit this model")
             params[name].copy_(t.to(params[name]))
         self.sparsity.beta.copy_(pack.buffers["sparsity.beta"])
+
+
+def load_local(model_class, path: Path, dtype: torch.dtype | None = None) -> nn.Module:
+    """``model_class.from_pretrained`` from the local directory only, safetensors only, in ``dtype``."""
+    kwargs = {"dtype": dtype} if dtype is not None else {}
+    return model_class.from_pretrained(path, local_files_only=True, use_safetensors=True, **kwargs)
 
 
 def processor_settings(path: Path, keep: tuple[str, ...], names=("preprocessor_config.json",)) -> dict[str, Any]:

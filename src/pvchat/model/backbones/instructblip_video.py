@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from pvchat.errors import InputError
-from pvchat.model.backbones.base import BackboneConfig, PersonalVLM, processor_settings, supervised
+from pvchat.model.backbones.base import BackboneConfig, PersonalVLM, load_local, processor_settings, supervised
 from pvchat.model.pvchat import greedy_tokens
 
 # a frame's resize and normalisation: the video processor's settings when saved, else the image processor's
@@ -48,10 +48,7 @@ class InstructBlipVideo(PersonalVLM):
     def load(cls, path: Path, settings: BackboneConfig, dtype: torch.dtype | None = None) -> "InstructBlipVideo":
         from transformers import InstructBlipVideoForConditionalGeneration  # transformers: the model classes
 
-        kwargs = {"dtype": dtype} if dtype is not None else {}
-        hf = InstructBlipVideoForConditionalGeneration.from_pretrained(path, local_files_only=True,
-                                                                       use_safetensors=True, **kwargs)
-        return cls.wrap(hf, path, settings)
+        return cls.wrap(load_local(InstructBlipVideoForConditionalGeneration, path, dtype), path, settings)
 
     @classmethod
     def wrap(cls, hf: nn.Module, path: Path, settings: BackboneConfig) -> "InstructBlipVideo":

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pvchat.model.backbones.base import BackboneConfig, processor_settings
+from pvchat.model.backbones.base import BackboneConfig, load_local, processor_settings
 from pvchat.model.backbones.decoder import DecoderVLM, saved_template
 
 # the chat template llava-hf's OneVision processors ship (as transformers' tests hold it); for tiny bases
@@ -51,9 +51,7 @@ class LlavaOnevision(DecoderVLM):
         # transformers: the model classes (heavy, imported when a base of this family is loaded)
         from transformers import AutoTokenizer, BlipImageProcessorPil, LlavaOnevisionForConditionalGeneration
 
-        kwargs = {"dtype": dtype} if dtype is not None else {}
-        hf = LlavaOnevisionForConditionalGeneration.from_pretrained(path, local_files_only=True,
-                                                                    use_safetensors=True, **kwargs)
+        hf = load_local(LlavaOnevisionForConditionalGeneration, path, dtype)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         saved_template(path, tokenizer)
         model = cls(hf, tokenizer, settings, path)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pvchat.model.backbones.base import BackboneConfig, processor_settings
+from pvchat.model.backbones.base import BackboneConfig, load_local, processor_settings
 from pvchat.model.backbones.decoder import DecoderVLM, saved_template
 
 VIDEO_PAD = "<|video_pad|>"
@@ -61,9 +61,7 @@ class QwenVL(DecoderVLM):
     def load(cls, path: Path, settings: BackboneConfig, dtype: torch.dtype | None = None) -> "QwenVL":
         from transformers import AutoModelForImageTextToText  # transformers: the model classes
 
-        kwargs = {"dtype": dtype} if dtype is not None else {}
-        hf = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True, use_safetensors=True, **kwargs)
-        return cls.wrap(hf, path, settings)
+        return cls.wrap(load_local(AutoModelForImageTextToText, path, dtype), path, settings)
 
     @classmethod
     def wrap(cls, hf: nn.Module, path: Path, settings: BackboneConfig) -> "QwenVL":

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pvchat.model.backbones.base import BackboneConfig, processor_settings
+from pvchat.model.backbones.base import BackboneConfig, load_local, processor_settings
 from pvchat.model.backbones.decoder import DecoderVLM, saved_template
 
 # SmolVLM2's chat template for videos (transformers' SmolVLM processor, DEFAULT_CHAT_TEMPLATE); for tiny bases
@@ -63,8 +63,7 @@ class SmolVLM(DecoderVLM):
         # transformers: the model classes (heavy, imported when a base of this family is loaded)
         from transformers import AutoTokenizer, BlipImageProcessorPil, SmolVLMForConditionalGeneration
 
-        kwargs = {"dtype": dtype} if dtype is not None else {}
-        hf = SmolVLMForConditionalGeneration.from_pretrained(path, local_files_only=True, use_safetensors=True, **kwargs)
+        hf = load_local(SmolVLMForConditionalGeneration, path, dtype)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         saved_template(path, tokenizer)
         model = cls(hf, tokenizer, settings, path)
