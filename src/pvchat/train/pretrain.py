@@ -35,10 +35,15 @@ from pathlib import Path
 
 import torch
 
-from pvchat.data import ClipRecord, QADataset, QARecord, write_manifest
+from pvchat.data import ClipRecord, QADataset, QARecord, read_manifest, write_manifest
 from pvchat.errors import ConfigError
 from pvchat.io import write_json
+from pvchat.model.identity import EMBED_DIM
+from pvchat.model.person_tower import EMB, PRESENT
+from pvchat.model.projector import WordProjector, answer_words, answer_words_loss, word_mixture
+from pvchat.model.prompt import IGNORE_INDEX
 from pvchat.model.pvchat import CONFIG_NAME, PVChat
+from pvchat.model.qformer import SUBJECT_PARAMETERS
 from pvchat.qa.generate import existence_pairs
 from pvchat.train.recipe import stage2
 
@@ -225,8 +230,6 @@ def identity_keys_from_features(model: PVChat, records: list[ClipRecord], root: 
     """Start each subject's identity key at the mean face embedding of the person tokens of the clips
     where that subject is alone (so the key is the face the data shows, as a reference video's mean
     embedding is for a learned person). Returns clips used per subject; subjects never alone keep theirs."""
-    from pvchat.model.identity import EMBED_DIM
-    from pvchat.model.person_tower import EMB, PRESENT
 
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
@@ -260,8 +263,6 @@ def warm_words(model: PVChat, dataset: QADataset, features: dict[Path, torch.Ten
     Returns ``{"loss": [...], "recall@10": r, "prior recall@10": r0, "held_out_samples": n}``."""
     from tqdm.auto import tqdm
 
-    from pvchat.model.projector import WordProjector, answer_words, answer_words_loss, word_mixture
-    from pvchat.model.prompt import IGNORE_INDEX
 
     if not isinstance(model.projector, WordProjector):
         raise ConfigError("warm_words needs the word projector (config.projector 'words')")
@@ -336,7 +337,6 @@ ALIGNED_PARTS = ("qformer.", "projector.", "vision_norm.", "frame_position", "sp
 
 def _aligned(key: str) -> bool:
     """A state-dict key alignment ships: the shared parts and LoRA, never one person's own tensors."""
-    from pvchat.model.qformer import SUBJECT_PARAMETERS
 
     shared = key.startswith(ALIGNED_PARTS) and not any(m in key for m in SUBJECT_PARAMETERS)
     return shared or "lora_" in key
@@ -410,8 +410,6 @@ def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: i
     model = PVChat.from_config(cfg)
     ds = QADataset(manifest, stage=2, num_frames=cfg.num_frames, image_size=model.vision.image_size)
     feats = extract_features(model, ds.clips, out / "features", workers=workers, progress=progress)
-    from pvchat.data import read_manifest
-
     keys = identity_keys_from_features(model, read_manifest(manifest), manifest.parent, feats)
     warm = {}
     if warm_steps:
