@@ -4,12 +4,21 @@ The registries themselves live next to what they build (presets with the model, 
 backends with the synthesis, ...), which imports torch, cv2 or transformers. ``pvchat --help``
 must not pay for that, so the names are also written here, with nothing but the standard library
 imported; ``tests/test_cli.py`` checks that each tuple equals its registry. A new preset, backend,
-recipe or study is added to its registry and here.
+recipe or study is added to its registry and here. Registries that name what they build lazily
+("module:attr", imported when chosen) resolve it with :func:`load_target`.
 """
 
 from __future__ import annotations
 
+import importlib
 from importlib import resources
+from typing import Any
+
+
+def load_target(target: str) -> Any:
+    """``"package.module:attr"`` → that attribute, importing the module now."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 # pvchat.model.presets.PRESETS
 PRESETS = ("demo", "face", "paper", "small", "tiny")

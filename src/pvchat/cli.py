@@ -15,7 +15,6 @@ and ``pvchat --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import re
 import sys
@@ -24,6 +23,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable
 
+from pvchat.choices import load_target
 from pvchat.commands import OneOf
 from pvchat.errors import PVChatError
 
@@ -46,11 +46,6 @@ COMMANDS: dict[str, str] = {
     "demo": "pvchat.commands.demo:demo",
     "serve": "pvchat.commands.serve:serve",
 }
-
-
-def _load(target: str) -> Callable[..., Any]:
-    module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)
 
 
 def _doc_parts(fn: Callable[..., Any]) -> tuple[str, str, dict[str, str]]:
@@ -129,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, target in COMMANDS.items():
-        fn = _load(target)
+        fn = load_target(target)
         summary, description, _ = _doc_parts(fn)
         p = sub.add_parser(name, help=summary, description=description,
                            formatter_class=argparse.RawDescriptionHelpFormatter)

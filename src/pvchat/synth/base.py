@@ -13,13 +13,13 @@ CPU-only install never imports diffusers for the ``classic`` backend.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from pvchat.choices import load_target
 from pvchat.errors import ConfigError, unknown_choice
 
 
@@ -112,5 +112,4 @@ def get_generator(name: str, **options: Any) -> Generator:
     """Instantiate backend ``name``; unknown names list the registered ones."""
     if name not in GENERATORS:
         raise unknown_choice("generator backend", name, GENERATORS)
-    module, cls = GENERATORS[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+    return load_target(GENERATORS[name])(**options)

@@ -18,7 +18,6 @@ goes away (stdin closes) a running call is cancelled and the child exits.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import queue
@@ -29,6 +28,7 @@ import threading
 import traceback
 from typing import Any, Callable
 
+from pvchat.choices import load_target
 from pvchat.errors import PVChatError
 
 POLL_S = 0.2
@@ -140,11 +140,6 @@ class Child:
 # --- child side ---------------------------------------------------------------------------------
 
 
-def _resolve(target: str) -> Callable[..., Any]:
-    module, name = target.split(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def serve_child(fd: int) -> None:
     """The child's main loop: run requests from stdin one at a time, answer on ``fd``.
 
@@ -189,7 +184,7 @@ def serve_child(fd: int) -> None:
                 {"progress": [stage, float(fraction), dict(info or {})]})
             kwargs["cancel"] = cancel
         try:
-            result = ("ok", _resolve(request["target"])(**kwargs))
+            result = ("ok", load_target(request["target"])(**kwargs))
         except PVChatError as e:
             result = ("error", str(e))
         except Exception:

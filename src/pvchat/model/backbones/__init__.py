@@ -19,11 +19,11 @@ smolvlm            smolvlm.py
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import torch
 
+from pvchat.choices import load_target
 from pvchat.errors import ConfigError, InputError
 from pvchat.io import read_json
 from pvchat.model.backbones.base import BackboneConfig, PersonalVLM
@@ -54,8 +54,7 @@ def family_of(path: str | Path) -> str:
 
 
 def adapter(model_type: str) -> type[PersonalVLM]:
-    module, _, name = FAMILIES[model_type].partition(":")
-    return getattr(importlib.import_module(module), name)
+    return load_target(FAMILIES[model_type])
 
 
 def load_base(path: str | Path, settings: BackboneConfig | dict | None = None,
