@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 from pvchat import cli
+from pvchat.choices import load_target
 
 
 def run(*args):
@@ -18,7 +19,7 @@ def test_help_lists_every_subcommand():
 
 
 def test_subcommand_help_is_the_function_docstring():
-    fn = cli._load(cli.COMMANDS["info"])
+    fn = load_target(cli.COMMANDS["info"])
     out = run("info", "--help")
     assert out.returncode == 0
     summary = fn.__doc__.strip().split("\n")[0]
@@ -128,7 +129,7 @@ def test_every_registry_option_is_checked_against_its_registry():
 
     annotated = set()
     for command, target in cli.COMMANDS.items():
-        for name, hint in typing.get_type_hints(cli._load(target), include_extras=True).items():
+        for name, hint in typing.get_type_hints(load_target(target), include_extras=True).items():
             if cli._base_type(hint)[2] is not None:
                 annotated.add((command, name))
     assert annotated == set(_registries())
@@ -140,4 +141,4 @@ def test_default_demo_preset_is_the_demos():
 
     from pvchat.demo import PRESET
 
-    assert inspect.signature(cli._load(cli.COMMANDS["demo"])).parameters["preset"].default == PRESET
+    assert inspect.signature(load_target(cli.COMMANDS["demo"])).parameters["preset"].default == PRESET
