@@ -38,6 +38,7 @@ import torch
 from pvchat.data import ClipRecord, QADataset, QARecord, read_manifest, write_manifest
 from pvchat.errors import ConfigError
 from pvchat.io import write_json
+from pvchat.model.config import PVChatConfig
 from pvchat.model.identity import EMBED_DIM
 from pvchat.model.person_tower import EMB, PRESENT
 from pvchat.model.projector import WordProjector, answer_words, answer_words_loss, word_mixture
@@ -177,7 +178,6 @@ def _features_worker(args) -> int:
     torch.set_num_threads(1)
     from safetensors.torch import save_file
 
-    from pvchat.model.config import PVChatConfig
     from pvchat.model.person_tower import PersonTower
     from pvchat.video import read_frames_uniform, to_model_input
     from pvchat.weights import resolve_cnn
@@ -197,10 +197,11 @@ def _features_worker(args) -> int:
     return len(clips)
 
 
-def extract_features(model: PVChat, clips: list[Path], out: Path, workers: int = 2,
+def extract_features(config: PVChatConfig, clips: list[Path], out: Path, workers: int = 2,
                      progress: bool = True) -> dict[Path, torch.Tensor]:
-    """Frozen person-tower features of ``clips`` (fp16 safetensors in ``out``, one per clip),
-    computed by ``workers`` processes; returns clip → (1, T, N, C) float32. Resumable."""
+    """Frozen person-tower features of ``clips`` (fp16 safetensors in ``out``, one per clip) for a
+    model of ``config``, computed by ``workers`` processes; returns clip → (1, T, N, C) float32.
+    Resumable."""
     import concurrent.futures as cf
     import multiprocessing as mp
 
@@ -212,11 +213,11 @@ def extract_features(model: PVChat, clips: list[Path], out: Path, workers: int =
     out.mkdir(parents=True, exist_ok=True)
     todo = [c for c in clips if not (out / (Path(c).stem + ".safetensors")).is_file()]
     chunks = [todo[i:i + 8] for i in range(0, len(todo), 8)]
-    config = model.config.to_dict()
+    frames, config = config.num_frames, config.to_dict()
     with tqdm(total=len(todo), desc="features", disable=not progress) as bar:
         if chunks:
             with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                for n in pool.map(_features_worker, [(config, [str(c) for c in ch], model.config.num_frames, str(out))
+                for n in pool.map(_features_worker, [(config, [str(c) for c in ch], frames, str(out))
                                                      for ch in chunks]):
                     bar.update(n)
     return {Path(c): load_tensors(out / (Path(c).stem + ".safetensors"))["features"].float().unsqueeze(0)
@@ -409,7 +410,7 @@ def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: i
     cfg.subjects = [p.name for p in people]
     model = PVChat.from_config(cfg)
     ds = QADataset(manifest, stage=2, num_frames=cfg.num_frames, image_size=model.vision.image_size)
-    feats = extract_features(model, ds.clips, out / "features", workers=workers, progress=progress)
+    feats = extract_features(model.config, ds.clips, out / "features", workers=workers, progress=progress)
     keys = identity_keys_from_features(model, read_manifest(manifest), manifest.parent, feats)
     warm = {}
     if warm_steps:
