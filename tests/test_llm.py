@@ -12,7 +12,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from pvchat.errors import ConfigError, InputError
-from pvchat.model import llm as L
+from pvchat.model import llm as L, subject_tokens as S
 from pvchat.model.tokenizer import SPECIAL_TOKENS, build_tiny_tokenizer, ensure_chat_tokens
 
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
@@ -32,10 +32,10 @@ def _model(tok, model_type="mistral", tied=False, seed=0, lora=True, names=("sks
     torch.manual_seed(seed)
     m = L.build_llm(model_type, vocab_size=kw.pop("vocab_size", len(tok)), tie_word_embeddings=tied, **TINY, **kw)
     ensure_chat_tokens(tok, m)
-    L.add_subject_tokens(m, tok, [])
+    S.add_subject_tokens(m, tok, [])
     if lora:
         m = L.apply_lora(m, r=16, alpha=32, dropout=0.0)
-    ids = L.add_subject_tokens(m, tok, list(names))
+    ids = S.add_subject_tokens(m, tok, list(names))
     return m, ids
 
 
@@ -108,15 +108,15 @@ def test_ensure_chat_tokens_adds_what_is_missing_and_resizes_the_model(tiny_tok)
     assert tok.pad_token == "<unk>"  # Mistral pads with id 0 = <unk> (§2.6)
     assert ensure_chat_tokens(tok, m) == ids  # idempotent
     # after subject tokens exist, the vocabulary can no longer grow underneath them
-    L.add_subject_tokens(m, tok, ["sks"])
+    S.add_subject_tokens(m, tok, ["sks"])
     tok.add_tokens(["<late>"], special_tokens=True)
     with pytest.raises(ConfigError, match="before subject tokens"):
         ensure_chat_tokens(tok, m)
     with pytest.raises(ConfigError, match="call ensure_chat_tokens"):
-        L.add_subject_tokens(m, tok, ["Anna"])
+        S.add_subject_tokens(m, tok, ["Anna"])
     assert "<Anna>" not in tok.get_vocab()  # nothing half-done
     with pytest.raises(InputError, match="invalid subject names"):
-        L.add_subject_tokens(m, tok, ["two words"])
+        S.add_subject_tokens(m, tok, ["two words"])
 
 
 # ----------------------------------------------------------------- build / load
@@ -148,7 +148,7 @@ def test_lora_state_of_a_local_model_leaves_the_tables_out(tmp_path):
     L.build_llm("mistral", vocab_size=len(tok), **TINY).save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
     base, tok = L.load_llm(tmp_path)
-    L.add_subject_tokens(base, tok, ["sks"])
+    S.add_subject_tokens(base, tok, ["sks"])
     m = L.apply_lora(base, dropout=0.0)
     with pytest.warns(UserWarning, match="resized"):  # PEFT's default: the whole table
         assert any("embed_tokens" in k for k in get_peft_model_state_dict(m))
@@ -168,12 +168,12 @@ def test_bf16_model_keeps_float32_rows_with_gradients():
     tok = build_tiny_tokenizer()
     torch.manual_seed(0)
     m = L.build_llm("mistral", vocab_size=len(tok), **TINY).to(torch.bfloat16)
-    ids = L.add_subject_tokens(m, tok, ["sks"])
+    ids = S.add_subject_tokens(m, tok, ["sks"])
     x = torch.tensor([tok("Is <sks> here? Yes, <sks> is.")["input_ids"]])
     out = m(input_ids=x, labels=x)
     assert out.logits.dtype == torch.bfloat16 and out.logits.shape[-1] == len(tok)
     out.loss.backward()
-    rows = L._row_params(m, ids).values()
+    rows = S._row_params(m, ids).values()
     assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32 for p in rows)
 
 
@@ -196,7 +196,7 @@ def test_apply_lora_uses_the_paper_defaults():
 def test_one_adamw_step_trains_new_rows_and_lora_only(model_type, tied):
     tok = build_tiny_tokenizer()
     m, ids = _model(tok, model_type, tied)
-    emb, head = L.subject_modules(m)
+    emb, head = S.subject_modules(m)
     assert head.tied == tied and (head.base.weight is emb.base.weight) == tied
     assert m.config.vocab_size == len(tok) == 515  # 512 + [PERSON], [/PERSON], <sks>
     before = _snapshot(m)
@@ -220,21 +220,21 @@ def test_second_subject_later_leaves_the_first_untouched():
     tok = build_tiny_tokenizer()
     m, ids = _model(tok)
     _adamw_step(m, tok)
-    sks_rows = dict(zip(("in", "out"), L._row_params(m, ids).values()))
+    sks_rows = dict(zip(("in", "out"), S._row_params(m, ids).values()))
     first = {k: p.detach().clone() for k, p in sks_rows.items()}
     base = _snapshot(m)
-    ids2 = L.add_subject_tokens(m, tok, ["Anna"])
-    assert ids2 == {"Anna": ids["sks"] + 1} and L.add_subject_tokens(m, tok, ["sks", "Anna"]) == {**ids, **ids2}
-    assert len(L.new_token_parameters(m)) == 8  # idempotent: 4 tokens × (input, output)
+    ids2 = S.add_subject_tokens(m, tok, ["Anna"])
+    assert ids2 == {"Anna": ids["sks"] + 1} and S.add_subject_tokens(m, tok, ["sks", "Anna"]) == {**ids, **ids2}
+    assert len(S.new_token_parameters(m)) == 8  # idempotent: 4 tokens × (input, output)
     assert all(torch.equal(base[n], p) for n, p in m.named_parameters() if n in base)  # nothing existing moved
-    assert all(a is b for a, b in zip(L._row_params(m, ids).values(), sks_rows.values()))  # same Parameter objects
+    assert all(a is b for a, b in zip(S._row_params(m, ids).values(), sks_rows.values()))  # same Parameter objects
     # train Anna with <sks> frozen: only Anna's rows (and LoRA) move
-    anna_before = L.subject_token_state(m, ids2)
+    anna_before = S.subject_token_state(m, ids2)
     assert set(anna_before) == {"input.Anna", "output.Anna"}
-    L.set_subject_trainable(m, ids, False)
+    S.set_subject_trainable(m, ids, False)
     _adamw_step(m, tok, "Is <Anna> here? No, but <sks> is.")
     assert all(torch.equal(first[k], p) for k, p in sks_rows.items())
-    anna_after = L.subject_token_state(m, ids2)
+    anna_after = S.subject_token_state(m, ids2)
     assert all(not torch.equal(anna_before[k], anna_after[k]) for k in anna_before)
 
 
@@ -261,7 +261,7 @@ def test_subject_state_saves_loads_and_survives_another_token_order(tmp_path, ti
     tok = build_tiny_tokenizer()
     m, ids = _model(tok)
     _adamw_step(m, tok)
-    save_file(L.subject_token_state(m, ids), str(tmp_path / "pack.safetensors"))
+    save_file(S.subject_token_state(m, ids), str(tmp_path / "pack.safetensors"))
     lora = get_peft_model_state_dict(m)
     state = load_file(str(tmp_path / "pack.safetensors"))
     assert set(state) == {"input.sks", "output.sks"} and state["input.sks"].dtype == torch.float32
@@ -272,7 +272,7 @@ def test_subject_state_saves_loads_and_survives_another_token_order(tmp_path, ti
     x = torch.tensor([tok("Is <sks> in the video?")["input_ids"]])
     m.eval(), fresh.eval()
     assert not torch.equal(m(input_ids=x).logits, fresh(input_ids=x).logits)
-    L.load_subject_token_state(fresh, ids2, state)
+    S.load_subject_token_state(fresh, ids2, state)
     assert torch.equal(m(input_ids=x).logits, fresh(input_ids=x).logits)
 
     tok3 = build_tiny_tokenizer()  # "<Anna>" first, so "<sks>" gets another id
@@ -280,7 +280,7 @@ def test_subject_state_saves_loads_and_survives_another_token_order(tmp_path, ti
     set_peft_model_state_dict(other, lora)
     ids3 = {"sks": tok3.convert_tokens_to_ids("<sks>")}
     assert ids3 != ids
-    L.load_subject_token_state(other, ids3, state)
+    S.load_subject_token_state(other, ids3, state)
     x3 = torch.tensor([tok3("Is <sks> in the video?")["input_ids"]])
     other.eval()
     a, b = m(input_ids=x).logits, other(input_ids=x3).logits
@@ -288,11 +288,11 @@ def test_subject_state_saves_loads_and_survives_another_token_order(tmp_path, ti
     torch.testing.assert_close(a[..., ids["sks"]], b[..., ids3["sks"]], rtol=1e-6, atol=1e-7)  # K differs: last-ulp matmul noise
 
     with pytest.raises(InputError, match="missing"):
-        L.load_subject_token_state(fresh, ids2, {"input.sks": state["input.sks"]})
+        S.load_subject_token_state(fresh, ids2, {"input.sks": state["input.sks"]})
     with pytest.raises(InputError, match="shape"):
-        L.load_subject_token_state(fresh, ids2, {k: v[:3] for k, v in state.items()})
+        S.load_subject_token_state(fresh, ids2, {k: v[:3] for k, v in state.items()})
     with pytest.raises(InputError, match="no trainable row"):
-        L.subject_token_state(fresh, {"ghost": 7})
+        S.subject_token_state(fresh, {"ghost": 7})
 
 
 @pytest.mark.parametrize("model_type, tied", [("mistral", False), ("qwen2", True)])
@@ -314,7 +314,7 @@ def test_padded_vocabulary_gets_override_rows():
     original table; they get their own trainable rows and the base rows stay untouched."""
     tok = build_tiny_tokenizer()
     m, ids = _model(tok, vocab_size=600)
-    emb, head = L.subject_modules(m)
+    emb, head = S.subject_modules(m)
     assert ids["sks"] == 514 < 600 == m.config.vocab_size == emb.num_embeddings
     before = _snapshot(m)
     x = _adamw_step(m, tok)
@@ -333,14 +333,14 @@ def test_trainable_groups_and_rows_survive_lora_wrapping():
     m, ids = _model(tok)
     groups = L.trainable_parameter_groups(m)
     assert len(groups["subject_tokens"]) == 2 and len(groups["lora"]) == 28 and groups["other"] == []
-    assert len(L.new_token_parameters(m)) == 6  # + the frozen [PERSON], [/PERSON] rows
-    L.set_subject_trainable(m, L.person_delimiter_ids(tok), True)  # a multi-person stage
+    assert len(S.new_token_parameters(m)) == 6  # + the frozen [PERSON], [/PERSON] rows
+    S.set_subject_trainable(m, S.person_delimiter_ids(tok), True)  # a multi-person stage
     assert len(L.trainable_parameter_groups(m)["subject_tokens"]) == 6
     assert all(p.requires_grad and p.dtype == torch.float32 for p in groups["subject_tokens"])
     # LoRA on the (frozen) lm_head inside the wrapper, as the official config lists it (§2.5)
     torch.manual_seed(0)
     raw = L.build_llm("mistral", vocab_size=len(tok), **TINY)
-    L.add_subject_tokens(raw, tok, ["sks"])
+    S.add_subject_tokens(raw, tok, ["sks"])
     wrapped = L.apply_lora(raw, target_modules=("q_proj", "lm_head"))
     names = [n for n, _ in wrapped.named_parameters() if "lora_A" in n]
     assert any("lm_head.base.lora_A" in n for n in names) and len(L.trainable_parameter_groups(wrapped)["subject_tokens"]) == 2

@@ -44,7 +44,7 @@ import torch
 
 from pvchat.errors import InputError
 from pvchat.io import atomic_dir, file_sha256, load_tensors, read_json, save_tensors, write_json
-from pvchat.model import llm as llm_lib
+from pvchat.model import subject_tokens
 from pvchat.model.prompt import validate_name
 from pvchat.model.pvchat import CONFIG_NAME, WEIGHTS_NAME, PVChat
 
@@ -170,7 +170,7 @@ def trained_parameters(model: PVChat, names: list[str], train_last_k: int = 0) -
 
 
 def _subject_tensors(model: PVChat, name: str) -> dict[str, torch.Tensor]:
-    rows = llm_lib.subject_token_state(model.llm, {name: model.subject_ids[name]})  # input.<name>, output.<name>
+    rows = subject_tokens.subject_token_state(model.llm, {name: model.subject_ids[name]})  # input.<name>, output.<name>
     out = {key.split(".", 1)[0]: t for key, t in rows.items()}
     index = model.subjects.index(name)
     out["queries"] = model.qformer.subject_queries[index].detach().cpu().clone()
@@ -367,7 +367,7 @@ def add_pack_subjects(model: PVChat, pack: ConceptPack) -> None:
     for name, parts in pack.subjects.items():
         model.add_subject(name)
         state = {f"{k}.{name}": parts[k] for k in ("input", "output") if k in parts}
-        llm_lib.load_subject_token_state(model.llm, {name: model.subject_ids[name]}, state)
+        subject_tokens.load_subject_token_state(model.llm, {name: model.subject_ids[name]}, state)
         block = model.qformer.subject_queries[model.subjects.index(name)]
         if block.shape != parts["queries"].shape:
             raise InputError(f"{pack.path}: query block of {name} is {tuple(parts['queries'].shape)}, "
@@ -406,7 +406,7 @@ def pack_size_estimate(preset: str, train_last_k: int = 0, num_people: int = 1) 
         model = PVChat.from_config(cfg)
     names = model.subjects
     shared_n = sum(p.numel() for p in trained_parameters(model, names, train_last_k).values())
-    _, head = llm_lib.subject_modules(model.llm)
+    _, head = subject_tokens.subject_modules(model.llm)
     row = model.llm.get_input_embeddings().embedding_dim * (1 if head.tied else 2)  # input (+ output) row
     subject = len(names) * (row + model.qformer.subject_queries[0].numel())
     base_n = sum(p.numel() for p in model.parameters()) - subject

@@ -4,7 +4,7 @@ The chat template (pvchat-official.md §2.6) needs three tokens that are never s
 ``[INST]`` and ``[/INST]`` (control tokens 3 and 4 in Mistral-7B-Instruct-v0.3's tokenizer) and the
 visual placeholder ``<video>``, one per Q-former output token. Subject tokens (``<sks>``) and the
 ``[PERSON]``/``[/PERSON]`` delimiters are added with the model rows that train them, in
-:mod:`pvchat.model.llm`.
+:mod:`pvchat.model.subject_tokens`.
 
 :func:`build_tiny_tokenizer` trains a byte-level BPE (the ``tokenizers`` library) on a small English
 corpus kept in this module (people, clothing, colours, actions, positions, yes/no answers, the
@@ -19,6 +19,7 @@ from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from pvchat.errors import ConfigError
 from pvchat.model.prompt import chat_style
+from pvchat.model.subject_tokens import ensure_vocab_size
 
 BOS, EOS, UNK, PAD = "<s>", "</s>", "<unk>", "<pad>"
 CHAT_TOKENS = ("[INST]", "[/INST]", "<video>")
@@ -133,7 +134,7 @@ def ensure_chat_tokens(tokenizer: PreTrainedTokenizerBase, model=None) -> dict[s
     When ``model`` is given and the tokenizer now has more tokens than the model has embedding
     rows, the model's embeddings are resized; the new rows are frozen like every original row
     (``<video>`` rows are overwritten by visual tokens anyway). Call this before
-    :func:`pvchat.model.llm.add_subject_tokens`.
+    :func:`pvchat.model.subject_tokens.add_subject_tokens`.
 
     Args:
         tokenizer: a Hugging Face tokenizer (modified in place).
@@ -146,7 +147,5 @@ def ensure_chat_tokens(tokenizer: PreTrainedTokenizerBase, model=None) -> dict[s
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.unk_token if tokenizer.unk_token is not None else tokenizer.eos_token
     if model is not None:
-        from pvchat.model.llm import ensure_vocab_size  # llm imports this module
-
         ensure_vocab_size(model, len(tokenizer))
     return {t: tokenizer.convert_tokens_to_ids(t) for t in wanted}

@@ -68,20 +68,20 @@ def parameter_groups(model: PVChat, recipe: StageRecipe, subjects: list[str]) ->
     * vision: the last K vision blocks, stage 2 only (1e-5)
     Subjects not being trained (earlier concept packs) stay frozen.
     """
-    from pvchat.model import llm as llm_lib
+    from pvchat.model import subject_tokens
 
     for p in model.parameters():
         p.requires_grad_(False)
     groups: dict[str, list[torch.nn.Parameter]] = {"subject": [], "qformer": [], "lora": [], "vision": []}
     ids = {n: model.subject_ids[n] for n in subjects}
-    llm_lib.set_subject_trainable(model.llm, ids, True)
-    groups["subject"] += [p for p in llm_lib.new_token_parameters(model.llm) if p.requires_grad]
+    subject_tokens.set_subject_trainable(model.llm, ids, True)
+    groups["subject"] += [p for p in subject_tokens.new_token_parameters(model.llm) if p.requires_grad]
     for name in subjects:
         groups["subject"] += model.qformer.subject_parameters(model.subjects.index(name))
     subject_block_ids = {id(p) for s in range(model.qformer.num_subjects) for p in model.qformer.subject_parameters(s)}
     groups["qformer"] += [p for p in model.qformer.parameters() if id(p) not in subject_block_ids]
     groups["qformer"] += [*model.projector.parameters(), *model.vision_norm.parameters(), model.frame_position]
-    new_rows = {id(p) for p in llm_lib.new_token_parameters(model.llm)}
+    new_rows = {id(p) for p in subject_tokens.new_token_parameters(model.llm)}
     if model.config.llm.lora_r > 0:
         groups["lora"] += [p for n, p in model.llm.named_parameters() if "lora_" in n]
     else:  # no adapter (random-init LLM): every original weight trains in the LLM group

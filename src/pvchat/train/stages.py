@@ -91,16 +91,16 @@ def with_subjects(base: Path, subjects: list[str], seed: int = 0, faces: dict | 
 @torch.no_grad()
 def init_subject(model: PVChat, name: str, init: dict[str, torch.Tensor]) -> None:
     """Start ``name``'s query block and token rows at the aligned people's mean (+ small noise)."""
-    from pvchat.model import llm as llm_lib
+    from pvchat.model import subject_tokens
 
     block = model.qformer.subject_queries[model.subjects.index(name)]
     block.copy_(init["subject_init.queries"] + 0.02 * torch.randn_like(block))
-    rows = llm_lib.subject_token_state(model.llm, {name: model.subject_ids[name]})
+    rows = subject_tokens.subject_token_state(model.llm, {name: model.subject_ids[name]})
     for key in rows:
         side = key.split(".", 1)[0]
         if f"subject_init.{side}" in init:
             rows[key] = init[f"subject_init.{side}"] + 0.01 * torch.randn_like(rows[key])
-    llm_lib.load_subject_token_state(model.llm, {name: model.subject_ids[name]}, rows)
+    subject_tokens.load_subject_token_state(model.llm, {name: model.subject_ids[name]}, rows)
 
 
 def learn_stages(model: PVChat, manifest: Path, out: Path, recipe: str | Path = "demo",

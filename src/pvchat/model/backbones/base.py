@@ -41,7 +41,7 @@ from torch import nn
 
 from pvchat.errors import ConfigError, InputError
 from pvchat.io import read_json
-from pvchat.model import llm as llm_lib
+from pvchat.model import llm as llm_lib, subject_tokens
 from pvchat.model.backbones.remoh import route_heads
 from pvchat.model.losses import SparsityController, SparsityLossConfig, routed_modules
 from pvchat.model.prompt import IGNORE_INDEX, names_in, validate_name
@@ -128,7 +128,7 @@ class PersonalVLM(nn.Module):
         self.vision_trained = 0  # the last K vision blocks some stage trained (they go into packs)
         self.hf.requires_grad_(False)
         self.hf.eval()
-        llm_lib.subject_modules(self.hf, install=True)
+        subject_tokens.subject_modules(self.hf, install=True)
         self._peft = []  # the PeftModel wrapper, kept out of the module tree (it wraps self.hf itself)
         if settings.lora_r > 0:
             self._peft.append(llm_lib.apply_lora(self.hf, r=settings.lora_r, alpha=settings.lora_alpha,
@@ -209,7 +209,7 @@ class PersonalVLM(nn.Module):
         if name in self.people:
             raise InputError(f"person {name!r} already exists")
         details = [] if self.qformer_family else [detail_token(name, i) for i in range(1, self.settings.detail_tokens + 1)]
-        ids = llm_lib.add_subject_tokens(self.hf, self.tokenizer, [name, *details])
+        ids = subject_tokens.add_subject_tokens(self.hf, self.tokenizer, [name, *details])
         self._add_queries(name)
         self.people[name] = [ids[name], *(ids[d] for d in details)]
         return self.people[name]
@@ -268,7 +268,7 @@ class PersonalVLM(nn.Module):
         return blocks[len(blocks) - k:]
 
     def _row(self, token_id: int) -> list[nn.Parameter]:
-        emb, head = llm_lib.subject_modules(self.hf)
+        emb, head = subject_tokens.subject_modules(self.hf)
         rows = [emb.new.params[emb.new.slot(token_id)]]
         if not head.tied:
             rows.append(head.new.params[head.new.slot(token_id)])
