@@ -349,8 +349,8 @@ def fake_tools(tmp_path):
 
 
 def test_liveportrait_contract_with_fake_install(fake_tools, tmp_path):
+    from pvchat.synth.dynamics import dynamic_degree
     from pvchat.synth.external import driving_motion
-    from pvchat.synth.metrics import dynamic_degree
 
     repo, _ = fake_tools
     gen = get_generator("liveportrait", repo_dir=str(repo), force_cpu=True)
@@ -438,18 +438,18 @@ def test_differentiable_face_crop_and_alignment():
 
 def test_torch_face_encoder_for_face_s(tiny_animatediff):
     from pvchat.faces.samples import head
-    from pvchat.synth import metrics as M
+    from pvchat.synth import identity_metrics
     from pvchat.synth.pv_face import load_face_encoder
 
     enc = load_face_encoder(tiny_animatediff / "face")
     assert not any(p.requires_grad for p in enc.parameters()) and not enc.training
     with pytest.raises(ConfigError, match="import_arcface_torch"):
         load_face_encoder(tiny_animatediff)
-    embed = M.torch_face_embedder(tiny_animatediff / "face")
+    embed = identity_metrics.torch_face_embedder(tiny_animatediff / "face")
     astro = head("astronaut")
     box, emb = embed(astro)
     assert emb.shape == (16,) and box[2] > box[0]
-    s = M.face_similarity(np.stack([astro, np.full_like(astro, 80)]), emb[None], embed)
+    s = identity_metrics.face_similarity(np.stack([astro, np.full_like(astro, 80)]), emb[None], embed)
     assert s.face_rate == 0.5 and s.face_cos == pytest.approx(1.0, abs=1e-5)
 
 

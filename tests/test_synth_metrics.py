@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pvchat.errors import ConfigError, InputError
-from pvchat.synth import metrics as M
+from pvchat.synth import dynamics, encoders, identity_metrics, metrics as M, quality_filter
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -60,23 +60,23 @@ def test_dync_static_zero_and_moving_dynamic():
     base = textured(180)
     static = np.stack([base[:128, :128]] * 8)
     moving = np.stack([base[:128, 4 * t : 4 * t + 128] for t in range(8)])  # 4 px/frame → 8 px at 256
-    s, m = M.dynamic_degree(static, fps=8), M.dynamic_degree(moving, fps=8)
+    s, m = dynamics.dynamic_degree(static, fps=8), dynamics.dynamic_degree(moving, fps=8)
     assert s.score < 0.05 and not s.dynamic
     assert m.score > 6.0 and m.dynamic and m.score > 100 * max(s.score, 1e-3)
     assert len(m.pair_scores) == 7 and m.threshold == pytest.approx(6.0)
     # 24 fps is resampled to ~8 fps: every 3rd frame, so 7 pairs of 6 px (12 px at 256)
     fast = np.stack([base[:128, t : t + 128] for t in range(0, 48, 2)])  # 2 px/frame
-    f = M.dynamic_degree(fast, fps=24)
+    f = dynamics.dynamic_degree(fast, fps=24)
     assert len(f.pair_scores) == 7 and f.dynamic
     with pytest.raises(InputError):
-        M.dynamic_degree(static[:1])
+        dynamics.dynamic_degree(static[:1])
 
 
 def test_clip_text_and_video_similarity(tmp_path):
     from transformers import CLIPModel
 
     d = save_tiny_clip(tmp_path / "clip")
-    clip = M.ClipEncoder(d)
+    clip = encoders.ClipEncoder(d)
     a, b = textured(64, 1), textured(64, 2)
     frames = np.stack([a, a, a])
     assert M.video_similarity(frames, frames[:1], clip) == pytest.approx(1.0, abs=1e-5)
@@ -85,13 +85,13 @@ def test_clip_text_and_video_similarity(tmp_path):
     # the same number from CLIP's own forward: logits_per_image = scale * cos
     model = CLIPModel.from_pretrained(d).eval()
     tok = clip.tokenizer(["a woman reads a book"], return_tensors="pt")
-    px = M._to_pixels([M.square_center_crop(a)], 32, M.CLIP_MEAN, M.CLIP_STD)
+    px = encoders._to_pixels([encoders.square_center_crop(a)], 32, encoders.CLIP_MEAN, encoders.CLIP_STD)
     with torch.no_grad():
         out = model(input_ids=tok.input_ids, pixel_values=px)
         expected = (out.logits_per_image[0, 0] / model.logit_scale.exp()).item()
     assert ts == pytest.approx(expected, abs=1e-5)
     with pytest.raises(ConfigError, match="clip-vit-large-patch14"):
-        M.ClipEncoder(tmp_path / "nothing")
+        encoders.ClipEncoder(tmp_path / "nothing")
 
 
 def test_subject_similarity_counts_missing_as_zero(tmp_path):
@@ -100,16 +100,16 @@ def test_subject_similarity_counts_missing_as_zero(tmp_path):
     torch.manual_seed(0)
     ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=37,
                        image_size=32, patch_size=8)).save_pretrained(tmp_path / "dino")
-    enc = M.ImageEncoder(tmp_path / "dino")
+    enc = encoders.ImageEncoder(tmp_path / "dino")
     ref = textured(40, 3)
     frame = np.zeros((100, 100, 3), np.uint8)
     frame[10:50, 20:60] = ref
     frames = np.stack([frame] * 3)
     box = (20, 10, 60, 50)
-    assert M.subject_similarity(frames, [ref], enc, [box] * 3) == pytest.approx(1.0, abs=1e-5)
-    assert M.subject_similarity(frames, [ref], enc, [box, None, box]) == pytest.approx(2 / 3, abs=1e-5)
-    assert M.subject_similarity(frames, [ref], enc, [None] * 3) == 0.0
-    sb = M.subject_box_from_face((40, 40, 60, 60), (100, 100))
+    assert identity_metrics.subject_similarity(frames, [ref], enc, [box] * 3) == pytest.approx(1.0, abs=1e-5)
+    assert identity_metrics.subject_similarity(frames, [ref], enc, [box, None, box]) == pytest.approx(2 / 3, abs=1e-5)
+    assert identity_metrics.subject_similarity(frames, [ref], enc, [None] * 3) == 0.0
+    sb = identity_metrics.subject_box_from_face((40, 40, 60, 60), (100, 100))
     assert sb[0] < 40 and sb[2] > 60 and sb[1] < 40 and sb[3] == 100
 
 
@@ -117,21 +117,21 @@ def test_face_similarity_dlib_real_faces():
     from pvchat.faces.samples import head
 
     astro, grace = head("astronaut"), head("grace_hopper")
-    embed = M.dlib_face_embedder()
+    embed = identity_metrics.dlib_face_embedder()
     ref_a, ref_g = embed(astro)[1], embed(grace)[1]
     shifted = np.roll(astro, 6, axis=1)
     blank = np.full_like(astro, 90)
     frames = np.stack([astro, shifted, np.fliplr(astro).copy(), blank])
-    same = M.face_similarity(frames, ref_a[None], embed)
-    other = M.face_similarity(frames, ref_g[None], embed)
+    same = identity_metrics.face_similarity(frames, ref_a[None], embed)
+    other = identity_metrics.face_similarity(frames, ref_g[None], embed)
     assert same.face_rate == pytest.approx(0.75) and same.per_frame[3] is None and same.boxes[3] is None
     assert same.face_s == pytest.approx(same.face_cos * 0.75)
     assert same.face_cos > 0.95 and other.face_cos < same.face_cos - 0.05
     # the calibrated gate separates the subject's own faces from the other person
-    th = M.calibrate_face_threshold(np.stack([ref_a, embed(shifted)[1]]), ref_g[None])
+    th = quality_filter.calibrate_face_threshold(np.stack([ref_a, embed(shifted)[1]]), ref_g[None])
     assert th.separable and other.face_cos < th.face < same.face_cos
     # the one-stop per-subject filter: references embedded and the gate calibrated once
-    qf = M.QualityFilter([astro, shifted], [grace], metrics=M.VideoAlchemyMetrics(face_embedder=embed))
+    qf = quality_filter.QualityFilter([astro, shifted], [grace], metrics=M.VideoAlchemyMetrics(face_embedder=embed))
     assert qf.thresholds.face == pytest.approx(th.face, abs=1e-5)
     assert qf(np.stack([shifted, np.fliplr(astro).copy()])).keep
     impostor = qf(np.stack([grace, grace]))
@@ -144,22 +144,22 @@ def test_calibrate_and_judge():
     subject = rng.normal(size=32)
     own = subject + 0.3 * rng.normal(size=(6, 32))
     negs = 0.6 * subject + rng.normal(size=(20, 32))
-    th = M.calibrate_face_threshold(own, negs)
+    th = quality_filter.calibrate_face_threshold(own, negs)
     assert th.separable and th.negative_high < th.face < th.own_median
     th.text, th.dync, th.max_vid_s = 0.2, 1.0, 0.95
     good = M.ClipScores(text_s=0.3, vid_s=0.7, face_cos=th.face + 0.05, face_rate=1.0, dync_score=3.0)
-    assert M.judge(good, th).keep
+    assert quality_filter.judge(good, th).keep
     for change, reason in [({"face_cos": th.face - 0.05}, "face cos"), ({"face_rate": 0.5}, "face found"),
                            ({"text_s": 0.1}, "Text-S"), ({"dync_score": 0.2}, "Dync-D"), ({"vid_s": 0.99}, "Vid-S")]:
-        d = M.judge(M.ClipScores(**{**good.to_dict(), **change}), th)
+        d = quality_filter.judge(M.ClipScores(**{**good.to_dict(), **change}), th)
         assert not d.keep and reason in d.reasons[0]
     # a negative that looks like the subject is label noise: dropped; a clearly different one kept
-    assert not M.judge(good, th, positive=False).keep
-    assert M.judge(M.ClipScores(face_cos=th.negative_high - 0.2, face_rate=1.0), th, positive=False).keep
-    overlap = M.calibrate_face_threshold(own, own)  # negatives as close as the own faces
+    assert not quality_filter.judge(good, th, positive=False).keep
+    assert quality_filter.judge(M.ClipScores(face_cos=th.negative_high - 0.2, face_rate=1.0), th, positive=False).keep
+    overlap = quality_filter.calibrate_face_threshold(own, own)  # negatives as close as the own faces
     assert not overlap.separable and overlap.face == pytest.approx(overlap.own_median)
     with pytest.raises(InputError):
-        M.calibrate_face_threshold(own[:1], negs)
+        quality_filter.calibrate_face_threshold(own[:1], negs)
 
 
 def test_score_clip_with_injected_face_embedder(tmp_path):

@@ -189,7 +189,7 @@ def synthesize_dataset(
         face_ok = bool(dists) and float(np.median(dists)) < threshold
         if not face_ok:
             continue
-        from pvchat.synth.metrics import dynamic_degree
+        from pvchat.synth.dynamics import dynamic_degree
 
         dyn = dynamic_degree(clip.frames, fps=clip.fps)
         if dyn.score < recipe.min_motion:  # VideoAlchemy's Dync-D: a frozen clip teaches no action

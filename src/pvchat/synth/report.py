@@ -23,7 +23,7 @@ the clip counts, kept/dropped counts and the mean scores of its positives and of
 row of dropped positives, and of negatives if any: the middle frame of each clip).
 
 The Face-S gate of a subject is calibrated between its own reference faces and its hard negatives
-(:func:`pvchat.synth.metrics.calibrate_face_threshold`) when it has >= 2 faces and >= 1 negative,
+(:func:`pvchat.synth.quality_filter.calibrate_face_threshold`) when it has >= 2 faces and >= 1 negative,
 else ``face_threshold`` is used.
 """
 
@@ -40,7 +40,7 @@ import numpy as np
 from pvchat.data import read_manifest
 from pvchat.errors import InputError
 from pvchat.io import read_json, read_jsonl
-from pvchat.synth import metrics as M
+from pvchat.synth import metrics as M, quality_filter
 
 
 @dataclass
@@ -189,10 +189,10 @@ def evaluate_generated(
         raise InputError(f"clips.jsonl names subjects missing from subjects.json: {', '.join(unknown)}")
     scorer = M.VideoAlchemyMetrics(M.MetricsConfig(clip_dir=clip_dir, subject_dir=subject_dir,
                                                    face_encoder=face_encoder, num_frames=num_frames))
-    filters: dict[str, M.QualityFilter] = {}
+    filters: dict[str, quality_filter.QualityFilter] = {}
     for name in sorted({c.subject for c in clips}):
         s = subjects[name]
-        filters[name] = M.QualityFilter(
+        filters[name] = quality_filter.QualityFilter(
             s.faces, s.negatives, metrics=scorer, face_threshold=face_threshold, min_text=min_text, min_dync=min_dync,
             max_vid_s=max_vid_s, ref_frames=s.reference, ref_subject_crops=s.crops)
 
