@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pvchat.faces.analyze import AnalyzeSettings, analyze_video
+from pvchat.faces.analyze import analyze_video
+from pvchat.faces.records import AnalyzeSettings
 from pvchat.faces.samples import Appearance, head, lfw_faces, render_frames
 from pvchat.video import write_video
 
@@ -46,7 +47,7 @@ def make_clip(path: Path, seconds: float, src_fps: float) -> None:
 def _cpu_seconds() -> float:
     """CPU time of this process and of the live analysis workers (they are not reaped, so
     RUSAGE_CHILDREN would miss them)."""
-    from pvchat.faces import analyze as A
+    from pvchat.faces import workers as A
 
     total = time.process_time()
     if A._POOL is not None and A._POOL[0] == os.getpid():

@@ -25,7 +25,8 @@ def two_people_video(tmp_path_factory):
 @pytest.fixture(scope="session")
 def two_people_analysis(two_people_video, tmp_path_factory):
     """``pvchat analyze`` output for ``two_people_video`` (subject: the astronaut, seen most)."""
-    from pvchat.faces.analyze import analyze_video, write_analysis
+    from pvchat.faces.analysis_dir import write_analysis
+    from pvchat.faces.analyze import analyze_video
 
     out = tmp_path_factory.mktemp("analysis") / "an"
     write_analysis(analyze_video(two_people_video), out)

@@ -10,7 +10,8 @@ from PIL import Image
 from pvchat.cli import main as cli_main
 from pvchat.errors import ConfigError, InputError
 from pvchat.faces import FaceEngine, demographics as D, face_distance, quality as Q
-from pvchat.faces.analyze import analyze_video, load_embedding, load_summary
+from pvchat.faces.analysis_dir import load_embedding, load_summary
+from pvchat.faces.analyze import analyze_video
 from pvchat.faces.cluster import DBSCAN_STEPS, OFFICIAL_FACENET_STEPS, cluster_embeddings
 from pvchat.faces.samples import astronaut, grace_hopper, lfw_faces
 from pvchat.io import load_tensors
@@ -330,7 +331,7 @@ def test_a_person_who_leaves_and_returns_is_one_person(tmp_path):
 
 
 def test_boxes_are_reported_in_source_pixels(two_people_video):
-    from pvchat.faces.analyze import AnalyzeSettings
+    from pvchat.faces.records import AnalyzeSettings
 
     full = analyze_video(two_people_video, progress=False)
     half = analyze_video(two_people_video, settings=AnalyzeSettings(frame_max_side=200), progress=False)

@@ -393,7 +393,7 @@ def _kill(pids) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_analysis_workers_die_with_their_parent(tmp_path):
-    script = ("import time\nfrom pvchat.faces.analyze import _pool\npool = _pool(2)\n"
+    script = ("import time\nfrom pvchat.faces.workers import _pool\npool = _pool(2)\n"
               "print(' '.join(str(p) for p in pool._processes), flush=True)\ntime.sleep(300)\n")
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
     workers = []

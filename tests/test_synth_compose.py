@@ -19,7 +19,9 @@ SMALL = dict(num_frames=4, width=W, height=224, qa="tiny")
 @pytest.fixture(scope="module")
 def world_people(tmp_path_factory):
     """Analyses of three offline-world people (12-frame references) and a pool of two others."""
-    from pvchat.faces.analyze import AnalyzeSettings, analyze_video, load_embedding, write_analysis
+    from pvchat.faces.analysis_dir import load_embedding, write_analysis
+    from pvchat.faces.analyze import analyze_video
+    from pvchat.faces.records import AnalyzeSettings
     from pvchat.video import write_video
     from pvchat.world.api import make_world
 

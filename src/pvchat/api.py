@@ -22,7 +22,8 @@ from pathlib import Path
 import pvchat.learn as pipeline
 from pvchat.chat import Answer, Chat, pack_names  # noqa: F401 (API)
 from pvchat.errors import InputError
-from pvchat.faces.analyze import analyze_video, write_analysis
+from pvchat.faces.analysis_dir import write_analysis
+from pvchat.faces.analyze import analyze_video
 from pvchat.io import read_json, write_json
 from pvchat.learn import (  # noqa: F401 (API)
     COMPOSED_CLIPS,

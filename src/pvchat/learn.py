@@ -30,7 +30,8 @@ import torch
 
 from pvchat.choices import STAGES  # noqa: F401 (the stages progress reports name)
 from pvchat.errors import InputError, PVChatError
-from pvchat.faces.analyze import analyze_video, load_embedding, write_analysis
+from pvchat.faces.analysis_dir import load_embedding, write_analysis
+from pvchat.faces.analyze import analyze_video
 from pvchat.io import read_json
 from pvchat.model.backbones import load_base
 from pvchat.model.backbones.learn import learn as learn_people

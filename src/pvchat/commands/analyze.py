@@ -37,7 +37,9 @@ def analyze(
         age: The subject's age group.
         overwrite: Replace OUT if it exists.
     """
-    from pvchat.faces.analyze import AnalyzeSettings, analyze_video, write_analysis  # dlib, cv2, torch
+    from pvchat.faces.analysis_dir import write_analysis  # torch
+    from pvchat.faces.analyze import analyze_video  # dlib, cv2, torch
+    from pvchat.faces.records import AnalyzeSettings
 
     out = Path(out)
     if out.exists() and not overwrite:

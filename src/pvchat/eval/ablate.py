@@ -96,7 +96,8 @@ def _slug(name: str) -> str:
 # ------------------------------------------------------------------------------- the pieces
 def prepare_subject(reference: Path, name: str, out: Path, recipe: str | Path, progress: bool = False) -> Path:
     """Analyze the reference and synthesize the training set once; returns the manifest path."""
-    from pvchat.faces.analyze import analyze_video, write_analysis
+    from pvchat.faces.analysis_dir import write_analysis
+    from pvchat.faces.analyze import analyze_video
     from pvchat.learn import synth_recipe, world_pool
     from pvchat.synth.pipeline import synthesize_dataset
 

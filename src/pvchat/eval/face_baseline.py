@@ -110,7 +110,8 @@ class FaceBaseline:
 
     def add_subject(self, name: str, reference: str | os.PathLike) -> SubjectFace:
         """Analyse ``reference`` and remember its subject's best face and threshold under ``name``."""
-        from pvchat.faces.analyze import AnalyzeSettings, analyze_video
+        from pvchat.faces.analyze import analyze_video
+        from pvchat.faces.records import AnalyzeSettings
         from pvchat.synth.negatives import identity_threshold
 
         analysis = analyze_video(reference, settings=AnalyzeSettings(fps=self.reference_fps), progress=False)

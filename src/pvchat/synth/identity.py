@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from pvchat.errors import InputError
-from pvchat.faces.analyze import load_embedding, load_summary
+from pvchat.faces.analysis_dir import load_embedding, load_summary
 from pvchat.io import read_json
 from pvchat.synth.base import Identity
 from pvchat.video import iter_frames

@@ -74,7 +74,7 @@ def with_subjects(base: Path, subjects: list[str], seed: int = 0, faces: dict | 
     """Load a saved model and add the subjects it lacks: their rows and query blocks start from the
     base's aligned people (the mean row and block, plus noise drawn from ``seed``) when the preset
     has an alignment, else are drawn from ``seed``. ``faces`` (name → the reference's mean face
-    embedding, ``faces.analyze.load_embedding``) starts the identity keys of models that have them."""
+    embedding, ``faces.analysis_dir.load_embedding``) starts the identity keys of models that have them."""
     model = PVChat.from_pretrained(base)
     torch.manual_seed(seed)
     init = shipped_alignment(model.config.preset) if model.config.preset else None
