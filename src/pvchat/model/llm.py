@@ -34,10 +34,7 @@ from pvchat.errors import ConfigError, InputError, unknown_choice
 from pvchat.model.subject_tokens import (
     SubjectEmbedding,
     SubjectHead,
-    add_subject_tokens as add_subject_tokens,  # re-exported: model/pvchat.py
     new_token_parameters,
-    subject_token_state as subject_token_state,  # re-exported: train/pretrain.py
-    word_embedding_matrix as word_embedding_matrix,  # re-exported: model/pvchat.py
 )
 from pvchat.model.vision import validated_config
 

@@ -33,7 +33,7 @@ from torch import nn
 from pvchat import weights as weights_lib
 from pvchat.errors import ConfigError, InputError
 from pvchat.io import atomic_dir, read_json
-from pvchat.model import llm as llm_lib
+from pvchat.model import llm as llm_lib, subject_tokens
 from pvchat.model.config import PVChatConfig
 from pvchat.model.face_tokens import FaceTokens
 from pvchat.model.internvideo2 import InternVideo2Tower
@@ -138,7 +138,7 @@ class PVChat(nn.Module):
                 raise ConfigError(f"llm vocab_size {kwargs['vocab_size']} < tokenizer size {len(tokenizer)}")
             llm = llm_lib.build_llm(lc.model_type, **kwargs)
         ensure_chat_tokens(tokenizer, llm)
-        llm_lib.add_subject_tokens(llm, tokenizer, [])  # [PERSON]/[/PERSON]
+        subject_tokens.add_subject_tokens(llm, tokenizer, [])  # [PERSON]/[/PERSON]
         if lc.lora_r > 0:
             llm = llm_lib.apply_lora(llm, r=lc.lora_r, alpha=lc.lora_alpha, dropout=lc.lora_dropout,
                                      target_modules=tuple(lc.lora_targets))
@@ -149,7 +149,7 @@ class PVChat(nn.Module):
         validate_name(name)
         if name in self.subject_ids:
             raise InputError(f"subject {name!r} already exists")
-        ids = llm_lib.add_subject_tokens(self.llm, self.tokenizer, [name])
+        ids = subject_tokens.add_subject_tokens(self.llm, self.tokenizer, [name])
         self.qformer.add_subject()
         self.subject_ids[name] = ids[name]
         self.config.subjects.append(name)
@@ -193,7 +193,7 @@ class PVChat(nn.Module):
         q, keep, stats = self.qformer(x.reshape(B, T * Nv, Cv), subject_mask, frames=(vision_features, x))
         # 3. project into the LLM's embedding space                                      (B, Q, D_llm)
         if isinstance(self.projector, WordProjector):
-            tokens, words = self.projector(q, llm_lib.word_embedding_matrix(self.llm), candidates)
+            tokens, words = self.projector(q, subject_tokens.word_embedding_matrix(self.llm), candidates)
             return VisualTokens(tokens, keep, stats, words)
         return VisualTokens(self.projector(q), keep, stats)
 

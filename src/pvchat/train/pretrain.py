@@ -45,6 +45,7 @@ from pvchat.model.projector import WordProjector, answer_words, answer_words_los
 from pvchat.model.prompt import IGNORE_INDEX
 from pvchat.model.pvchat import CONFIG_NAME, PVChat
 from pvchat.model.qformer import SUBJECT_PARAMETERS
+from pvchat.model.subject_tokens import subject_token_state
 from pvchat.qa.generate import existence_pairs
 from pvchat.train.recipe import stage2
 
@@ -347,13 +348,11 @@ def alignment_state(model: PVChat) -> dict[str, torch.Tensor]:
     """What alignment trains and a base ships: the Q-former (not its subject blocks), projector, frame
     positions, vision norm, SPR buffers and the LoRA weights, plus the mean subject query block and
     token row (``subject_init.*``), from which a new person starts."""
-    from pvchat.model import llm as llm_lib
-
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
              if _aligned(k)}
     if model.subjects:
         state["subject_init.queries"] = torch.stack([q.detach() for q in model.qformer.subject_queries]).mean(0)
-        rows = llm_lib.subject_token_state(model.llm, model.subject_ids)
+        rows = subject_token_state(model.llm, model.subject_ids)
         for side in ("input", "output"):
             got = [v for k, v in rows.items() if k.startswith(side + ".")]
             if got:
