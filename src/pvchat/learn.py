@@ -5,11 +5,13 @@
     analyze ─► synthesize (one person) | compose (2-3 together) ─► start_model ─► train (stage 1, stage 2) ─► pack
 
 Callers: :func:`pvchat.api.learn` (a workspace, the people's lock, ``cancel``: synthesis in a child
-process), :func:`pvchat.demo.run_demo` (the offline world, in one process) and ``pvchat train``
-(:mod:`pvchat.commands.train`: start_model and train on a synthesized data set). Each stage skips
-what is already done (its ``summary.json``, the training checkpoints, the pack's card), so a
-re-run resumes; ``report(stage, fraction, info)`` follows it, and ``cancel`` (a
-``threading.Event``) stops it with :class:`Cancelled`, leaving every file resumable.
+process), :func:`pvchat.demo.run_demo` (the offline world, in one process), ``pvchat train``
+(:mod:`pvchat.commands.train`: start_model and train on a synthesized data set) and ``pvchat
+ablate`` (:mod:`pvchat.eval.ablate`: analyze and synthesize once per subject, then per variant and
+seed start_model with the variant's config overrides and train). Each stage skips what is already
+done (its ``summary.json``, the training checkpoints, the pack's card), so a re-run resumes;
+``report(stage, fraction, info)`` follows it, and ``cancel`` (a ``threading.Event``) stops it with
+:class:`Cancelled`, leaving every file resumable.
 
 The base model every person starts from is ``HOME/base/<preset>``
 (:func:`pvchat.workspace.base_dir`), built once from the preset with :data:`BASE_SEED`.
@@ -152,13 +154,23 @@ def compose(names: list[str], analyses: list[Path], data: Path, recipe: str | Pa
     return summary
 
 
-def start_model(base: Path, preset: str, names: list[str], analyses: list[Path] | None = None,
-                seed: int = BASE_SEED) -> PVChat:
-    """The model training starts from: the subject-free base of ``preset`` (built once in ``base``,
-    e.g. ``HOME/base/<preset>``) with ``names`` added; their identity keys start from the mean face
-    embedding of their analyses (``analyses``, one per name, where the preset has keys)."""
+def start_model(base: Path | None, preset: str, names: list[str], analyses: list[Path] | None = None,
+                seed: int = BASE_SEED, configure: stages.ConfigFn | None = None) -> PVChat:
+    """The model training starts from: the subject-free base of ``preset`` with ``names`` added;
+    their identity keys start from the mean face embedding of their analyses (``analyses``, one per
+    name, where the preset has keys).
+
+    The base is built once in ``base`` (e.g. ``HOME/base/<preset>``) and loaded from there, or, with
+    ``base`` None, built in memory and never saved (:func:`pvchat.train.stages.base_model`).
+    ``configure`` (the ablations' config overrides: a function that changes the preset's config in
+    place) needs ``base`` None: a changed config's base must not be mistaken for the preset's saved
+    one, nor a saved one with another change reused; each call builds it afresh from ``seed``.
+    """
+    if configure is not None and base is not None:
+        raise ValueError("a changed config (configure) builds its base in memory: pass base=None")
     faces = {n: load_embedding(a) for n, a in zip(names, analyses)} if analyses else None
-    return stages.with_subjects(stages.build_base(base, preset, seed), names, seed=seed, faces=faces)
+    start = stages.base_model(preset, seed, configure) if base is None else stages.build_base(base, preset, seed)
+    return stages.with_subjects(start, names, seed=seed, faces=faces)
 
 
 def train(model: PVChat, manifest: Path, run: Path, recipe: str | Path, names: list[str], resume: bool = True,

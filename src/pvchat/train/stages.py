@@ -10,6 +10,7 @@ import torch
 
 from pvchat.data import QADataset, read_manifest
 from pvchat.errors import InputError
+from pvchat.model.config import PVChatConfig
 from pvchat.model.presets import get_preset
 from pvchat.model.pvchat import CONFIG_NAME, PVChat
 from pvchat.train.loop import TrainResult, train
@@ -33,8 +34,36 @@ def stage_recipes(recipe: str | Path) -> tuple[StageRecipe, StageRecipe]:
     return loaded.get("stage1", stage1()), loaded.get("stage2", stage2())
 
 
+ConfigFn = Callable[[PVChatConfig], None]  # changes a preset's config in place (an ablation's variant)
+
+
+def base_model(preset: str, seed: int = 0, configure: ConfigFn | None = None) -> PVChat:
+    """PVChat built from ``preset`` with ``seed`` and no subjects, in memory.
+
+    ``configure`` changes the preset's config before the model is built (an ablation's variant:
+    :mod:`pvchat.eval.ablate`). Such a model starts from ``seed`` alone: the preset's shipped
+    alignment was trained for the preset's own config (a changed one may not even fit it), so it is
+    not applied, and the config names no preset (``preset`` None), so :func:`with_subjects` draws
+    the people from ``seed`` too. Without ``configure``, a preset aligned once on the offline world
+    (``pvchat pretrain``) starts from that alignment.
+    """
+    torch.manual_seed(seed)
+    cfg = get_preset(preset)
+    cfg.subjects = []
+    if configure is not None:
+        configure(cfg)
+        cfg.preset = None  # no longer the preset's config: neither its alignment nor its people's start
+    model = PVChat.from_config(cfg)
+    aligned = shipped_alignment(preset) if configure is None else None
+    if aligned is not None:
+        from pvchat.train.pretrain import apply_alignment
+
+        apply_alignment(model, aligned)
+    return model
+
+
 def build_base(directory: Path, preset: str, seed: int = 0) -> Path:
-    """A base model: PVChat built from ``preset`` with ``seed`` and no subjects, saved once in ``directory``.
+    """A base model: :func:`base_model` of ``preset`` with ``seed``, saved once in ``directory``.
 
     Every person is learned from the same base and adds its own subject after loading, so concept
     packs learned separately fit one base. Returns ``directory``.
@@ -42,15 +71,7 @@ def build_base(directory: Path, preset: str, seed: int = 0) -> Path:
     directory = Path(directory)
     if (directory / CONFIG_NAME).is_file():
         return directory
-    torch.manual_seed(seed)
-    cfg = get_preset(preset)
-    cfg.subjects = []
-    model = PVChat.from_config(cfg)
-    aligned = shipped_alignment(preset)
-    if aligned is not None:  # a preset aligned once on the offline world (pvchat pretrain) starts from it
-        from pvchat.train.pretrain import apply_alignment
-
-        apply_alignment(model, aligned)
+    model = base_model(preset, seed)
     try:
         model.save_pretrained(directory, overwrite=False)
     except (InputError, OSError):  # another process saved the same base first
@@ -70,12 +91,12 @@ def shipped_alignment(preset: str) -> dict[str, torch.Tensor] | None:
     return load_tensors(Path(str(path))) if path.is_file() else None
 
 
-def with_subjects(base: Path, subjects: list[str], seed: int = 0, faces: dict | None = None) -> PVChat:
-    """Load a saved model and add the subjects it lacks: their rows and query blocks start from the
+def with_subjects(base: Path | PVChat, subjects: list[str], seed: int = 0, faces: dict | None = None) -> PVChat:
+    """Load a saved model (or take ``base``, a model in memory) and add the subjects it lacks: their rows and query blocks start from the
     base's aligned people (the mean row and block, plus noise drawn from ``seed``) when the preset
     has an alignment, else are drawn from ``seed``. ``faces`` (name → the reference's mean face
     embedding, ``faces.analysis_dir.load_embedding``) starts the identity keys of models that have them."""
-    model = PVChat.from_pretrained(base)
+    model = base if isinstance(base, PVChat) else PVChat.from_pretrained(base)
     torch.manual_seed(seed)
     init = shipped_alignment(model.config.preset) if model.config.preset else None
     for name in subjects:
