@@ -44,6 +44,45 @@ def test_data_filters():
     assert len(kept["all (+ random negatives)"]) == 4
 
 
+def test_a_variant_is_config_overrides_to_the_learn_pipeline(tmp_path, monkeypatch):
+    import torch
+
+    from pvchat import learn
+    from pvchat.data import ClipRecord, read_manifest, write_manifest
+    from pvchat.eval.ablate import train_variant
+    from pvchat.model.pvchat import PVChat
+
+    variant = next(v for v in STUDIES["queries"] if v.name == "N=0")
+    a = learn.start_model(None, "tiny", ["Kris"], seed=1, configure=variant.configure)
+    again = learn.start_model(None, "tiny", ["Kris"], seed=1, configure=variant.configure)
+    other = learn.start_model(None, "tiny", ["Kris"], seed=2, configure=variant.configure)
+    assert a.config.qformer.num_subject_queries == 0 and a.subjects == ["Kris"]
+    assert a.config.preset is None  # no longer the preset's config: no shipped alignment applies
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in a.state_dict().items())  # seeded
+    assert not all(torch.equal(v, other.state_dict()[k]) for k, v in a.state_dict().items())
+    assert get_preset("tiny").qformer.num_subject_queries != 0  # the preset itself is unchanged
+    with pytest.raises(ValueError, match="in memory"):  # never saved where the preset's base lies
+        learn.start_model(tmp_path / "base", "tiny", ["Kris"], configure=variant.configure)
+    assert not (tmp_path / "base").exists()
+
+    # train_variant: the pipeline's start_model (the variant's overrides, the seed) and train, no model of its own
+    calls = []
+    monkeypatch.setattr(PVChat, "from_config", classmethod(lambda cls, cfg: pytest.fail("ablate built a model")))
+    monkeypatch.setattr(learn, "start_model", lambda *a, **k: calls.append(("start_model", a, k)) or "model")
+    monkeypatch.setattr(learn, "train", lambda *a, **k: calls.append(("train", a, k)))
+    manifest = tmp_path / "data" / "manifest.jsonl"
+    write_manifest(manifest, [ClipRecord("clips/pos_0000.mp4", ["Kris"], [], kind="positive"),
+                              ClipRecord("clips/neg_random_0000.mp4", [], [], kind="negative")])
+    only = next(v for v in STUDIES["data"] if v.name == "positives only")
+    run = tmp_path / "run"
+    assert train_variant(only, manifest, "Kris", run, "tiny", RECIPE, seed=2, analysis=tmp_path / "analysis") == "model"
+    (_, start_args, start_kw), (_, train_args, train_kw) = calls
+    assert start_args == (None, "tiny", ["Kris"], [tmp_path / "analysis"])
+    assert start_kw == {"seed": 2, "configure": only.configure}
+    assert train_args[0] == "model" and train_args[2:] == (run, RECIPE, ["Kris"]) and train_kw == {"resume": False}
+    assert [r.clip for r in read_manifest(train_args[1])] == ["clips/pos_0000.mp4"]
+
+
 def test_write_results(tmp_path):
     rows = [{"variant": "face baseline (training-free)", "Acc": 0.75, "Acc+": 0.5, "Acc-": 1.0, "BLEU": 0.01,
              "BS": 0.3, "n_questions": 36, "train_seconds": None},

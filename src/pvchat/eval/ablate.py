@@ -4,6 +4,9 @@ A study is a list of variants; a variant changes the model config and/or which s
 train the model. For every variant and each of the first N benchmark subjects, a model is trained
 from the subject's reference video (analyze and synthesize run once per subject, shared by every
 variant and study, under ``OUT/subjects/<name>``) and asked that subject's benchmark questions.
+Every step is the learn pipeline's (:mod:`pvchat.learn`): analyze, synthesize, start_model and
+train; a variant hands its config change to start_model as config overrides (``configure``) and
+builds no model itself.
 
 Studies (paper tables):
 
@@ -95,44 +98,40 @@ def _slug(name: str) -> str:
 
 # ------------------------------------------------------------------------------- the pieces
 def prepare_subject(reference: Path, name: str, out: Path, recipe: str | Path, progress: bool = False) -> Path:
-    """Analyze the reference and synthesize the training set once; returns the manifest path."""
-    from pvchat.faces.analysis_dir import write_analysis
-    from pvchat.faces.analyze import analyze_video
-    from pvchat.learn import synth_recipe, world_pool
-    from pvchat.synth.pipeline import synthesize_dataset
+    """The learn pipeline's first stages, once per subject: :func:`pvchat.learn.analyze` of the
+    reference into ``out/analysis`` and :func:`pvchat.learn.synthesize` of the training set into
+    ``out/data`` (each skipped when done). Returns the manifest path."""
+    from pvchat import learn as pipeline
 
     analysis, data = out / "analysis", out / "data"
-    if not (analysis / "summary.json").is_file():
-        write_analysis(analyze_video(reference, progress=False), analysis, overwrite=True)
-    if not (data / "summary.json").is_file():
-        synthesize_dataset(analysis, name, data, pool=world_pool(), recipe=synth_recipe(recipe), progress=progress)
+    pipeline.analyze([reference], [analysis])
+    pipeline.synthesize(analysis, name, data, pipeline.synth_recipe(recipe), verbose=progress)
     return data / "manifest.jsonl"
 
 
 def train_variant(variant: Variant, manifest: Path, name: str, run: Path, preset: str, recipe: str | Path,
-                  seed: int = 0):
-    """A model of ``preset`` changed by the variant, trained on the clips it keeps; returns the model."""
-    import torch
+                  seed: int = 0, analysis: Path | None = None):
+    """A model of ``preset`` changed by the variant, trained on the clips it keeps; returns the model.
 
+    The learn pipeline does it: :func:`pvchat.learn.start_model` with the variant's change as config
+    overrides (``configure``) and ``seed``, which builds the base in memory, never under a base
+    directory: the preset's saved base stays the preset's, and every seed starts from its own
+    draw; then :func:`pvchat.learn.train` afresh under ``run``. ``analysis`` (the subject's
+    :func:`prepare_subject` analysis) starts the identity key where the preset has one.
+    """
+    from pvchat import learn as pipeline
     from pvchat.data import read_manifest, write_manifest
-    from pvchat.model.presets import get_preset
-    from pvchat.model.pvchat import PVChat
-    from pvchat.train.stages import learn_stages
 
     records = [r for r in read_manifest(manifest) if variant.keep(r)]
     if not any(r.people for r in records):
         raise InputError(f"variant {variant.name!r} keeps no clip of {name} out of {manifest}")
     kept = manifest.parent / f"manifest.{_slug(variant.name)}.jsonl"  # beside the clips it names
     write_manifest(kept, records)
-    cfg = get_preset(preset)
-    cfg.subjects = []
-    variant.configure(cfg)
-    torch.manual_seed(seed)
-    model = PVChat.from_config(cfg)
-    model.add_subject(name)
+    model = pipeline.start_model(None, preset, [name], None if analysis is None else [analysis], seed=seed,
+                                 configure=variant.configure)
     if run.exists():
         shutil.rmtree(run)
-    learn_stages(model, kept, run, recipe=recipe, subjects=[name], resume=False, progress=False)
+    pipeline.train(model, kept, run, recipe, [name], resume=False)
     return model
 
 
@@ -353,7 +352,8 @@ def run_study(study: str, out: Path, bench: Path, subjects: int = 1, preset: str
             row = read_json(where / "row.json")
         else:
             start = time.perf_counter()
-            model = train_variant(variant, manifests[name], name, where / "run", preset, recipe, seed=seed)
+            model = train_variant(variant, manifests[name], name, where / "run", preset, recipe, seed=seed,
+                                  analysis=out / "subjects" / name / "analysis")
             trained = round(time.perf_counter() - start, 1)
             report = evaluate(model_answerer(model, f"pvchat-{_slug(variant.name)}"), b.root, out=where / "eval",
                               subjects=[name], limit=questions)
