@@ -11,8 +11,9 @@ recipe or study is added to its registry and here. Registries that name what the
 from __future__ import annotations
 
 import importlib
-from importlib import resources
 from typing import Any
+
+from pvchat import recipes
 
 
 def load_target(target: str) -> Any:
@@ -40,7 +41,6 @@ AGES = ("young", "middle-aged", "elderly")
 
 
 def train_recipes() -> tuple[str, ...]:
-    """The training recipes shipped in ``pvchat/recipes`` (``NAME.yaml``), by name (what
+    """The training recipes shipped in ``pvchat/recipes/train`` (``NAME.yaml``), by name (what
     :func:`pvchat.train.stages.recipe_path` accepts besides a YAML path)."""
-    folder = resources.files("pvchat") / "recipes"
-    return tuple(sorted(f.name[: -len(".yaml")] for f in folder.iterdir() if f.name.endswith(".yaml")))
+    return recipes.names("train")
