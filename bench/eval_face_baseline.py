@@ -3,7 +3,7 @@ face-distance margin that explains it.
 
     python bench/eval_face_baseline.py [--bench workspace/bench] [--frames 8] [--recipe RECIPE.yaml]
 
-Builds the benchmark from the recipe (default: pvchat/eval/benchmark.yaml) when --bench does not
+Builds the benchmark from the recipe (default: pvchat/recipes/benchmark/default.yaml) when --bench does not
 exist, runs :class:`pvchat.eval.FaceBaseline` on every question (report under
 BENCH/results/face-baseline-bench/) and prints, besides the paper's metrics, for each group the
 closest face any sampled frame shows to the subject's reference face (dlib euclidean distance):

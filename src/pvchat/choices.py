@@ -3,16 +3,19 @@
 The registries themselves live next to what they build (presets with the model, generator
 backends with the synthesis, ...), which imports torch, cv2 or transformers. ``pvchat --help``
 must not pay for that, so the names are also written here, with nothing but the standard library
-imported; ``tests/test_cli.py`` checks that each tuple equals its registry. A new preset, backend,
-recipe or study is added to its registry and here. Registries that name what they build lazily
-("module:attr", imported when chosen) resolve it with :func:`load_target`.
+imported; ``tests/test_cli.py`` checks that each tuple equals its registry. A new preset, backend
+or study is added to its registry and here; recipes are listed from their shipped YAML files
+(:func:`pvchat.recipes.names`, standard library only), so a new recipe is just a new file.
+Registries that name what they build lazily ("module:attr", imported when chosen) resolve it
+with :func:`load_target`.
 """
 
 from __future__ import annotations
 
 import importlib
-from importlib import resources
 from typing import Any
+
+from pvchat import recipes
 
 
 def load_target(target: str) -> Any:
@@ -24,10 +27,10 @@ def load_target(target: str) -> Any:
 PRESETS = ("demo", "face", "paper", "small", "tiny")
 # pvchat.synth.base.GENERATORS: positive-clip generators of `pvchat synthesize`
 GENERATORS = ("classic", "consisid", "liveportrait", "personalvideo", "photomaker")
-# pvchat.synth.pipeline.SYNTH_RECIPES: how much data `pvchat synthesize` makes
-SYNTH_RECIPES = ("demo", "paper", "tiny")
-# pvchat.qa.generate.RECIPES: how many questions per clip
-QA_RECIPES = ("demo", "paper", "tiny")
+# pvchat.synth.pipeline.SYNTH_RECIPES (pvchat/recipes/synth/*.yaml): how much data `pvchat synthesize` makes
+SYNTH_RECIPES = recipes.names("synth")
+# pvchat.qa.generate.RECIPES (pvchat/recipes/qa/*.yaml): how many questions per clip
+QA_RECIPES = recipes.names("qa")
 # pvchat.eval.ablate.STUDIES, in the paper's order (Tables 2, 3, 4, supp. Table 1)
 STUDIES = ("attention", "losses", "data", "queries")
 # the stages of the learn pipeline (pvchat.learn), as progress reports name them (the web app's queue too)
@@ -40,7 +43,6 @@ AGES = ("young", "middle-aged", "elderly")
 
 
 def train_recipes() -> tuple[str, ...]:
-    """The training recipes shipped in ``pvchat/recipes`` (``NAME.yaml``), by name (what
+    """The training recipes shipped in ``pvchat/recipes/train`` (``NAME.yaml``), by name (what
     :func:`pvchat.train.stages.recipe_path` accepts besides a YAML path)."""
-    folder = resources.files("pvchat") / "recipes"
-    return tuple(sorted(f.name[: -len(".yaml")] for f in folder.iterdir() if f.name.endswith(".yaml")))
+    return recipes.names("train")

@@ -46,7 +46,7 @@ from pvchat.synth.negatives import Pool, PoolItems
 from pvchat.synth.pipeline import SYNTH_RECIPES, get_synth_recipe, synthesize_dataset
 from pvchat.train import stages
 from pvchat.train.loop import TrainingCancelled, TrainResult, read_log
-from pvchat.train.recipe import load_recipes
+from pvchat.train.recipe import load_train_recipe
 from pvchat.weights import resolve_cnn, resolve_llm
 from pvchat.workspace import BASE_SEED
 
@@ -75,7 +75,7 @@ def recipe_setting(recipe: str | Path) -> str:
 
 def synth_recipe(recipe: str | Path) -> str:
     """The synthesis recipe: the training recipe's ``synthesize:`` key, else the one of the same name, else demo."""
-    chosen = load_recipes(stages.recipe_path(recipe)).get("synthesize")
+    chosen = load_train_recipe(recipe).synthesize
     if chosen is None:
         chosen = str(recipe) if str(recipe) in SYNTH_RECIPES else "demo"
     get_synth_recipe(str(chosen))
@@ -147,7 +147,7 @@ def compose(names: list[str], analyses: list[Path], data: Path, recipe: str | Pa
     if not (data / "summary.json").is_file():
         check_cancel(cancel, "synthesize", "+".join(names))
         _report(progress, "synthesize", 0.0)
-        clips = int(load_recipes(stages.recipe_path(recipe)).get("compose_clips", COMPOSED_CLIPS))
+        clips = load_train_recipe(recipe).compose_clips or COMPOSED_CLIPS
         compose_dataset(list(zip(names, analyses)), data, clips=clips, progress=False, qa=get_synth_recipe(synth).qa)
     summary = read_json(data / "summary.json")
     _report(progress, "synthesize", 1.0, {"clips": summary.get("clips"), "qa_pairs": summary.get("qa_pairs")})

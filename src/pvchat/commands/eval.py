@@ -39,7 +39,7 @@ def evaluate(
     """Evaluate an answerer on a benchmark with the paper's metrics: Acc, BLEU, BERTScore, ES, DC.
 
     The benchmark is a directory of query clips with questions and ground truth from the offline
-    world; it is built from the recipe (default: pvchat/eval/benchmark.yaml) when BENCHMARK does
+    world; it is built from the recipe (default: pvchat/recipes/benchmark/default.yaml) when BENCHMARK does
     not exist yet. Every question type is also scored against the ground truth (ours), and the
     official evaluator's numbers are computed its way (BLEU-1, categories). The baselines are asked
     the same questions and reported beside the answerer. Writes OUT/report.json, OUT/report.md,
@@ -57,7 +57,7 @@ def evaluate(
         subject: With --pack: the benchmark subject (name or id) the pack learned, when the names differ;
             with --baseline: only this subject's questions.
         out: Output directory (default: BENCHMARK/results/ANSWERER).
-        recipe: Benchmark recipe YAML used when the benchmark is built.
+        recipe: Benchmark recipe (a YAML path, or a shipped name: default) used when the benchmark is built.
         judge_url: Base URL of an OpenAI-compatible judge endpoint for ES/DC (e.g. http://127.0.0.1:8000/v1).
         judge_model: The judge's model name.
         judge_api_key: Bearer token for the judge (prefer PVCHAT_JUDGE_API_KEY).

@@ -5,7 +5,7 @@
 - :mod:`judge`: Entity Specificity and Descriptive Completeness (0–5) from an LLM judge over an
   OpenAI-compatible endpoint; rubrics in ``rubrics.json``; without a judge: not measured.
 - :mod:`recipe`, :mod:`benchmark`: the benchmark query set built from the offline world
-  (``benchmark.yaml``): per subject a reference video and clips with it, with strangers and
+  (``pvchat/recipes/benchmark/default.yaml``): per subject a reference video and clips with it, with strangers and
   with its hard negatives, with questions and ground truth for the four question types.
 - :mod:`face_baseline`: a training-free answerer from dlib face matching; :mod:`baselines`:
   always-yes, always-no and the subject-free base asked about "the person".

@@ -163,7 +163,7 @@ def _truth_of(entry: dict) -> dict[str, Any]:
 
 def build_benchmark(out: str | os.PathLike, recipe: str | os.PathLike | BenchmarkRecipe | None = None,
                     overwrite: bool = False, progress: bool = False) -> Path:
-    """Render the benchmark of ``recipe`` (default: ``pvchat/eval/benchmark.yaml``) into ``out``.
+    """Render the benchmark of ``recipe`` (default: ``pvchat/recipes/benchmark/default.yaml``) into ``out``.
 
     Returns ``out``. Raises InputError when ``out`` exists (unless ``overwrite``) and ConfigError
     for an invalid recipe.

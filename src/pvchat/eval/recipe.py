@@ -1,16 +1,14 @@
-"""The benchmark recipe: how big the offline-world query set is (``benchmark.yaml`` is the default)."""
+"""The benchmark recipe: how big the offline-world query set is (``pvchat/recipes/benchmark/default.yaml``
+is the default; read by the one recipe loader, :mod:`pvchat.recipes`)."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
-from importlib import resources
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
-import yaml
-
-from pvchat.errors import ConfigError, InputError
+from pvchat import recipes
+from pvchat.errors import ConfigError
 
 GROUPS = ("positive", "stranger", "hard_negative")
 QUESTION_TYPES = ("existence", "appearance", "action", "location")
@@ -19,7 +17,8 @@ UNITS = {1: "single", 2: "pair", 3: "triple"}  # how many people a subject of th
 
 @dataclass(frozen=True)
 class BenchmarkRecipe:
-    """Sizes and seed of a benchmark (see ``benchmark.yaml`` for what each field means)."""
+    """Sizes and seed of a benchmark (see ``pvchat/recipes/benchmark/default.yaml`` for what each field
+    means). ``questions`` per type; a type it does not name gets none."""
 
     seed: int = 0
     world_people: int = 40
@@ -39,8 +38,12 @@ class BenchmarkRecipe:
     questions: Mapping[str, int] = field(default_factory=lambda: {t: 1 for t in QUESTION_TYPES})
 
     def __post_init__(self) -> None:
+        if self.questions is None:  # "questions:" left empty in a YAML file: the default
+            object.__setattr__(self, "questions", {t: 1 for t in QUESTION_TYPES})
+        if not isinstance(self.questions, Mapping):
+            raise ConfigError("benchmark recipe: questions must be a mapping of question type to count")
         object.__setattr__(self, "size", tuple(int(v) for v in self.size))
-        object.__setattr__(self, "questions", dict(self.questions))
+        object.__setattr__(self, "questions", {t: 0 for t in QUESTION_TYPES} | dict(self.questions))
         for k in ("world_people", "subjects", "clips_per_group", "hard_negatives", "num_frames"):
             if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
                 raise ConfigError(f"benchmark recipe: {k} must be an integer >= 1, got {getattr(self, k)!r}")
@@ -57,7 +60,7 @@ class BenchmarkRecipe:
         if self.max_people_per_clip < need:
             raise ConfigError(f"benchmark recipe: max_people_per_clip must be >= {need} for "
                               f"{'triples' if self.triples else 'pairs'}, got {self.max_people_per_clip}")
-        if self.fps <= 0 or len(self.size) != 2 or min(self.size) < 64:
+        if not isinstance(self.fps, (int, float)) or self.fps <= 0 or len(self.size) != 2 or min(self.size) < 64:
             raise ConfigError(f"benchmark recipe: fps must be > 0 and size two sides >= 64 px, got {self.fps}, {self.size}")
         others = self.world_people - self.pool_people - self.subject_people
         if others < self.hard_negatives + 1:
@@ -107,34 +110,13 @@ class BenchmarkRecipe:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "BenchmarkRecipe":
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"benchmark recipe must be a mapping, got {type(d).__name__}")
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"benchmark recipe: unknown field(s) {sorted(unknown)}; known: {', '.join(sorted(names))}")
-        questions = d.get("questions")
-        if questions is not None and not isinstance(questions, Mapping):
-            raise ConfigError("benchmark recipe: questions must be a mapping of question type to count")
-        return cls(**{**d, **({"questions": {t: 0 for t in QUESTION_TYPES} | dict(questions)} if questions else {})})
+        return recipes.build(cls, d, "benchmark recipe")
+
+
+DEFAULT = "default"  # pvchat/recipes/benchmark/default.yaml
 
 
 def load_recipe(recipe: str | os.PathLike | BenchmarkRecipe | Mapping[str, Any] | None = None) -> BenchmarkRecipe:
-    """A recipe as given, from a YAML file, or the shipped default (``pvchat/eval/benchmark.yaml``)."""
-    if isinstance(recipe, BenchmarkRecipe):
-        return recipe
-    if isinstance(recipe, Mapping):
-        return BenchmarkRecipe.from_dict(recipe)
-    if recipe is None:
-        text = resources.files("pvchat.eval").joinpath("benchmark.yaml").read_text(encoding="utf-8")
-        source = "pvchat/eval/benchmark.yaml"
-    else:
-        path = Path(recipe)
-        if not path.is_file():
-            raise InputError(f"{path}: no such benchmark recipe")
-        text, source = path.read_text(encoding="utf-8"), str(path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return BenchmarkRecipe.from_dict(data or {})
+    """A recipe as given, from a mapping, by name (``pvchat/recipes/benchmark/NAME.yaml``), from a
+    YAML file, or the shipped default (``default``)."""
+    return recipes.load("benchmark", DEFAULT if recipe is None else recipe, BenchmarkRecipe)

@@ -12,10 +12,12 @@ paper's ~1,455 pairs over ~81 clips per subject (16 positive, 65 negative; pvcha
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Sequence
 
+from pvchat import recipes
 from pvchat.errors import ConfigError, InputError, unknown_choice
 from pvchat.qa.captioners import Captioner, CaptionRequest, make_captioner
 from pvchat.qa.describe import MissingFactError
@@ -66,7 +68,7 @@ class QAPair:
 
 @dataclass(frozen=True)
 class QARecipe:
-    """How many pairs per clip.
+    """How many pairs per clip (the shipped ones: ``pvchat/recipes/qa/NAME.yaml``).
 
     Attributes:
         existence: joint existence pairs per clip (about all subjects at once, supp. Tables 2–5).
@@ -94,6 +96,8 @@ class QARecipe:
                 raise ConfigError(f"QA recipe: {k} must be an integer >= 0, got {getattr(self, k)!r}")
         if self.pairing not in ("random", "index"):
             raise unknown_choice("QA answer pairing", self.pairing, ("random", "index"))
+        if not isinstance(self.decision_first, bool):
+            raise ConfigError(f"QA recipe: decision_first must be true or false, got {self.decision_first!r}")
 
     def count(self, qa_type: str) -> int:
         return getattr(self, qa_type)
@@ -109,21 +113,16 @@ class QARecipe:
         return positives * self.per_clip(stage, 1, 1) + negatives * self.per_clip(stage, 1, 0)
 
 
-RECIPES: dict[str, QARecipe] = {
-    # paper scale: 16 positive + 65 negative clips → 81 × 15 + 16 × 15 = 1,455 pairs (≈18 per clip)
-    "paper": QARecipe(),
-    "demo": QARecipe(existence=6, existence_each=2, appearance=2, action=2, location=2, decision_first=True),
-    "tiny": QARecipe(existence=2, existence_each=1, appearance=1, action=1, location=1),
-}
+# the shipped recipes (pvchat/recipes/qa/*.yaml), by name; paper scale: 16 positive + 65 negative
+# clips → 81 × 15 + 16 × 15 = 1,455 pairs (≈18 per clip)
+RECIPES: dict[str, QARecipe] = recipes.load_all("qa", QARecipe)
 
 
-def get_recipe(recipe: str | QARecipe) -> QARecipe:
-    """A recipe by name (``paper``, ``demo``, ``tiny``) or as given."""
-    if isinstance(recipe, QARecipe):
-        return recipe
-    if recipe not in RECIPES:
-        raise unknown_choice("QA recipe", recipe, RECIPES)
-    return RECIPES[recipe]
+def get_recipe(recipe: str | os.PathLike | QARecipe) -> QARecipe:
+    """A recipe by name (``paper``, ``demo``, ``tiny``), by YAML path, or as given."""
+    if isinstance(recipe, str) and recipe in RECIPES:
+        return RECIPES[recipe]
+    return recipes.load("qa", recipe, QARecipe)
 
 
 def stage_types(stage: int) -> tuple[str, ...]:
@@ -222,7 +221,7 @@ def make_qa(
         subjects: the subject names in play (1 to 3), e.g. ``["Anna"]`` or ``["Anna", "Ben"]``.
         stage: 1 (existence + appearance, first frame) or 2 (all four types), paper §3.4.
         rng: a ``random.Random`` or a seed; the same seed gives the same pairs.
-        recipe: a :class:`QARecipe` or its name in :data:`RECIPES`; ``counts`` override its fields
+        recipe: a :class:`QARecipe`, its name in :data:`RECIPES` or a YAML path; ``counts`` override its fields
             (``existence=4, location=0`` …).
         captioner: a backend name (built with no arguments) or an instance.
         rewriter: a backend name or an instance; puts ``<Name>`` where the caption says "she".

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from pvchat import recipes
 from pvchat.data import ClipRecord, QARecord, write_manifest
 from pvchat.errors import ConfigError, InputError
 from pvchat.io import read_json, write_json
@@ -36,7 +37,8 @@ MOTION_WORDS = {
 
 @dataclass
 class SynthRecipe:
-    """How much data per subject. ``paper``: 16 positives + 65 negatives ≈ 81 clips, ≈ 1,455 QA pairs."""
+    """How much data per subject (``pvchat/recipes/synth/NAME.yaml``). ``paper``: 16 positives + 65
+    negatives ≈ 81 clips, ≈ 1,455 QA pairs."""
 
     positives: int = 16
     hard_negatives: int = 35  # people, one clip each
@@ -45,23 +47,36 @@ class SynthRecipe:
     fps: float = 8.0
     width: int = 320
     height: int = 256
-    qa: str = "paper"  # QA recipe of pvchat.qa
+    qa: str = "paper"  # QA recipe of pvchat.qa (a name or a YAML path)
     max_attempts: float = 4.0  # generation attempts per kept positive before giving up
     min_motion: float = 0.5  # Dync-D score (flow px) under which a clip counts as frozen and is dropped
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        least = {"positives": 0, "hard_negatives": 0, "random_negatives": 0, "num_frames": 1, "width": 1, "height": 1,
+                 "seed": 0}
+        for k, low in least.items():
+            v = getattr(self, k)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ConfigError(f"synthesis recipe: {k} must be an integer >= {low}, got {v!r}")
+        for k in ("fps", "max_attempts", "min_motion"):
+            v = getattr(self, k)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (v == 0 and k != "min_motion"):
+                raise ConfigError(f"synthesis recipe: {k} must be a number {'>= 0' if k == 'min_motion' else '> 0'}, "
+                                  f"got {v!r}")
+        if not isinstance(self.qa, str) or not self.qa:
+            raise ConfigError(f"synthesis recipe: qa must be a QA recipe's name or YAML path, got {self.qa!r}")
 
-SYNTH_RECIPES = {
-    "paper": SynthRecipe(),
-    "demo": SynthRecipe(positives=12, hard_negatives=6, random_negatives=6, num_frames=8, width=192, height=160, qa="demo"),
-    "tiny": SynthRecipe(positives=3, hard_negatives=2, random_negatives=1, num_frames=4, width=160, height=128, qa="tiny"),
-}
+
+# the shipped recipes (pvchat/recipes/synth/*.yaml), by name
+SYNTH_RECIPES: dict[str, SynthRecipe] = recipes.load_all("synth", SynthRecipe)
 
 
-def get_synth_recipe(name: str) -> SynthRecipe:
-    if name not in SYNTH_RECIPES:
-        raise ConfigError(f"unknown synthesis recipe {name!r}; choose one of: {', '.join(sorted(SYNTH_RECIPES))}")
-    return SYNTH_RECIPES[name]
+def get_synth_recipe(recipe: str | Path | SynthRecipe) -> SynthRecipe:
+    """A synthesis recipe by name (``paper``, ``demo``, ``tiny``), by YAML path, or as given."""
+    if isinstance(recipe, str) and recipe in SYNTH_RECIPES:
+        return SYNTH_RECIPES[recipe]
+    return recipes.load("synth", recipe, SynthRecipe)
 
 
 def _action(clip: GeneratedClip) -> str | None:
@@ -106,7 +121,7 @@ def synthesize_dataset(
     name: str,
     out: str | Path,
     pool: Pool | None = None,
-    recipe: str | SynthRecipe = "paper",
+    recipe: str | Path | SynthRecipe = "paper",
     backend: str = "classic",
     progress: bool = True,
 ) -> Path:
@@ -123,7 +138,7 @@ def synthesize_dataset(
     from pvchat.video import write_video
 
     validate_name(name)
-    recipe = get_synth_recipe(recipe) if isinstance(recipe, str) else recipe
+    recipe = get_synth_recipe(recipe)
     out = Path(out)
     identity = identity_from_analysis(analysis, name)
     if not identity.frames:

@@ -1,20 +1,20 @@
-"""Stage recipes: the two stages of paper §3.4 are two settings of the same loop.
+"""Training recipes: the two stages of paper §3.4 are two settings of the same loop.
 
-A recipe is a dataclass; YAML files in ``recipes/`` override its fields (unknown keys are an
-error that lists the valid ones).
+A :class:`TrainRecipe` holds both stages (:class:`StageRecipe` sections) and what ``pvchat learn``
+makes the data with; the shipped ones are ``pvchat/recipes/train/NAME.yaml``, read by the one
+recipe loader (:mod:`pvchat.recipes`: unknown keys are an error that lists the valid ones).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
-from pathlib import Path
+import os
+from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from pvchat.errors import ConfigError, InputError
+from pvchat import recipes
+from pvchat.errors import ConfigError
 
 # paper supp.: 8 epochs in all for one person, 16 for two, 24 for three; stage 1 is one of them
 STAGE2_EPOCHS = {1: 7, 2: 15, 3: 23}
@@ -92,21 +92,37 @@ def stage2(**overrides: Any) -> StageRecipe:
     return StageRecipe(**{"stage": 2, **overrides})
 
 
-def load_recipes(path: str | Path) -> dict[str, Any]:
-    """A YAML recipe file: ``stage1:``/``stage2:`` sections of StageRecipe fields, plus free keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such recipe")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
-    fields = {f.name for f in dataclasses.fields(StageRecipe)}
-    out = dict(data)
-    for key, builder in (("stage1", stage1), ("stage2", stage2)):
-        if key in data:
-            bad = set(data[key]) - fields
-            if bad:
-                raise ConfigError(f"{path}: unknown {key} keys {sorted(bad)}; valid: {sorted(fields)}")
-            out[key] = builder(**data[key])
-    return out
+@dataclass
+class TrainRecipe:
+    """A training recipe (``pvchat/recipes/train/NAME.yaml``): the two stages and the data."""
+
+    stage1: StageRecipe = field(default_factory=stage1)
+    stage2: StageRecipe = field(default_factory=stage2)
+    synthesize: str | None = None  # synthesis recipe of pvchat learn (None: the one named like this recipe, else demo)
+    captioner: str | None = None  # "base": the base describes the positives in its own words (qa/self_caption.py)
+    compose_clips: int | None = None  # clips of people learned together (None: pvchat.learn.COMPOSED_CLIPS)
+
+    def __post_init__(self) -> None:
+        for name, stage in (("stage1", 1), ("stage2", 2)):
+            if not isinstance(getattr(self, name), StageRecipe):
+                raise ConfigError(f"{name} must be a StageRecipe, got {type(getattr(self, name)).__name__}")
+            if getattr(self, name).stage != stage:
+                raise ConfigError(f"{name}.stage must be {stage}, got {getattr(self, name).stage}")
+        if self.synthesize is not None and not isinstance(self.synthesize, str):
+            raise ConfigError(f"synthesize must be a synthesis recipe's name or YAML path, got {self.synthesize!r}")
+        if self.captioner not in (None, "base"):
+            raise ConfigError(f"captioner must be base or left out, got {self.captioner!r}")
+        if self.compose_clips is not None and (not isinstance(self.compose_clips, int)
+                                               or isinstance(self.compose_clips, bool) or self.compose_clips < 1):
+            raise ConfigError(f"compose_clips must be an integer >= 1, got {self.compose_clips!r}")
+
+
+def load_train_recipe(recipe: str | os.PathLike | TrainRecipe) -> TrainRecipe:
+    """A training recipe by name (``pvchat/recipes/train/NAME.yaml``), by YAML path, or as given."""
+    return recipes.load("train", recipe, TrainRecipe)
+
+
+def load_recipes(path: str | os.PathLike) -> dict[str, Any]:
+    """A training recipe's fields as a dict (``stage1``/``stage2``: StageRecipe), the ones left unset out."""
+    r = load_train_recipe(path)
+    return {f.name: getattr(r, f.name) for f in dataclasses.fields(r) if getattr(r, f.name) is not None}

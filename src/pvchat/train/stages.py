@@ -8,30 +8,25 @@ from typing import Any, Callable
 
 import torch
 
+from pvchat import recipes
 from pvchat.data import QADataset, read_manifest
 from pvchat.errors import InputError
 from pvchat.model.config import PVChatConfig
 from pvchat.model.presets import get_preset
 from pvchat.model.pvchat import CONFIG_NAME, PVChat
 from pvchat.train.loop import TrainResult, train
-from pvchat.train.recipe import StageRecipe, load_recipes, stage1, stage2
+from pvchat.train.recipe import StageRecipe, load_train_recipe
 
 
 def recipe_path(recipe: str | Path) -> Path:
-    """A recipe by name (a YAML file shipped in pvchat/recipes) or by path."""
-    p = Path(recipe)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        return p
-    shipped = resources.files("pvchat") / "recipes" / f"{recipe}.yaml"
-    if not shipped.is_file():
-        names = sorted(f.name[:-5] for f in (resources.files("pvchat") / "recipes").iterdir() if f.name.endswith(".yaml"))
-        raise InputError(f"unknown recipe {recipe!r}; choose one of: {', '.join(names)} or give a YAML path")
-    return Path(str(shipped))
+    """A training recipe's file: by name (``pvchat/recipes/train/NAME.yaml``) or by path."""
+    return recipes.path("train", recipe)
 
 
 def stage_recipes(recipe: str | Path) -> tuple[StageRecipe, StageRecipe]:
-    loaded = load_recipes(recipe_path(recipe))
-    return loaded.get("stage1", stage1()), loaded.get("stage2", stage2())
+    """The two stages of a training recipe (by name or YAML path)."""
+    loaded = load_train_recipe(recipe)
+    return loaded.stage1, loaded.stage2
 
 
 ConfigFn = Callable[[PVChatConfig], None]  # changes a preset's config in place (an ablation's variant)
@@ -133,10 +128,11 @@ def learn_stages(model: PVChat, manifest: Path, out: Path, recipe: str | Path = 
     ``on_step(stage, step, total, record)`` follows every step ("stage1" or "stage2"); ``cancel``
     (a ``threading.Event``) stops before the next step with a checkpoint (see :func:`train`).
     """
-    r1, r2 = stage_recipes(recipe)
+    loaded = load_train_recipe(recipe)
+    r1, r2 = loaded.stage1, loaded.stage2
     size = model.vision.image_size
     features = None
-    if load_recipes(recipe_path(recipe)).get("captioner") == "base":
+    if loaded.captioner == "base":
         # the base describes the positives in its own words (qa/self_caption.py)
         from pvchat.qa.self_caption import self_caption
 
