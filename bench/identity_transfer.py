@@ -34,9 +34,9 @@ from pvchat.data import read_manifest
 from pvchat.model.face_tokens import FaceTokens
 from pvchat.model.presets import get_preset
 from pvchat.model.qformer import QFormer
+from pvchat.offline.world.people import make_people
 from pvchat.train.pretrain import PRETRAIN_FRAMES, pretrain_people, pretrain_world
 from pvchat.video import IMAGENET_MEAN, IMAGENET_STD, read_frames_uniform, to_model_input
-from pvchat.world.people import make_people
 
 
 class IdentityProbe(nn.Module):

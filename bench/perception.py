@@ -46,11 +46,11 @@ def make_data(out: Path, clips: int) -> list[dict]:
 
     from pvchat.model.person_tower import PRESENT
     from pvchat.model.presets import get_preset
+    from pvchat.offline.world.api import World
+    from pvchat.offline.world.faces import face_split
+    from pvchat.offline.world.people import make_people
     from pvchat.train.pretrain import extract_features
     from pvchat.video import write_video
-    from pvchat.world.api import World
-    from pvchat.world.faces import face_split
-    from pvchat.world.people import make_people
 
     faces = face_split("align")
     world = World(people=make_people(len(faces), 7, faces=faces), seed=5, num_frames=16, max_people_per_clip=1)

@@ -2,7 +2,7 @@
 
     python bench/small.py [--seeds 0 1 2] [--quick] [--out workspace/bench-small]
 
-Each seed is a whole ``pvchat demo`` run (:func:`pvchat.demo.run_demo`, preset ``small``) on its
+Each seed is a whole ``pvchat demo`` run (:func:`pvchat.offline.demo.run_demo`, preset ``small``) on its
 own world of people from the held-out face split (never seen by the shipped base): one person
 learned from one reference video, then held-out query clips with the person, with strangers
 and with look-alikes. Reported per seed and as mean ± std over seeds:
@@ -49,7 +49,7 @@ def summarise(runs: list[dict[str, float | None]]) -> dict[str, dict]:
 
 
 def main() -> None:
-    from pvchat.demo import run_demo
+    from pvchat.offline.demo import run_demo
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

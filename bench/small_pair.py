@@ -29,11 +29,11 @@ KEYS = ("location", "existence (pair clips)", "existence (strangers)", "clothing
 
 def run_seed(seed: int, queries: int, out: Path) -> dict:
     from pvchat.api import Chat, learn
+    from pvchat.offline.world.api import make_world
+    from pvchat.offline.world.faces import face_split
+    from pvchat.offline.world.render import Cast
     from pvchat.qa.world_qa import action_correct, clothing_correct, location_correct
     from pvchat.video import write_video
-    from pvchat.world.api import make_world
-    from pvchat.world.faces import face_split
-    from pvchat.world.render import Cast
 
     world = make_world(people=6, seed=seed, faces=face_split("held_out"), num_frames=16)
     a, b, strangers = world.people[0], world.people[1], world.people[2:]

@@ -35,8 +35,8 @@ stage2: {epochs: 1, max_steps: 6, num_frames: 4, lr_subject: 1.0e-2, lr_qformer:
 
 @pytest.fixture(scope="session")
 def learned(tmp_path_factory):
+    from pvchat.offline.world.api import make_world
     from pvchat.video import write_video
-    from pvchat.world.api import make_world
 
     root = tmp_path_factory.mktemp("api")
     world = make_world(people=4, seed=0)
@@ -341,8 +341,8 @@ def test_forget(learned, tmp_path, capsys):
 
 
 def test_two_people_learned_together_one_pack_one_question(learned, tmp_path):
+    from pvchat.offline.world.api import make_world
     from pvchat.video import write_video
-    from pvchat.world.api import make_world
 
     world = make_world(people=4, seed=0)
     a, b = world.people[0], world.people[1]

@@ -23,9 +23,9 @@ from pvchat.eval.official import (
 )
 from pvchat.eval.recipe import BenchmarkRecipe, load_recipe
 from pvchat.eval.truth import correct
-from pvchat.world import Cast, ClipSpec, make_world, plan_clip, render_clip
-from pvchat.world.faces import folder_faces, other_photos
-from pvchat.world.figure import FaceLook
+from pvchat.offline.world import Cast, ClipSpec, make_world, plan_clip, render_clip
+from pvchat.offline.world.faces import folder_faces, other_photos
+from pvchat.offline.world.figure import FaceLook
 
 TINY = BenchmarkRecipe(world_people=10, pool_people=1, subjects=1, pairs=1, clips_per_group=1, hard_negatives=2,
                        num_frames=6, variation=1.0, lookalikes=1)
@@ -85,7 +85,7 @@ def photo_folder(tmp_path_factory):
 
 
 def test_world_from_a_photo_folder(photo_folder, tmp_path):
-    from pvchat.world import load_world
+    from pvchat.offline.world import load_world
 
     people = folder_faces(photo_folder)
     assert list(people) == ["Eileen", "Mirror"] and len(people["Eileen"]) == 2
@@ -247,7 +247,7 @@ def test_a_report_killed_while_written_leaves_the_last_good_one(bench, tmp_path,
 
 
 def test_made_lookalikes_are_the_nearest_hard_negatives(bench):
-    from pvchat.world.faces import load_face, morph_key
+    from pvchat.offline.world.faces import load_face, morph_key
 
     single = next(s for s in bench.subjects if s["unit"] == "single")
     made = single["made_lookalikes"]

@@ -139,6 +139,6 @@ def test_every_registry_option_is_checked_against_its_registry():
 def test_default_demo_preset_is_the_demos():
     import inspect
 
-    from pvchat.demo import PRESET
+    from pvchat.offline.demo import PRESET
 
     assert inspect.signature(load_target(cli.COMMANDS["demo"])).parameters["preset"].default == PRESET

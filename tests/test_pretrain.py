@@ -5,8 +5,8 @@ import json
 from pvchat.data import read_manifest
 from pvchat.model.presets import get_preset
 from pvchat.model.pvchat import PVChat
+from pvchat.offline.world.people import make_people
 from pvchat.train.pretrain import pretrain_base, pretrain_people, write_pretrain_data
-from pvchat.world.people import make_people
 
 
 def test_pretraining_people_never_include_the_excluded_faces():

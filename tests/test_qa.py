@@ -515,7 +515,7 @@ def test_build_prompt_single_person_has_no_crowd_hint():
 
 
 def test_world_record_adapter():
-    from pvchat.world.api import make_world
+    from pvchat.offline.world.api import make_world
 
     world = make_world(people=4, seed=0, max_people_per_clip=3, num_frames=6)
     spec = next(world.clip_spec(i) for i in range(50) if len(world.clip_spec(i).cast) >= 2)

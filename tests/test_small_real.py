@@ -37,8 +37,8 @@ def test_carriers_resolve_once_and_are_checked():
 
 
 def test_real_small_preset_reads_a_clip_and_answers(small):
-    from pvchat.world.api import make_world
-    from pvchat.world.faces import face_split
+    from pvchat.offline.world.api import make_world
+    from pvchat.offline.world.faces import face_split
 
     assert sum(p.numel() for p in small.llm.parameters()) > 130e6  # SmolLM2-135M, not a tiny stand-in
     tok = small.tokenizer

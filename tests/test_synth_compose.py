@@ -22,8 +22,8 @@ def world_people(tmp_path_factory):
     from pvchat.faces.analysis_dir import load_embedding, write_analysis
     from pvchat.faces.analyze import analyze_video
     from pvchat.faces.records import AnalyzeSettings
+    from pvchat.offline.world.api import make_world
     from pvchat.video import write_video
-    from pvchat.world.api import make_world
 
     root = tmp_path_factory.mktemp("compose_world")
     world = make_world(people=5, seed=0)

@@ -51,8 +51,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     """(reference.mp4, query.mp4, name): one person of the offline world, alone and in a clip."""
+    from pvchat.offline.world.api import make_world
     from pvchat.video import write_video
-    from pvchat.world.api import make_world
 
     out = tmp_path_factory.mktemp("web_clips")
     world = make_world(people=4, seed=0)

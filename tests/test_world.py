@@ -10,7 +10,7 @@ import pytest
 
 from pvchat.cli import main
 from pvchat.errors import ConfigError, InputError
-from pvchat.world import (
+from pvchat.offline.world import (
     Cast,
     ClipSpec,
     available_faces,
@@ -24,10 +24,10 @@ from pvchat.world import (
     plan_clip,
     render_clip,
 )
-from pvchat.world.actions import get_action
-from pvchat.world.faces import _lfw_for_dlib, _lfw_images, _survey
-from pvchat.world.render import location_phrase, position_word
-from pvchat.world.scenes import paint_background
+from pvchat.offline.world.actions import get_action
+from pvchat.offline.world.faces import _lfw_for_dlib, _lfw_images, _survey
+from pvchat.offline.world.render import location_phrase, position_word
+from pvchat.offline.world.scenes import paint_background
 
 
 @pytest.fixture(scope="module")

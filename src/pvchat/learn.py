@@ -5,7 +5,7 @@
     analyze ─► synthesize (one person) | compose (2-3 together) ─► start_model ─► train (stage 1, stage 2) ─► pack
 
 Callers: :func:`pvchat.api.learn` (a workspace, the people's lock, ``cancel``: synthesis in a child
-process), :func:`pvchat.demo.run_demo` (the offline world, in one process), ``pvchat train``
+process), :func:`pvchat.offline.demo.run_demo` (the offline world, in one process), ``pvchat train``
 (:mod:`pvchat.commands.train`: start_model and train on a synthesized data set) and ``pvchat
 ablate`` (:mod:`pvchat.eval.ablate`: analyze and synthesize once per subject, then per variant and
 seed start_model with the variant's config overrides and train). Each stage skips what is already
@@ -95,7 +95,7 @@ def check_weights(preset: str) -> None:
 def world_pool(people: int = 60, seed: int = 1) -> PoolItems:
     """The default negative pool: portraits of the offline world's people (real faces: scikit-image's
     LFW subset, astronaut, Grace Hopper), one neutral portrait each, as ``(source, frames)``."""
-    from pvchat.world.api import make_world  # the offline world: only when the caller passes no pool
+    from pvchat.offline.world.api import make_world  # the offline world: only when the caller passes no pool
 
     world = make_world(people=people, seed=seed)
     return [(f"world:{p.id}", [world.portrait(p.id)]) for p in world.people]

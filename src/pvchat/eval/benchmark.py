@@ -116,13 +116,13 @@ def _units(recipe: BenchmarkRecipe, subject_people: list) -> list[list]:
 
 def _lookalikes(recipe: BenchmarkRecipe, world, subject_people: list, others: list, emb: dict) -> list:
     """Made look-alikes: per subject person, ``recipe.lookalikes`` people whose face blends 40–50% of
-    the subject's face with its nearest query person's (:func:`pvchat.world.faces.morph_key`), a
+    the subject's face with its nearest query person's (:func:`pvchat.offline.world.faces.morph_key`), a
     stand-in for the sibling-like look-alikes the offline faces lack. They join the query people
     (added to ``world.people``); each is its subject's nearest hard negative, and absent is the label."""
     from dataclasses import replace
 
-    from pvchat.world.faces import morph_key
-    from pvchat.world.people import NAMES, random_outfit
+    from pvchat.offline.world.faces import morph_key
+    from pvchat.offline.world.people import NAMES, random_outfit
 
     if not recipe.lookalikes:
         return []
@@ -171,12 +171,12 @@ def build_benchmark(out: str | os.PathLike, recipe: str | os.PathLike | Benchmar
     from PIL import Image
     from tqdm import tqdm
 
+    from pvchat.offline.world.api import make_world
+    from pvchat.offline.world.negatives import person_embeddings
+    from pvchat.offline.world.render import plan_clip, render_clip
     from pvchat.qa.generate import make_qa
     from pvchat.qa.worldfacts import facts_from_world_record
     from pvchat.video import write_video
-    from pvchat.world.api import make_world
-    from pvchat.world.negatives import person_embeddings
-    from pvchat.world.render import plan_clip, render_clip
 
     start = time.perf_counter()
     rcp = load_recipe(recipe)

@@ -29,7 +29,7 @@ JUMP_FRACTION = 0.3  # up-down range (fraction of face height) above which the g
 
 def colour_name(rgb: Sequence[float]) -> str:
     """Mean RGB (0–255) → one of black, white, grey, beige, brown, red, orange, yellow, green, teal,
-    blue, navy, purple, pink (the offline world's clothing colours, :mod:`pvchat.world.people`)."""
+    blue, navy, purple, pink (the offline world's clothing colours, :mod:`pvchat.offline.world.people`)."""
     r, g, b = (min(max(float(v), 0.0), 255.0) / 255.0 for v in rgb)
     h, s, v = colorsys.rgb_to_hsv(r, g, b)
     deg = h * 360.0

@@ -1,4 +1,4 @@
-"""Adapter from the offline world's ground truth (``clips.jsonl``, :mod:`pvchat.world`) to
+"""Adapter from the offline world's ground truth (``clips.jsonl``, :mod:`pvchat.offline.world`) to
 :class:`~pvchat.qa.facts.ClipFacts`, so the ``facts`` captioner can answer about world clips.
 
 A ``clips.jsonl`` line has ``clip_id``, ``path``, ``size`` [w, h], ``scene`` ("a street") and

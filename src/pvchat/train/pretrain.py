@@ -54,8 +54,8 @@ PRETRAIN_FRAMES = 4
 
 def pretrain_people(exclude: set[str], seed: int = 0):
     """Every offline face not in ``exclude`` as a world person named ``w00``, ``w01``, ..."""
-    from pvchat.world.faces import available_faces
-    from pvchat.world.people import make_people
+    from pvchat.offline.world.faces import available_faces
+    from pvchat.offline.world.people import make_people
 
     people = [p for p in make_people(len(available_faces()), seed=seed + 7) if p.face not in exclude]
     if len(people) < 8:
@@ -65,7 +65,7 @@ def pretrain_people(exclude: set[str], seed: int = 0):
 
 def pretrain_world(people, seed: int = 0):
     """The world the pretraining clips are drawn from: ``people``, 1–3 per clip, PRETRAIN_FRAMES frames."""
-    from pvchat.world.api import World
+    from pvchat.offline.world.api import World
 
     return World(people=list(people), seed=seed + 11, num_frames=PRETRAIN_FRAMES, max_people_per_clip=3)
 
@@ -147,9 +147,9 @@ def write_align_data(out: Path, people, clips: int, seed: int = 0, max_qa: int =
     """
     from tqdm.auto import tqdm
 
+    from pvchat.offline.world.api import World
     from pvchat.qa.world_qa import world_clip_qa
     from pvchat.video import write_video
-    from pvchat.world.api import World
 
     out = Path(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
@@ -395,9 +395,9 @@ def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: i
 
     from pvchat.io import atomic_path, file_sha256
     from pvchat.model.presets import get_preset
+    from pvchat.offline.world.faces import face_split
+    from pvchat.offline.world.people import make_people
     from pvchat.train.loop import train
-    from pvchat.world.faces import face_split
-    from pvchat.world.people import make_people
 
     out = Path(out)
     t0 = time.perf_counter()
@@ -426,7 +426,7 @@ def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: i
     write_json(out / "alignment.json", {
         "command": f"pvchat pretrain --out {out} --preset {preset} --clips {clips} --warm-steps {warm_steps} "
                    f"--steps {steps} --seed {seed}",
-        "preset": preset, "people": len(people), "faces": "align split (pvchat.world.faces.face_split)",
+        "preset": preset, "people": len(people), "faces": "align split (pvchat.offline.world.faces.face_split)",
         "clips": clips, "samples": len(ds), "identity_keys": len(keys),
         "warm_up": {**warm, "steps": warm_steps, "first_loss": losses[0] if losses else None,
                     "last_loss": losses[-1] if losses else None},

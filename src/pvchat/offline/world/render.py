@@ -16,10 +16,10 @@ import cv2
 import numpy as np
 
 from pvchat.errors import ConfigError
-from pvchat.world.actions import ACTIONS, get_action
-from pvchat.world.figure import FACE_HIDING, FACE_OCCLUSIONS, FaceLook, draw_person
-from pvchat.world.people import Outfit, Person, random_outfit
-from pvchat.world.scenes import (
+from pvchat.offline.world.actions import ACTIONS, get_action
+from pvchat.offline.world.figure import FACE_HIDING, FACE_OCCLUSIONS, FaceLook, draw_person
+from pvchat.offline.world.people import Outfit, Person, random_outfit
+from pvchat.offline.world.scenes import (
     BACKGROUNDS,
     CAMERAS,
     DEPTH_HEAD_Y,

@@ -36,10 +36,10 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     """The demo as a function: returns the report it also writes to ``out/report.json``."""
     import pvchat.learn as pipeline  # torch, transformers, dlib: the whole pipeline
     from pvchat.faces import FaceEngine
+    from pvchat.offline.world.api import World, make_world
+    from pvchat.offline.world.faces import face_split
     from pvchat.pack import CARD
     from pvchat.workspace import PersonPaths, base_dir
-    from pvchat.world.api import World, make_world
-    from pvchat.world.faces import face_split
 
     t0 = time.perf_counter()
     out = Path(out)

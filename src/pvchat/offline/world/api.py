@@ -25,10 +25,10 @@ import numpy as np
 
 from pvchat.errors import ConfigError, InputError
 from pvchat.io import atomic_dir, load_tensors, read_json, read_jsonl, save_tensors, write_json, write_text
-from pvchat.world.faces import available_faces, folder_faces
-from pvchat.world.negatives import hard_negatives, person_embeddings, portrait
-from pvchat.world.people import Person, make_people, people_from_folder
-from pvchat.world.render import SIZE, Cast, ClipSpec, Look, Rendered, plan_clip, render_clip
+from pvchat.offline.world.faces import available_faces, folder_faces
+from pvchat.offline.world.negatives import hard_negatives, person_embeddings, portrait
+from pvchat.offline.world.people import Person, make_people, people_from_folder
+from pvchat.offline.world.render import SIZE, Cast, ClipSpec, Look, Rendered, plan_clip, render_clip
 
 FORMAT_VERSION = 1
 REFERENCE_ACTIONS = ("talking", "nodding", "standing")
@@ -132,7 +132,7 @@ def make_world(people: int = 20, seed: int = 0, max_people_per_clip: int = 3, nu
                faces_dir: str | Path | None = None) -> World:
     """An in-memory world (no files, no embeddings yet); ``faces`` restricts whose faces it uses
     (e.g. ``face_split("held_out")``). ``variation`` (0..1) varies each face in the query clips
-    from the reference (:func:`pvchat.world.render.face_look`); ``faces_dir`` takes the people
+    from the reference (:func:`pvchat.offline.world.render.face_look`); ``faces_dir`` takes the people
     from a photo folder ``DIR/<person>/*.jpg`` instead of the offline faces."""
     _check(people=people, clips=0, max_people=max_people_per_clip, num_frames=num_frames, fps=fps,
            variation=variation, faces_dir=faces_dir)

@@ -2,7 +2,7 @@
 
 Geometry is in *face units* ``u`` (the jaw-to-jaw width of the face in pixels), measured from the
 centre of the face landmarks, y downwards. The face itself is the real photo: its canonical
-texture (:mod:`pvchat.world.faces`) is tinted, given an expression by a smooth landmark-driven
+texture (:mod:`pvchat.offline.world.faces`) is tinted, given an expression by a smooth landmark-driven
 warp, turned (yaw/pitch as a plane homography, roll as rotation) and blended in with its soft
 mask. Everything else is drawn with OpenCV. Every primitive is also written to an id map, so
 the renderer knows exactly which pixels belong to whom.
@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass, replace
 import cv2
 import numpy as np
 
-from pvchat.world.actions import Pose
-from pvchat.world.faces import CANON, load_face, template
-from pvchat.world.people import COLOURS, HAIR_COLOURS, Outfit, Person
+from pvchat.offline.world.actions import Pose
+from pvchat.offline.world.faces import CANON, load_face, template
+from pvchat.offline.world.people import COLOURS, HAIR_COLOURS, Outfit, Person
 
 AA = cv2.LINE_AA
 

@@ -9,7 +9,7 @@ Sources that ship with the installed packages (nothing is downloaded):
   kept before them (94 detected → 80 distinct) and whose eyes read as open on a rendered
   portrait (EAR >= :data:`EYES_OPEN_MIN`, the gate ``pvchat analyze`` uses for the best face;
   → 61). The survey ships as ``faces_survey.json`` next to this module (regenerate with
-  ``python -m pvchat.world.faces``, about a minute); loading a face then needs no dlib call.
+  ``python -m pvchat.offline.world.faces``, about a minute); loading a face then needs no dlib call.
 - ``astronaut`` (Eileen Collins, scikit-image) and ``grace_hopper`` (matplotlib), colour photos.
 - ``file:PATH``: a user's own photo (``pvchat world --faces DIR``, :func:`folder_faces`); dlib
   finds the largest face when it is first loaded.
@@ -306,8 +306,8 @@ def eyes_survey(keys: list[str]) -> dict[str, float]:
     """
     from pvchat.faces import FaceEngine
     from pvchat.faces.quality import assess
-    from pvchat.world.negatives import portrait
-    from pvchat.world.people import Outfit, Person
+    from pvchat.offline.world.negatives import portrait
+    from pvchat.offline.world.people import Outfit, Person
 
     engine = FaceEngine()
     outfit = Outfit("sweater", "grey", "plain", "white", "trousers", "black")
@@ -326,7 +326,7 @@ def eyes_survey(keys: list[str]) -> dict[str, float]:
 
 
 def main() -> int:
-    """Regenerate faces_survey.json (``python -m pvchat.world.faces``).
+    """Regenerate faces_survey.json (``python -m pvchat.offline.world.faces``).
 
     Two passes: landmarks and the distinct pool first; then every pool face is rendered as a
     neutral portrait and kept only if its eyes read as open (EAR >= :data:`EYES_OPEN_MIN`) so the

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from pvchat.errors import InputError
-from pvchat.world.actions import Pose
-from pvchat.world.figure import draw_person
-from pvchat.world.people import Person
+from pvchat.offline.world.actions import Pose
+from pvchat.offline.world.figure import draw_person
+from pvchat.offline.world.people import Person
 
 PORTRAIT_SIZE = (240, 300)  # (w, h)
 PORTRAIT_UNIT = 90.0  # face width in px

@@ -8,7 +8,7 @@ and every clip comes with ground truth for existence, appearance, action and loc
 
 Python API::
 
-    from pvchat.world import build_world, load_world
+    from pvchat.offline.world import build_world, load_world
     w = build_world("world/", people=20, clips=100, seed=0)
     ref = w.render_reference("p00")          # frames + ground truth
     clip = w.render_clip(w.clip_spec(3))     # or w.render_clip(3)
@@ -16,13 +16,22 @@ Python API::
 Command line: ``pvchat world OUT --people 20 --clips 100 --seed 0``.
 """
 
-from pvchat.world.actions import ACTIONS, Action, Pose
-from pvchat.world.api import World, build_world, contact_sheet, load_world, make_world
-from pvchat.world.faces import available_faces, load_face
-from pvchat.world.negatives import hard_negatives, nearest, person_embeddings, portrait
-from pvchat.world.people import Outfit, Person, make_people, random_outfit
-from pvchat.world.render import Cast, ClipSpec, Look, Rendered, location_phrase, plan_clip, position_word, render_clip
-from pvchat.world.scenes import BACKGROUNDS, CAMERAS
+from pvchat.offline.world.actions import ACTIONS, Action, Pose
+from pvchat.offline.world.api import World, build_world, contact_sheet, load_world, make_world
+from pvchat.offline.world.faces import available_faces, load_face
+from pvchat.offline.world.negatives import hard_negatives, nearest, person_embeddings, portrait
+from pvchat.offline.world.people import Outfit, Person, make_people, random_outfit
+from pvchat.offline.world.render import (
+    Cast,
+    ClipSpec,
+    Look,
+    Rendered,
+    location_phrase,
+    plan_clip,
+    position_word,
+    render_clip,
+)
+from pvchat.offline.world.scenes import BACKGROUNDS, CAMERAS
 
 __all__ = [
     "ACTIONS", "Action", "BACKGROUNDS", "CAMERAS", "Cast", "ClipSpec", "Look", "Outfit", "Person", "Pose", "Rendered",

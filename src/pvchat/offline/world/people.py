@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from pvchat.errors import ConfigError
-from pvchat.world.faces import FILE_PREFIX, PHOTO_FACTS, available_faces, folder_faces, other_photos
+from pvchat.offline.world.faces import FILE_PREFIX, PHOTO_FACTS, available_faces, folder_faces, other_photos
 
 # Named colours (RGB). Clothing and accessories draw from these; the name is the answer word.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -94,7 +94,7 @@ class Person:
 
     id: str  # "p00", "p01", ...
     name: str
-    face: str  # key for pvchat.world.faces.load_face
+    face: str  # key for pvchat.offline.world.faces.load_face
     skin_tone: tuple[int, int, int]  # tint for grey faces; photos keep their own colour
     hair_style: str
     hair_colour: str
@@ -191,7 +191,7 @@ def make_people(n: int, seed: int = 0, faces: list[str] | None = None) -> list[P
 
 
 def people_from_folder(root, seed: int = 0, n: int | None = None) -> list[Person]:
-    """People from a user's photo folder ``root/<person>/*.jpg`` (:func:`pvchat.world.faces.folder_faces`):
+    """People from a user's photo folder ``root/<person>/*.jpg`` (:func:`pvchat.offline.world.faces.folder_faces`):
     the folder name is the person's name, the first photo (sorted) the reference face, the others
     ``photos``; body, hair and clothes are drawn (deterministic in ``seed``). ``n``: the first n."""
     folders = folder_faces(root)
