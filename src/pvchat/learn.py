@@ -42,7 +42,7 @@ from pvchat.model.pvchat import PVChat
 from pvchat.pack import write_pack
 from pvchat.proc import die_with_parent
 from pvchat.synth.compose import compose_dataset
-from pvchat.synth.negatives import Pool, PoolItems
+from pvchat.synth.negatives import Pool
 from pvchat.synth.pipeline import SYNTH_RECIPES, get_synth_recipe, synthesize_dataset
 from pvchat.train import stages
 from pvchat.train.loop import TrainingCancelled, TrainResult, read_log
@@ -92,13 +92,16 @@ def check_weights(preset: str) -> None:
         resolve_llm(cfg.llm.weights)
 
 
-def world_pool(people: int = 60, seed: int = 1) -> PoolItems:
-    """The default negative pool: portraits of the offline world's people (real faces: scikit-image's
-    LFW subset, astronaut, Grace Hopper), one neutral portrait each, as ``(source, frames)``."""
-    from pvchat.offline.world.api import make_world  # the offline world: only when the caller passes no pool
+def default_pool(pool: Pool | None = None) -> Pool:
+    """``pool``, or, where the caller passed none, the offline world's people
+    (:func:`pvchat.offline.pool.world_pool`): the library is handed its pool; this default is built
+    only when it is not."""
+    if pool is not None:
+        return pool
+    # lazy: pvchat.offline is a client of the library, not a dependency of it (and renders the world: cv2, dlib)
+    from pvchat.offline.pool import world_pool
 
-    world = make_world(people=people, seed=seed)
-    return [(f"world:{p.id}", [world.portrait(p.id)]) for p in world.people]
+    return world_pool()
 
 
 # ----------------------------------------------------------------------------- stages
@@ -121,7 +124,7 @@ def synthesize(analysis: Path, name: str, data: Path, recipe: str, pool: Pool | 
                progress: ProgressFn | None = None, cancel: threading.Event | None = None,
                lock: int | None = None, verbose: bool = False) -> dict:
     """Stage 2 for one person: positives from the reference, hard and random negatives from ``pool``
-    (default :func:`world_pool`), QA; skipped when ``data/summary.json`` exists. Returns that summary.
+    (default :func:`default_pool`), QA; skipped when ``data/summary.json`` exists. Returns that summary.
 
     With ``cancel`` it runs in a child process (:func:`synthesize_in_child`, ``pool`` then a directory
     or None), so a cancel stops it at once; without, in this process (``verbose``: its progress bars).
@@ -133,7 +136,7 @@ def synthesize(analysis: Path, name: str, data: Path, recipe: str, pool: Pool | 
             synthesize_in_child(analysis, name, data, recipe, lambda f, i: _report(progress, "synthesize", f, i),
                                 cancel, lock, pool=pool)
         else:
-            synthesize_dataset(analysis, name, data, pool=world_pool() if pool is None else pool, recipe=recipe,
+            synthesize_dataset(analysis, name, data, pool=default_pool(pool), recipe=recipe,
                                progress=verbose)
     summary = read_json(data / "summary.json")
     _report(progress, "synthesize", 1.0, {"clips": summary.get("clips"), "qa_pairs": summary.get("qa_pairs")})
@@ -242,12 +245,11 @@ _ERROR = "pvchat-error: "  # how the synthesize child reports a user-facing erro
 
 def _synthesize_main() -> None:
     """Body of the synthesize child process; ``sys.argv[1]`` is the JSON of synthesize_dataset's arguments
-    (``pool`` null: :func:`world_pool`)."""
+    (``pool`` null: :func:`default_pool`)."""
     die_with_parent(int(sys.argv[2]) if len(sys.argv) > 2 else None)  # a kill -9 of learn ends this child too
     kwargs = json.loads(sys.argv[1])
     try:
-        if kwargs.get("pool") is None:
-            kwargs["pool"] = world_pool()
+        kwargs["pool"] = default_pool(kwargs.get("pool"))
         synthesize_dataset(**kwargs, progress=False)
     except PVChatError as e:
         print(_ERROR + str(e).replace("\n", " "), file=sys.stderr)
@@ -260,7 +262,7 @@ def synthesize_in_child(analysis: Path, name: str, out: Path, recipe: str, repor
     (synthesize resumes per clip). Progress is the count of finished clips; the child's output goes
     to ``synthesize.log`` beside ``out``. The child dies with this process, and inherits ``lock`` (the
     person's lock descriptor), so a re-run after a kill cannot start while it still runs. ``pool``: a
-    directory, or None for :func:`world_pool`."""
+    directory, or None for :func:`default_pool`."""
     if pool is not None and not isinstance(pool, (str, Path)):
         raise TypeError("a synthesis child takes its pool as a directory (or None: the offline world's people)")
     r = get_synth_recipe(recipe)

@@ -2,6 +2,8 @@
 
 - :mod:`pvchat.offline.world`: people made of real faces that ship offline, rendered into scenes
   and clips with ground truth (``pvchat world``).
+- :mod:`pvchat.offline.pool`: the world's people as a negative pool (:func:`~pvchat.offline.pool.world_pool`),
+  what the commands pass to synthesis when the user names none.
 - :mod:`pvchat.offline.demo`: ``pvchat demo``, the learn pipeline end to end on the world.
 
 The library (``model``, ``faces``, ``synth``, ``qa``, ``train``, ``eval``, ``learn``) takes its

@@ -6,7 +6,7 @@ paper adds R = 30 random pool clips to the k nearest.
 
 Pool: a directory of images and/or videos, one person per file (the largest face is taken), e.g.
 CelebV-HQ clips, or the same in memory: a list of ``(source, frames)``. The caller chooses it; the
-learn pipeline's default is the offline world's people (:func:`pvchat.learn.world_pool`).
+commands pass the offline world's people where the user names none (:func:`pvchat.offline.pool.world_pool`).
 """
 
 from __future__ import annotations

@@ -128,7 +128,7 @@ def synthesize_dataset(
     """Build the training set of one subject; returns the manifest path. Resumes a partial ``out``.
 
     ``pool``: the other people hard and random negatives are drawn from (a directory, or ``(source,
-    frames)`` in memory, e.g. :func:`pvchat.learn.world_pool`); required, checked before anything is written.
+    frames)`` in memory, e.g. :func:`pvchat.offline.pool.world_pool`); required, checked before anything is written.
     """
     from pvchat.faces import FaceEngine
     from pvchat.model.prompt import validate_name
