@@ -22,6 +22,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from pvchat.errors import ConfigError, InputError
 from pvchat.io import atomic_dir, load_tensors, read_json, read_jsonl, save_tensors, write_json, write_text
@@ -29,6 +31,7 @@ from pvchat.offline.world.faces import available_faces, folder_faces
 from pvchat.offline.world.negatives import hard_negatives, person_embeddings, portrait
 from pvchat.offline.world.people import Person, make_people, people_from_folder
 from pvchat.offline.world.render import SIZE, Cast, ClipSpec, Look, Rendered, plan_clip, render_clip
+from pvchat.video import write_video
 
 FORMAT_VERSION = 1
 REFERENCE_ACTIONS = ("talking", "nodding", "standing")
@@ -185,10 +188,6 @@ def build_world(out_dir: str | Path, people: int = 20, clips: int = 100, seed: i
                 faces_dir: str | Path | None = None) -> World:
     """Make a world and write it to ``out_dir`` atomically (see the module docstring for the layout;
     :func:`make_world` for ``variation`` and ``faces_dir``)."""
-    from tqdm import tqdm
-
-    from pvchat.video import write_video
-
     _check(people=people, clips=clips, max_people=max_people_per_clip, num_frames=num_frames, fps=fps,
            variation=variation, faces_dir=faces_dir)
     out_dir = Path(out_dir)
@@ -246,8 +245,6 @@ def build_world(out_dir: str | Path, people: int = 20, clips: int = 100, seed: i
 
 
 def _tensor(a: np.ndarray):
-    import torch
-
     return torch.from_numpy(np.ascontiguousarray(a))
 
 

@@ -4,12 +4,12 @@ Sources that ship with the installed packages (nothing is downloaded):
 
 - ``lfw-NNN``: the first 100 images of scikit-image's LFW subset (25×25 grey, tightly cropped).
   Not all of them are distinct people (George W. Bush appears three times), dlib finds no
-  face in 6, and many squint, so :func:`survey` runs dlib once over all of them and keeps a
-  *pool*: faces dlib detects whose embedding is at least :data:`DISTINCT_MIN` from every face
-  kept before them (94 detected → 80 distinct) and whose eyes read as open on a rendered
+  face in 6, and many squint, so a survey (:mod:`pvchat.offline.world.survey`) runs dlib once over
+  all of them and keeps a *pool*: faces dlib detects whose embedding is at least :data:`DISTINCT_MIN`
+  from every face kept before them (94 detected → 80 distinct) and whose eyes read as open on a rendered
   portrait (EAR >= :data:`EYES_OPEN_MIN`, the gate ``pvchat analyze`` uses for the best face;
   → 61). The survey ships as ``faces_survey.json`` next to this module (regenerate with
-  ``python -m pvchat.offline.world.faces``, about a minute); loading a face then needs no dlib call.
+  ``python -m pvchat.offline.world.survey``, about a minute); loading a face then needs no dlib call.
 - ``astronaut`` (Eileen Collins, scikit-image) and ``grace_hopper`` (matplotlib), colour photos.
 - ``file:PATH``: a user's own photo (``pvchat world --faces DIR``, :func:`folder_faces`); dlib
   finds the largest face when it is first loaded.
@@ -27,14 +27,18 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import matplotlib.cbook as cbook
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from skimage import data
 
-from pvchat.errors import ConfigError
+from pvchat.errors import ConfigError, InputError
+from pvchat.faces import FaceEngine
+from pvchat.model.prompt import validate_name
 
 CANON = 128  # px, side of the canonical face canvas
 FACE_FRACTION = 0.62  # the 25 px LFW crop spans this fraction of the canonical canvas
@@ -84,19 +88,12 @@ class FaceSource:
 
 
 def _lfw_images() -> np.ndarray:
-    from skimage import data
-
     return (data.lfw_subset()[:100] * 255).round().astype(np.uint8)
 
 
 def _photo(key: str) -> np.ndarray:
     if key == "astronaut":
-        from skimage import data
-
         return np.ascontiguousarray(data.astronaut())
-    import matplotlib.cbook as cbook
-    from PIL import Image
-
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         return np.asarray(Image.open(f).convert("RGB")).copy()
 
@@ -105,39 +102,6 @@ def _lfw_for_dlib(grey25: np.ndarray) -> np.ndarray:
     big = cv2.resize(grey25, (25 * LFW_UPSCALE,) * 2, interpolation=cv2.INTER_CUBIC)
     big = cv2.copyMakeBorder(big, LFW_PAD, LFW_PAD, LFW_PAD, LFW_PAD, cv2.BORDER_REPLICATE)
     return cv2.cvtColor(big, cv2.COLOR_GRAY2RGB)
-
-
-def survey() -> dict:
-    """Run dlib over every source face: landmarks, and which LFW faces form the distinct pool.
-
-    Returns the dict stored in ``faces_survey.json``. Takes a few seconds.
-    """
-    from pvchat.faces import FaceEngine
-
-    engine = FaceEngine(detect_max_side=1024, upsample=1)
-    lfw: list[dict] = []
-    embeddings: dict[int, np.ndarray] = {}
-    for i, g in enumerate(_lfw_images()):
-        faces = engine.detect(_lfw_for_dlib(g), embed=True)
-        if not faces:
-            lfw.append({"index": i, "detected": False})
-            continue
-        f = faces[0]
-        lm = (f.landmarks - LFW_PAD) / LFW_UPSCALE  # back to the 25 px crop
-        lfw.append({"index": i, "detected": True, "landmarks": np.round(lm, 3).tolist()})
-        embeddings[i] = f.embedding
-    pool: list[int] = []
-    for rec in lfw:
-        if not rec["detected"]:
-            continue
-        i = rec["index"]
-        dists = [float(np.linalg.norm(embeddings[i] - embeddings[j])) for j in pool]
-        rec["nearest_in_pool"] = round(min(dists), 4) if dists else None
-        if not dists or min(dists) >= DISTINCT_MIN:
-            pool.append(i)
-    photos = {key: {"landmarks": np.round(engine.detect(_photo(key), embed=False)[0].landmarks, 2).tolist()}
-              for key in PHOTOS}
-    return {"distinct_min": DISTINCT_MIN, "lfw_upscale": LFW_UPSCALE, "lfw": lfw, "pool": pool, "photos": photos}
 
 
 @functools.lru_cache(maxsize=1)
@@ -199,11 +163,6 @@ def other_photos(key: str) -> tuple[str, ...]:
 
 def _user_photo(key: str) -> tuple[np.ndarray, np.ndarray]:
     """(RGB image, 68 landmarks of its largest face) of a ``file:PATH`` face."""
-    from PIL import Image, UnidentifiedImageError
-
-    from pvchat.errors import InputError
-    from pvchat.faces import FaceEngine
-
     path = Path(key[len(FILE_PREFIX):])
     try:
         with Image.open(path) as im:
@@ -220,9 +179,6 @@ def _user_photo(key: str) -> tuple[np.ndarray, np.ndarray]:
 def folder_faces(root: str | Path) -> dict[str, list[str]]:
     """``{person: [face keys]}`` of a folder ``root/<person>/*.jpg|*.jpeg|*.png`` (sorted; the first
     photo of each person is their reference photo). InputError for a folder that is not one."""
-    from pvchat.errors import InputError
-    from pvchat.model.prompt import validate_name
-
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"--faces {root}: no such directory")
@@ -297,56 +253,3 @@ def _morph(key: str) -> FaceSource:
     return FaceSource(key=key, texture=texture, mask=np.minimum(a.mask, b.mask),
                       landmarks=(w * a.landmarks + (1 - w) * b.landmarks).astype(np.float32),
                       colour=a.colour and b.colour, gender=None, age=None)
-
-
-def eyes_survey(keys: list[str]) -> dict[str, float]:
-    """Smaller eye aspect ratio dlib measures on a neutral rendered portrait of each face.
-
-    Needs the survey file in place (the portrait renders through :func:`load_face`).
-    """
-    from pvchat.faces import FaceEngine
-    from pvchat.faces.quality import assess
-    from pvchat.offline.world.negatives import portrait
-    from pvchat.offline.world.people import Outfit, Person
-
-    engine = FaceEngine()
-    outfit = Outfit("sweater", "grey", "plain", "white", "trousers", "black")
-    out = {}
-    for key in keys:
-        person = Person(id="survey", name="Survey", face=key, skin_tone=(200, 150, 115), hair_style="short",
-                        hair_colour="brown", outfit=outfit)
-        img = portrait(person)
-        faces = engine.detect(img, embed=False)
-        if faces:
-            q = assess(img, faces[0])
-            out[key] = round(min(q.ear_left, q.ear_right), 4)
-        else:
-            out[key] = 0.0
-    return out
-
-
-def main() -> int:
-    """Regenerate faces_survey.json (``python -m pvchat.offline.world.faces``).
-
-    Two passes: landmarks and the distinct pool first; then every pool face is rendered as a
-    neutral portrait and kept only if its eyes read as open (EAR >= :data:`EYES_OPEN_MIN`) so the
-    quality gate of ``pvchat analyze`` (EAR >= 0.25) can pick a best face for every person.
-    """
-    data = survey()
-    SURVEY_PATH.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
-    _survey.cache_clear()
-    template.cache_clear()
-    load_face.cache_clear()
-    ears = eyes_survey([f"lfw-{i:03d}" for i in data["pool"]])
-    data["portrait_ear"] = ears
-    data["eyes_open_min"] = EYES_OPEN_MIN
-    data["distinct_pool"] = list(data["pool"])
-    data["pool"] = [i for i in data["pool"] if ears[f"lfw-{i:03d}"] >= EYES_OPEN_MIN]
-    SURVEY_PATH.write_text(json.dumps(data, separators=(",", ":")) + "\n", encoding="utf-8")
-    print(f"{sum(r['detected'] for r in data['lfw'])}/100 LFW faces detected, {len(data['distinct_pool'])} distinct, "
-          f"{len(data['pool'])} with open eyes (+{len(PHOTOS)} photos) -> {SURVEY_PATH}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

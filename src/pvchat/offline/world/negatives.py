@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from pvchat.errors import InputError
+from pvchat.faces import FaceEngine
 from pvchat.offline.world.actions import Pose
 from pvchat.offline.world.figure import draw_person
 from pvchat.offline.world.people import Person
@@ -30,8 +31,6 @@ def portrait(person: Person) -> np.ndarray:
 
 def person_embeddings(people: list[Person], engine=None) -> np.ndarray:
     """(N, 128) float32 dlib embeddings of the people's portraits, in the order given."""
-    from pvchat.faces import FaceEngine
-
     engine = engine or FaceEngine()
     out = []
     for p in people:

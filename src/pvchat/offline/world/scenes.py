@@ -14,6 +14,7 @@ from typing import Callable
 
 import cv2
 import numpy as np
+from skimage import data
 
 from pvchat.errors import unknown_choice
 
@@ -32,8 +33,6 @@ def slot_x(slot: str, num_people: int) -> float:
 
 @functools.lru_cache(maxsize=4)
 def _texture(name: str) -> np.ndarray:
-    from skimage import data
-
     return np.ascontiguousarray(getattr(data, name)())
 
 
