@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from matplotlib.figure import Figure
+
 from pvchat.errors import InputError
 from pvchat.io import atomic_path, read_json, write_json, write_text
 
@@ -270,13 +272,9 @@ def results_markdown(study: str, rows: list[dict[str, Any]], settings: dict[str,
 
 def plot_results(study: str, rows: list[dict[str, Any]], path: Path) -> Path:
     """A grouped bar chart: Acc, BLEU and BS per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     metrics = ("Acc", "BLEU", "BS")
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(rows) + 1.5), 3.6))
+    fig = Figure(figsize=(max(5.0, 1.3 * len(rows) + 1.5), 3.6))
+    ax = fig.subplots()
     width = 0.8 / len(metrics)
     for k, m in enumerate(metrics):
         xs = [i + (k - (len(metrics) - 1) / 2) * width for i in range(len(rows))]
@@ -290,7 +288,6 @@ def plot_results(study: str, rows: list[dict[str, Any]], path: Path) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
     return path
 
 

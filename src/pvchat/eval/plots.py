@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.figure import Figure
+
 from pvchat.io import atomic_path
 
 GROUP_COLOURS = {"all": "black", "positive": "tab:green", "stranger": "tab:blue", "hard_negative": "tab:red"}
@@ -28,13 +30,9 @@ def _get(truth: dict, keys: tuple[str, ...]) -> float | None:
 
 def plot_truth(report, out: Path) -> Path:
     """truth.png: accuracy against the ground truth per question kind, the answerer beside its baselines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     who = [(report.answerer, report.truth), *((n, b["truth"]) for n, b in report.baselines.items())]
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    fig = Figure(figsize=(7.5, 3.6))
+    ax = fig.subplots()
     width = 0.8 / len(who)
     for k, (name, truth) in enumerate(who):
         xs = [i + (k - (len(who) - 1) / 2) * width for i in range(len(TRUTH_BARS))]
@@ -45,25 +43,19 @@ def plot_truth(report, out: Path) -> Path:
     ax.set_title(f"{report.answerer}: every question type against the ground truth")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = _save(fig, out / "truth.png")
-    plt.close(fig)
-    return path
+    return _save(fig, out / "truth.png")
 
 
 def plot_report(report, out: Path) -> list[Path]:
     """existence.png, truth.png and open.png (when there are such questions) under ``out``; returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     paths = []
     ex = report.existence
     if ex.get("n"):
         groups = ["all", *ex["by_group"]]
         values = [ex["accuracy"], *(ex["by_group"][g]["accuracy"] for g in ex["by_group"])]
         labels = [f"{g}\n(n={ex['n'] if g == 'all' else ex['by_group'][g]['n']})" for g in groups]
-        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        fig = Figure(figsize=(5.5, 3.4))
+        ax = fig.subplots()
         bars = ax.bar(labels, [v or 0.0 for v in values], color=[GROUP_COLOURS.get(g, "grey") for g in groups])
         for b, v in zip(bars, values):
             ax.text(b.get_x() + b.get_width() / 2, (v or 0) + 0.02, "—" if v is None else f"{v:.2f}", ha="center")
@@ -73,14 +65,14 @@ def plot_report(report, out: Path) -> list[Path]:
         ax.set_title(f"{report.answerer}: is <subject> in this video?")
         fig.tight_layout()
         paths.append(_save(fig, out / "existence.png"))
-        plt.close(fig)
     if report.truth:
         paths.append(plot_truth(report, out))
     types = [t for t in report.open if t != "all"]
     if types:
         metrics = [("bleu", "BLEU", 1.0), ("bertscore", "BERTScore", 1.0), ("es", "ES / 5", 5.0), ("dc", "DC / 5", 5.0)]
         metrics = [m for m in metrics if any(report.open[t].get(m[0]) is not None for t in types)]
-        fig, ax = plt.subplots(figsize=(6.5, 3.4))
+        fig = Figure(figsize=(6.5, 3.4))
+        ax = fig.subplots()
         width = 0.8 / len(metrics)
         for k, (key, label, scale) in enumerate(metrics):
             xs = [i + (k - (len(metrics) - 1) / 2) * width for i in range(len(types))]
@@ -95,5 +87,4 @@ def plot_report(report, out: Path) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         paths.append(_save(fig, out / "open.png"))
-        plt.close(fig)
     return paths

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 from PIL import Image
 
 from pvchat.io import write_json
@@ -196,13 +197,9 @@ def _scores(rows: list[dict]) -> dict:
 
 
 def _plot(report: dict, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     groups = list(report["by_group"])
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig = Figure(figsize=(5, 3.2))
+    ax = fig.subplots()
     ax.bar(groups, [report["by_group"][g] for g in groups], color=["tab:green", "tab:blue", "tab:red"])
     ax.axhline(report["existence"]["accuracy"], ls="--", c="k", label=f"all: {report['existence']['accuracy']:.2f}")
     ax.set_ylim(0, 1)
@@ -211,4 +208,3 @@ def _plot(report: dict, png: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(png, dpi=100)
-    plt.close(fig)

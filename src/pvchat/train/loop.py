@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
 from pvchat.data import QADataset
@@ -290,16 +291,12 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 
 def plot_log(log_path: Path, png: Path) -> Path | None:
     """Loss parts, sparsity against its target, β, and per-head activation over steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = read_log(log_path)
     if not rows:
         return None
     steps = [r["step"] for r in rows]
-    fig, ax = plt.subplots(1, 4, figsize=(18, 3.6))
+    fig = Figure(figsize=(18, 3.6))
+    ax = fig.subplots(1, 4)
     for key in ("loss", "lm", "spr", "hae"):
         ax[0].plot(steps, [r[key] for r in rows], label=key)
     ax[0].set_title("loss (Eq. 11)")
@@ -327,6 +324,5 @@ def plot_log(log_path: Path, png: Path) -> Path | None:
     png.parent.mkdir(parents=True, exist_ok=True)
     tmp = png.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=90)
-    plt.close(fig)
     tmp.replace(png)
     return png

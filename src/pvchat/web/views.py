@@ -12,6 +12,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from pvchat.web.jobs import STAGES, EnrollJob
 
@@ -169,8 +170,8 @@ def curves_image(records: list[dict], width: float = 9.0) -> np.ndarray:
     x is the training step counted across both stages (a dashed line where stage 2 starts).
     Returns an (H, W, 3) uint8 RGB image; with no record yet, empty axes.
     """
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(width, 3.0))
+    fig = Figure(figsize=(width, 3.0))
+    axes = fig.subplots(1, 2)
     for ax, keys, title in ((axes[0], LOSS_KEYS, "training loss"), (axes[1], ROUTER_KEYS, "routing (ReMoH)")):
         for key in keys:
             points = [(r["index"], r[key]) for r in records if key in r]
@@ -191,23 +192,13 @@ def curves_image(records: list[dict], width: float = 9.0) -> np.ndarray:
     return _to_array(fig)
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _to_array(fig) -> np.ndarray:
-    """Render a matplotlib figure to (H, W, 3) uint8 RGB and close it."""
+    """Render a matplotlib figure to (H, W, 3) uint8 RGB."""
     from PIL import Image
 
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    _pyplot().close(fig)
     buf.seek(0)
     return np.asarray(Image.open(buf).convert("RGB"))
 
@@ -257,7 +248,6 @@ def head_activation_image(activation: dict, title: str = "") -> np.ndarray:
     ``with`` / ``without`` (one list of per-head rates per layer). Returns an (H, W, 3) uint8
     RGB image: three heatmaps (with, without, difference) sharing their axes.
     """
-    plt = _pyplot()
     with_p = _matrix(activation.get("with"))
     without = _matrix(activation.get("without"))
     if with_p.size == 0 or with_p.shape != without.shape:
@@ -266,7 +256,8 @@ def head_activation_image(activation: dict, title: str = "") -> np.ndarray:
     diff = with_p - without
     vmax = max(float(np.nanmax(with_p)), float(np.nanmax(without)), 1e-6)
     dmax = max(float(np.nanmax(np.abs(diff))), 1e-6)
-    fig, axes = plt.subplots(1, 3, figsize=(11, 1.2 + 0.45 * len(layers) + 0.8), sharey=True)
+    fig = Figure(figsize=(11, 1.2 + 0.45 * len(layers) + 0.8))
+    axes = fig.subplots(1, 3, sharey=True)
     panels = ((with_p, "with the person", "viridis", 0.0, vmax), (without, "without the person", "viridis", 0.0, vmax),
               (diff, "with − without", "RdBu_r", -dmax, dmax))
     for ax, (mat, label, cmap, lo, hi) in zip(axes, panels):
