@@ -21,27 +21,28 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+import pvchat.learn as pipeline
+from pvchat.eval.face_baseline import FaceBaseline
+from pvchat.eval.metrics import existence_accuracy
+from pvchat.faces import FaceEngine
 from pvchat.io import write_json
+from pvchat.offline.world.api import World, make_world
+from pvchat.offline.world.faces import face_split
+from pvchat.pack import CARD
+from pvchat.qa.world_qa import action_correct, clothing_correct
+from pvchat.video import write_video
+from pvchat.workspace import PersonPaths, base_dir
 
 PRESET = "face"  # the default model preset (small once it meets its numbers: README, Status); recipe of the same name
 DESCRIBES = ("small",)  # presets whose answers describe the clip (appearance and action are asked)
 
 
 def _write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
-    from pvchat.video import write_video
-
     write_video(path, frames, fps=fps)
 
 
 def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = True, preset: str = PRESET) -> dict:
     """The demo as a function: returns the report it also writes to ``out/report.json``."""
-    import pvchat.learn as pipeline  # torch, transformers, dlib: the whole pipeline
-    from pvchat.faces import FaceEngine
-    from pvchat.offline.world.api import World, make_world
-    from pvchat.offline.world.faces import face_split
-    from pvchat.pack import CARD
-    from pvchat.workspace import PersonPaths, base_dir
-
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,8 +110,6 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     # 6. ask the learned model; the training-free face baseline answers existence
     t = time.perf_counter()
     rows = _ask(model, queries, name, describe=describes)
-    from pvchat.eval.face_baseline import FaceBaseline
-
     faces = FaceBaseline(pool=pool)
     faces.add_subject(name, reference)
     face_rows = [{**q, "type": "existence", "answer": "Yes" if faces.present(q["path"], name) else "No"}
@@ -156,8 +155,6 @@ def _query_clips(world, subject: str, held_out, hard: list[str], n: int, qdir: P
 def _ask(model, queries: list[dict], name: str, describe: bool = True, generic: bool = False) -> list[dict]:
     """The model's answers: existence about every clip and, where the person is in it, what they wear
     and do. ``generic`` asks about "the person" instead (a base that knows nobody): no existence."""
-    from pvchat.qa.world_qa import action_correct, clothing_correct
-
     model.eval()
     who = "the person" if generic else f"<{name}>"
     rows = []
@@ -181,8 +178,6 @@ def _ask(model, queries: list[dict], name: str, describe: bool = True, generic: 
 
 def _scores(rows: list[dict]) -> dict:
     """Existence (overall and per group), clothing and action accuracy of a list of answers."""
-    from pvchat.eval.metrics import existence_accuracy
-
     exist = [r for r in rows if r["type"] == "existence"]
     out: dict = {}
     if exist:
