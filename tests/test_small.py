@@ -17,7 +17,7 @@ from pvchat.model.presets import get_preset
 from pvchat.model.prompt import SYSTEM
 from pvchat.model.pvchat import PVChat
 from pvchat.qa.world_qa import action_correct, clothing_correct, location_correct, world_clip_qa
-from pvchat.train.pretrain import alignment_state, apply_alignment
+from pvchat.train.alignment import alignment_state, apply_alignment
 from pvchat.video import to_model_input
 
 CHATML_TEMPLATE = (  # SmolLM2's template, as its tokenizer_config ships it

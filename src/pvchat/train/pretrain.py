@@ -28,35 +28,47 @@ rows) answers "no" to everything, its own people included; the demo does not use
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import dataclasses
 import math
+import multiprocessing as mp
 import random
+import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from pvchat.data import ClipRecord, QADataset, QARecord, read_manifest, write_manifest
 from pvchat.errors import ConfigError
-from pvchat.io import write_json
+from pvchat.io import atomic_path, file_sha256, load_tensors, write_json
 from pvchat.model.config import PVChatConfig
 from pvchat.model.identity import EMBED_DIM
-from pvchat.model.person_tower import EMB, PRESENT
+from pvchat.model.person_tower import EMB, PRESENT, PersonTower
+from pvchat.model.presets import get_preset
 from pvchat.model.projector import WordProjector, answer_words, answer_words_loss, word_mixture
 from pvchat.model.prompt import IGNORE_INDEX
 from pvchat.model.pvchat import CONFIG_NAME, PVChat
-from pvchat.model.qformer import SUBJECT_PARAMETERS
-from pvchat.model.subject_tokens import subject_token_state
+
+# a client of the offline world (pretraining and alignment render its clips); the library's own
+# modules never import it, and train/stages.py loads alignment weights from train/alignment.py
+from pvchat.offline.world.api import World
+from pvchat.offline.world.faces import available_faces, face_split
+from pvchat.offline.world.people import make_people
 from pvchat.qa.generate import existence_pairs
+from pvchat.qa.world_qa import world_clip_qa
+from pvchat.train.alignment import alignment_state
+from pvchat.train.loop import train
 from pvchat.train.recipe import stage2
+from pvchat.video import read_frames_uniform, to_model_input, write_video
+from pvchat.weights import resolve_cnn
 
 PRETRAIN_FRAMES = 4
 
 
 def pretrain_people(exclude: set[str], seed: int = 0):
     """Every offline face not in ``exclude`` as a world person named ``w00``, ``w01``, ..."""
-    from pvchat.offline.world.faces import available_faces
-    from pvchat.offline.world.people import make_people
-
     people = [p for p in make_people(len(available_faces()), seed=seed + 7) if p.face not in exclude]
     if len(people) < 8:
         raise ConfigError(f"only {len(people)} offline faces are left after excluding {len(exclude)}; need ≥ 8")
@@ -65,8 +77,6 @@ def pretrain_people(exclude: set[str], seed: int = 0):
 
 def pretrain_world(people, seed: int = 0):
     """The world the pretraining clips are drawn from: ``people``, 1–3 per clip, PRETRAIN_FRAMES frames."""
-    from pvchat.offline.world.api import World
-
     return World(people=list(people), seed=seed + 11, num_frames=PRETRAIN_FRAMES, max_people_per_clip=3)
 
 
@@ -75,10 +85,6 @@ def write_pretrain_data(out: Path, people, clips: int, seed: int = 0, questions:
     """Render ``clips`` world clips of ``people`` into ``out/clips`` and write ``out/manifest.jsonl``:
     per clip, ``questions`` existence pairs for each person in it and as many for people not in it.
     Resumable: clips already on disk are not rendered again."""
-    from tqdm.auto import tqdm
-
-    from pvchat.video import write_video
-
     out = Path(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
     world = pretrain_world(people, seed)
@@ -110,9 +116,6 @@ def pretrain_base(base: Path, work: Path, preset: str = "face", exclude: set[str
     people (tokens ``<w00>`` …), so the people learned later add theirs. Returns ``base``, which
     :func:`pvchat.train.stages.with_subjects` loads.
     """
-    from pvchat.model.presets import get_preset
-    from pvchat.train.loop import train
-
     base, work = Path(base), Path(work)
     if (base / CONFIG_NAME).is_file():
         return base
@@ -145,12 +148,6 @@ def write_align_data(out: Path, people, clips: int, seed: int = 0, max_qa: int =
     appearance and action of "the person" (so the base answers before anyone is learned); at most
     ``max_qa`` of them, drawn at random. Resumable: clips on disk are not rendered again.
     """
-    from tqdm.auto import tqdm
-
-    from pvchat.offline.world.api import World
-    from pvchat.qa.world_qa import world_clip_qa
-    from pvchat.video import write_video
-
     out = Path(out)
     (out / "clips").mkdir(parents=True, exist_ok=True)
     world = World(people=list(people), seed=seed + 11, num_frames=ALIGN_FRAMES, max_people_per_clip=3)
@@ -177,12 +174,6 @@ def _features_worker(args) -> int:
     """One process of :func:`extract_features`: its share of the clips, one thread."""
     config, clips, num_frames, out = args
     torch.set_num_threads(1)
-    from safetensors.torch import save_file
-
-    from pvchat.model.person_tower import PersonTower
-    from pvchat.video import read_frames_uniform, to_model_input
-    from pvchat.weights import resolve_cnn
-
     v = PVChatConfig.from_dict(config).vision
     tower = PersonTower(resolve_cnn(v.weights), **v.config)
     for clip in clips:
@@ -191,8 +182,6 @@ def _features_worker(args) -> int:
             continue
         pixels = to_model_input(read_frames_uniform(clip, num_frames), size=tower.image_size)
         feats = tower(pixels.unsqueeze(0))[0].to(torch.float16).contiguous()  # (T, N, C)
-        from pvchat.io import atomic_path
-
         with atomic_path(dest) as tmp:
             save_file({"features": feats}, str(tmp))
     return len(clips)
@@ -203,13 +192,6 @@ def extract_features(config: PVChatConfig, clips: list[Path], out: Path, workers
     """Frozen person-tower features of ``clips`` (fp16 safetensors in ``out``, one per clip) for a
     model of ``config``, computed by ``workers`` processes; returns clip → (1, T, N, C) float32.
     Resumable."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
-    from tqdm.auto import tqdm
-
-    from pvchat.io import load_tensors
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     todo = [c for c in clips if not (out / (Path(c).stem + ".safetensors")).is_file()]
@@ -263,9 +245,6 @@ def warm_words(model: PVChat, dataset: QADataset, features: dict[Path, torch.Ten
     answers' content words in the visual tokens' full-vocabulary word mixture, beside the same
     recall for the ten most frequent answer words (the prior a model that does not look reaches).
     Returns ``{"loss": [...], "recall@10": r, "prior recall@10": r0, "held_out_samples": n}``."""
-    from tqdm.auto import tqdm
-
-
     if not isinstance(model.projector, WordProjector):
         raise ConfigError("warm_words needs the word projector (config.projector 'words')")
     rng = random.Random(seed)
@@ -334,47 +313,6 @@ def warm_words(model: PVChat, dataset: QADataset, features: dict[Path, torch.Ten
             "held_out_samples": len(tests)}
 
 
-ALIGNED_PARTS = ("qformer.", "projector.", "vision_norm.", "frame_position", "sparsity.")
-
-
-def _aligned(key: str) -> bool:
-    """A state-dict key alignment ships: the shared parts and LoRA, never one person's own tensors."""
-
-    shared = key.startswith(ALIGNED_PARTS) and not any(m in key for m in SUBJECT_PARAMETERS)
-    return shared or "lora_" in key
-
-
-def alignment_state(model: PVChat) -> dict[str, torch.Tensor]:
-    """What alignment trains and a base ships: the Q-former (not its subject blocks), projector, frame
-    positions, vision norm, SPR buffers and the LoRA weights, plus the mean subject query block and
-    token row (``subject_init.*``), from which a new person starts."""
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-             if _aligned(k)}
-    if model.subjects:
-        state["subject_init.queries"] = torch.stack([q.detach() for q in model.qformer.subject_queries]).mean(0)
-        rows = subject_token_state(model.llm, model.subject_ids)
-        for side in ("input", "output"):
-            got = [v for k, v in rows.items() if k.startswith(side + ".")]
-            if got:
-                state[f"subject_init.{side}"] = torch.stack(got).mean(0)
-    return {k: v.contiguous() for k, v in state.items()}
-
-
-def apply_alignment(model: PVChat, state: dict[str, torch.Tensor]) -> None:
-    """Load :func:`alignment_state` output into a model of the same preset (its people untouched)."""
-    from pvchat.errors import InputError
-
-    own = model.state_dict()
-    parts = {k: v for k, v in state.items() if not k.startswith("subject_init.")}
-    bad = sorted(k for k, v in parts.items() if k not in own or own[k].shape != v.shape)
-    missing = sorted(k for k in own if _aligned(k)
-                     and k not in parts)
-    if bad or missing:
-        raise InputError(f"the alignment weights do not fit this model (unexpected or misshapen {bad[:3]}, "
-                         f"missing {missing[:3]})")
-    model.load_state_dict(parts, strict=False)
-
-
 def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: int = 1200, steps: int = 200,
                lr: float = 1e-4, lr_lora: float = 5e-4, seed: int = 0, workers: int = 2,
                progress: bool = True) -> Path:
@@ -391,14 +329,6 @@ def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: i
     ``alignment.safetensors`` (:func:`alignment_state`) with ``alignment.json`` (its card). Returns
     the safetensors path.
     """
-    import time
-
-    from pvchat.io import atomic_path, file_sha256
-    from pvchat.model.presets import get_preset
-    from pvchat.offline.world.faces import face_split
-    from pvchat.offline.world.people import make_people
-    from pvchat.train.loop import train
-
     out = Path(out)
     t0 = time.perf_counter()
     faces = face_split("align")
@@ -417,7 +347,6 @@ def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: i
     recipe = stage2(epochs=100, batch_size=8, num_frames=cfg.num_frames, lr_subject=1e-3, lr_qformer=lr,
                     lr_lora=lr_lora, seed=seed, checkpoint_every=50, schedule="cosine", max_steps=steps)
     result = train(model, ds, recipe, out / "train", resume=True, progress=progress, features=feats)
-    from safetensors.torch import save_file
 
     dest = out / "alignment.safetensors"
     with atomic_path(dest) as tmp:

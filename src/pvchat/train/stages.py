@@ -51,7 +51,7 @@ def base_model(preset: str, seed: int = 0, configure: ConfigFn | None = None) ->
     model = PVChat.from_config(cfg)
     aligned = shipped_alignment(preset) if configure is None else None
     if aligned is not None:
-        from pvchat.train.pretrain import apply_alignment
+        from pvchat.train.alignment import apply_alignment
 
         apply_alignment(model, aligned)
     return model
