@@ -11,7 +11,8 @@ from transformers import Blip2QFormerConfig, Blip2QFormerModel, MistralConfig, M
 
 from pvchat.errors import InputError
 from pvchat.model.config import LLMConfig, PVChatConfig, QFormerConfig, VisionConfig
-from pvchat.model.internvideo2 import InternVideo2Tower, convert, convert_checkpoint, load_converted
+from pvchat.model.internvideo2 import convert, convert_checkpoint, load_converted
+from pvchat.model.internvideo2_vit import InternVideo2Tower
 
 DV, VHEADS, DEPTH, PATCH, SIZE, FRAMES, MLP = 32, 2, 2, 8, 16, 2, 48  # L = 4 patches a frame
 DQ, QLAYERS, QHEADS, SHARED = 32, 4, 4, 2  # routed layers 2, 3 (cross-attention in 0 and 2)

@@ -21,7 +21,7 @@ class VisionConfig:
     """Vision tower: a Hugging Face ViT built from ``config`` or loaded from ``path`` (local dir)."""
 
     model_type: str = "clip"  # registry in model/vision.py: clip | siglip; "person" = model/person_tower.py;
-    # "internvideo2" = model/internvideo2.py (the paper's ViT; config: its sizes)
+    # "internvideo2" = model/internvideo2_vit.py (the paper's ViT; config: its sizes)
     path: str | None = None  # local directory with a saved vision model; overrides ``config``
     # "person" tower: None = random-init CNN (tests); "efficientnet-lite0" = the carrier's ImageNet
     # weights (pvchat.weights); or a .safetensors file

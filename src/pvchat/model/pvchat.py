@@ -21,6 +21,7 @@ Q-former's subject query blocks (supp. S4) and the number of <video> placeholder
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from pvchat.io import atomic_dir, read_json
 from pvchat.model import llm as llm_lib, subject_tokens
 from pvchat.model.config import PVChatConfig
 from pvchat.model.face_tokens import FaceTokens
-from pvchat.model.internvideo2 import InternVideo2Tower
+from pvchat.model.internvideo2_vit import InternVideo2Tower
 from pvchat.model.losses import SparsityController, routed_modules
 from pvchat.model.person_tower import EMB, PRESENT, PersonTower
 from pvchat.model.projector import AnswerWords, WordProjector, answer_words, answer_words_loss, build_projector
@@ -110,7 +111,7 @@ class PVChat(nn.Module):
         v = config.vision
         if v.model_type == "person":  # pretrained CNN grid + tracked person tokens (the small preset)
             vision = PersonTower(weights_lib.resolve_cnn(v.weights), **v.config)
-        elif v.model_type == "internvideo2":  # the paper's ViT (weights: model/internvideo2.py's converter)
+        elif v.model_type == "internvideo2":  # the paper's ViT (internvideo2_vit.py; weights: internvideo2.py's converter)
             vision = InternVideo2Tower(**v.config)
         elif v.path:
             vision = VisionTower.from_pretrained(v.path, feature_layer=v.feature_layer)
@@ -339,8 +340,6 @@ def greedy_tokens(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, eos_
                   max_new_tokens: int) -> Iterator[int]:
     """Greedy decoding of a causal LM from input embeddings (1, L, D), with a ``DynamicCache`` filled
     in place; yields token ids until ``eos_id``. The prompt's pass computes the last position's logits only."""
-    import inspect
-
     from transformers import DynamicCache
 
     hf = llm.get_base_model() if hasattr(llm, "get_base_model") else llm  # under LoRA
