@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 
 from pvchat.errors import InputError
 from pvchat.io import read_jsonl, write_text
+from pvchat.video import read_first_frame, read_frames_uniform, to_model_input
 
 QA_TYPES = ("existence", "appearance", "action", "location")
 STAGE_TYPES = {1: ("existence", "appearance"), 2: QA_TYPES}
@@ -126,8 +127,6 @@ class QADataset(Dataset):
 
     def frames(self, clip: Path) -> torch.Tensor:
         """(T, 3, S, S) float: the first frame for stage 1, T uniform frames for stage 2."""
-        from pvchat.video import read_first_frame, read_frames_uniform, to_model_input
-
         arr = read_first_frame(clip)[None] if self.stage == 1 else read_frames_uniform(clip, self.num_frames)
         return to_model_input(arr, size=self.image_size)
 

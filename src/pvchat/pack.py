@@ -45,8 +45,11 @@ import torch
 from pvchat.errors import InputError
 from pvchat.io import atomic_dir, file_sha256, load_tensors, read_json, save_tensors, write_json
 from pvchat.model import subject_tokens
+from pvchat.model.presets import get_preset
 from pvchat.model.prompt import validate_name
 from pvchat.model.pvchat import CONFIG_NAME, WEIGHTS_NAME, PVChat
+from pvchat.train.loop import parameter_groups
+from pvchat.train.recipe import StageRecipe
 
 FORMAT = "pvchat-concept-pack"
 VERSION = 1
@@ -154,9 +157,6 @@ def trained_parameters(model: PVChat, names: list[str], train_last_k: int = 0) -
     Runs :func:`~pvchat.train.loop.parameter_groups` for stage 2 (a superset of stage 1) and puts every
     ``requires_grad`` flag and the vision tower's trainable blocks back afterwards.
     """
-    from pvchat.train.loop import parameter_groups
-    from pvchat.train.recipe import StageRecipe
-
     flags = {id(p): p.requires_grad for p in model.parameters()}
     blocks = model.vision.trainable_blocks
     try:
@@ -398,8 +398,6 @@ def apply_pack(model: PVChat, pack: ConceptPack) -> None:
 
 def pack_size_estimate(preset: str, train_last_k: int = 0, num_people: int = 1) -> dict[str, int]:
     """Bytes of a pack and of its base for a preset, built on the meta device (float32 as trained here)."""
-    from pvchat.model.presets import get_preset
-
     cfg = get_preset(preset)
     cfg.subjects = [f"person{i}" for i in range(num_people)]
     with torch.device("meta"):

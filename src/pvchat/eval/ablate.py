@@ -36,8 +36,14 @@ from typing import Any, Callable
 
 from matplotlib.figure import Figure
 
+from pvchat import learn as pipeline
+from pvchat.data import read_manifest, write_manifest
 from pvchat.errors import InputError
+from pvchat.eval.benchmark import load_benchmark
+from pvchat.eval.face_baseline import FaceBaseline
+from pvchat.eval.runner import evaluate
 from pvchat.io import atomic_path, read_json, write_json, write_text
+from pvchat.train.stages import recipe_path
 
 ConfigFn = Callable[[Any], None]  # mutates a PVChatConfig
 KeepFn = Callable[[Any], bool]  # ClipRecord -> keep it for training?
@@ -103,8 +109,6 @@ def prepare_subject(reference: Path, name: str, out: Path, recipe: str | Path, p
     """The learn pipeline's first stages, once per subject: :func:`pvchat.learn.analyze` of the
     reference into ``out/analysis`` and :func:`pvchat.learn.synthesize` of the training set into
     ``out/data`` (each skipped when done). Returns the manifest path."""
-    from pvchat import learn as pipeline
-
     analysis, data = out / "analysis", out / "data"
     pipeline.analyze([reference], [analysis])
     pipeline.synthesize(analysis, name, data, pipeline.synth_recipe(recipe), verbose=progress)
@@ -121,9 +125,6 @@ def train_variant(variant: Variant, manifest: Path, name: str, run: Path, preset
     draw; then :func:`pvchat.learn.train` afresh under ``run``. ``analysis`` (the subject's
     :func:`prepare_subject` analysis) starts the identity key where the preset has one.
     """
-    from pvchat import learn as pipeline
-    from pvchat.data import read_manifest, write_manifest
-
     records = [r for r in read_manifest(manifest) if variant.keep(r)]
     if not any(r.people for r in records):
         raise InputError(f"variant {variant.name!r} keeps no clip of {name} out of {manifest}")
@@ -306,11 +307,6 @@ def run_study(study: str, out: Path, bench: Path, subjects: int = 1, preset: str
     """Train and evaluate every variant of ``study`` (or ``variants``) with ``seeds`` seeds each;
     returns the table's rows (mean and 95% interval over seeds)."""
     from tqdm import tqdm
-
-    from pvchat.eval.benchmark import load_benchmark
-    from pvchat.eval.face_baseline import FaceBaseline
-    from pvchat.eval.runner import evaluate
-    from pvchat.train.stages import recipe_path
 
     if study not in STUDIES and variants is None:
         raise InputError(f"unknown study {study!r}; choose one of: {', '.join(STUDIES)}")

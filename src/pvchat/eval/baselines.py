@@ -11,6 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from pvchat.model.prompt import MENTION
+from pvchat.model.pvchat import PVChat
+from pvchat.train.stages import build_base
+from pvchat.workspace import BASE_SEED, DEFAULT_HOME, base_dir
 
 
 def _tokens(question: str) -> str:
@@ -40,10 +43,6 @@ def base_answerer(preset: str, home: Path | None = None, max_new_tokens: int = 4
     """``answer_fn`` over the subject-free base of ``preset`` (built once under ``HOME/base/<preset>``,
     as ``pvchat learn`` builds it), asked every question about "the person"."""
     import torch
-
-    from pvchat.model.pvchat import PVChat
-    from pvchat.train.stages import build_base
-    from pvchat.workspace import BASE_SEED, DEFAULT_HOME, base_dir
 
     directory = build_base(base_dir(preset, Path(home) if home is not None else DEFAULT_HOME), preset, BASE_SEED)
     model = PVChat.from_pretrained(directory).eval()

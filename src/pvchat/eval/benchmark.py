@@ -25,7 +25,7 @@ import json
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +34,17 @@ import numpy as np
 from pvchat.errors import InputError
 from pvchat.eval.recipe import GROUPS, UNITS, BenchmarkRecipe, load_recipe
 from pvchat.io import atomic_dir, read_json, read_jsonl, write_json, write_text
+
+# a client of the offline world: the benchmark is rendered from it (reading one needs none of it, but
+# lives here beside its writer)
+from pvchat.offline.world.api import make_world
+from pvchat.offline.world.faces import morph_key
+from pvchat.offline.world.negatives import person_embeddings
+from pvchat.offline.world.people import NAMES, random_outfit
+from pvchat.offline.world.render import plan_clip, render_clip
+from pvchat.qa.generate import QARecipe, make_qa
+from pvchat.qa.worldfacts import facts_from_world_record
+from pvchat.video import write_video
 
 FORMAT_VERSION = 2  # 2: subjects may be pairs and triples; questions carry their ground truth
 MAX_TRIES = 8  # re-plans of a clip whose ground truth does not fit its group
@@ -119,11 +130,6 @@ def _lookalikes(recipe: BenchmarkRecipe, world, subject_people: list, others: li
     the subject's face with its nearest query person's (:func:`pvchat.offline.world.faces.morph_key`), a
     stand-in for the sibling-like look-alikes the offline faces lack. They join the query people
     (added to ``world.people``); each is its subject's nearest hard negative, and absent is the label."""
-    from dataclasses import replace
-
-    from pvchat.offline.world.faces import morph_key
-    from pvchat.offline.world.people import NAMES, random_outfit
-
     if not recipe.lookalikes:
         return []
     rng = np.random.default_rng([recipe.seed, 103])
@@ -146,8 +152,6 @@ def _lookalikes(recipe: BenchmarkRecipe, world, subject_people: list, others: li
 
 
 def _qa_recipe(recipe: BenchmarkRecipe):
-    from pvchat.qa.generate import QARecipe
-
     q = recipe.questions
     return QARecipe(existence=q.get("existence", 1), appearance=q.get("appearance", 0), action=q.get("action", 0),
                     location=q.get("location", 0))
@@ -170,13 +174,6 @@ def build_benchmark(out: str | os.PathLike, recipe: str | os.PathLike | Benchmar
     """
     from PIL import Image
     from tqdm import tqdm
-
-    from pvchat.offline.world.api import make_world
-    from pvchat.offline.world.negatives import person_embeddings
-    from pvchat.offline.world.render import plan_clip, render_clip
-    from pvchat.qa.generate import make_qa
-    from pvchat.qa.worldfacts import facts_from_world_record
-    from pvchat.video import write_video
 
     start = time.perf_counter()
     rcp = load_recipe(recipe)

@@ -15,8 +15,10 @@ download attempt.
 from __future__ import annotations
 
 import functools
+import json
 import os
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Sequence
 
@@ -81,8 +83,6 @@ def resolve_model(model: str | os.PathLike | None = None, num_layers: int | None
 
 
 def _version(dist: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version(dist)
     except PackageNotFoundError:
@@ -90,8 +90,6 @@ def _version(dist: str) -> str:
 
 
 def _num_hidden_layers(path: Path) -> int | None:
-    import json
-
     try:
         cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

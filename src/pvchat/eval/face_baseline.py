@@ -23,7 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from pvchat.errors import ConfigError, InputError
+from pvchat.eval.benchmark import Benchmark, load_benchmark
 from pvchat.eval.questions import question_type
+from pvchat.faces import FaceEngine
+from pvchat.faces.analyze import analyze_video
+from pvchat.faces.records import AnalyzeSettings
+from pvchat.qa.facts import position_word
+from pvchat.synth.negatives import build_face_bank, identity_threshold, rank_by_similarity
+from pvchat.video import read_frames_uniform
 
 DEFAULT_THRESHOLD = 0.6
 
@@ -71,8 +78,6 @@ class FaceBaseline:
 
     def __init__(self, num_frames: int = 8, pool: str | os.PathLike | None = None, min_frames: int = 1,
                  reference_fps: float = 4.0):
-        from pvchat.faces import FaceEngine
-
         if num_frames < 1 or min_frames < 1 or min_frames > num_frames:
             raise ConfigError(f"face baseline: need 1 <= min_frames <= num_frames, got {min_frames} and {num_frames}")
         self.num_frames, self.min_frames, self.reference_fps = int(num_frames), int(min_frames), float(reference_fps)
@@ -86,8 +91,6 @@ class FaceBaseline:
     @classmethod
     def from_benchmark(cls, bench, subjects: list[str] | None = None, **kwargs) -> "FaceBaseline":
         """A baseline that knows the benchmark's subjects (or those named), calibrated on its pool."""
-        from pvchat.eval.benchmark import Benchmark, load_benchmark
-
         bench = bench if isinstance(bench, Benchmark) else load_benchmark(bench)
         kwargs.setdefault("pool", bench.pool_dir)
         baseline = cls(**kwargs)
@@ -100,8 +103,6 @@ class FaceBaseline:
         return baseline
 
     def _pool_distances(self, embedding: np.ndarray) -> list[float]:
-        from pvchat.synth.negatives import build_face_bank, rank_by_similarity
-
         if self.pool is None:
             return []
         if self._bank is None:
@@ -110,10 +111,6 @@ class FaceBaseline:
 
     def add_subject(self, name: str, reference: str | os.PathLike) -> SubjectFace:
         """Analyse ``reference`` and remember its subject's best face and threshold under ``name``."""
-        from pvchat.faces.analyze import analyze_video
-        from pvchat.faces.records import AnalyzeSettings
-        from pvchat.synth.negatives import identity_threshold
-
         analysis = analyze_video(reference, settings=AnalyzeSettings(fps=self.reference_fps), progress=False)
         person = analysis.people[analysis.subject]
         found = self.engine.detect(person.best_image)
@@ -133,8 +130,6 @@ class FaceBaseline:
         return subject
 
     def _faces(self, video: str | os.PathLike) -> list[_Frame]:
-        from pvchat.video import read_frames_uniform
-
         key = str(Path(video).resolve())
         if key not in self._frames:
             frames = []
@@ -195,8 +190,6 @@ class FaceBaseline:
         return f"{tok} is in this video, but I cannot describe what {tok} is wearing."
 
     def _where(self, video, hits) -> str:
-        from pvchat.qa.facts import position_word
-
         frames = self._faces(video)
         words = [position_word((box[0] + box[2]) / 2 / frames[t].width) for t, _, box in hits]
         start, end = words[0], words[-1]

@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pvchat.errors import ConfigError
+from pvchat.model.prompt import validate_name
+from pvchat.pack import CARD
 
 
 def check_pack_spec(pack: str) -> None:
     """``--pack`` is a concept pack directory (or a person directory holding one) or else a learned
     person's name, which follows the name rule: ``../../etc`` is neither."""
-    from pvchat.model.prompt import validate_name
-    from pvchat.pack import CARD
-
     if not (Path(pack) / CARD).is_file() and not (Path(pack) / "pack" / CARD).is_file():
         validate_name(pack)
 

@@ -24,9 +24,16 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from pvchat.errors import ConfigError, InputError
+from pvchat.eval import plots
+from pvchat.eval.benchmark import load_benchmark
+from pvchat.eval.bertscore import bertscore
 from pvchat.eval.judge import METRICS as JUDGE_METRICS, NOT_MEASURED, Judge
 from pvchat.eval.metrics import bleu, existence_accuracy, parse_yes_no
+from pvchat.eval.official import official_metrics, to_official
 from pvchat.eval.recipe import GROUPS
+from pvchat.eval.report_md import markdown
+from pvchat.eval.truth import truth_scores
+from pvchat.io import atomic_dir, recover_dir, write_json, write_text
 
 OPEN_TYPES = ("appearance", "action", "location")
 AnswerFn = Callable[[str, str, str], str]
@@ -190,8 +197,6 @@ def evaluate(
             the face baseline, a base model: :mod:`pvchat.eval.baselines`).
         progress: progress bars on stderr.
     """
-    from pvchat.eval.benchmark import load_benchmark
-
     bench = load_benchmark(benchmark_dir)
     rename = dict(rename or {})
     rows = _select(bench, subjects, rename, limit)
@@ -219,9 +224,6 @@ def evaluate(
 def baseline_scores(answer_fn: AnswerFn, bench, rows: list[dict], progress: bool = False) -> dict[str, Any]:
     """A baseline's scores on ``rows`` (the evaluated questions, under the benchmark's names): ground truth and the official
     accuracy and BLEU-1 (no BERTScore or judge: a baseline is a reference row, not an entry)."""
-    from pvchat.eval.official import official_metrics
-    from pvchat.eval.truth import truth_scores
-
     for r in rows:
         r.pop("answer", None)
     _ask(answer_fn, bench.root, rows, progress)
@@ -236,10 +238,6 @@ def score_answers(rows: list[dict], answerer: str, benchmark: str, out: str | os
                   progress: bool = False) -> EvalReport:
     """Score answered rows (each with ``answer``): ground truth, the official metrics, the paper's
     table; write the report under ``out`` (atomically, as one directory) when given."""
-    from pvchat.eval.bertscore import bertscore
-    from pvchat.eval.official import official_metrics
-    from pvchat.eval.truth import truth_scores
-
     timings = dict(timings or {})
     open_rows = [r for r in rows if r.get("type") in OPEN_TYPES]
     bs_model = None
@@ -277,8 +275,6 @@ def score_answers(rows: list[dict], answerer: str, benchmark: str, out: str | os
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    from pvchat.io import write_text
-
     write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -286,11 +282,6 @@ def write_report(report: EvalReport, out: str | os.PathLike) -> list[Path]:
     """report.json, report.md, answers.jsonl, official.json (the official evaluator's layout) and the
     plots under ``out``; returns the paths. The directory is written whole and swapped in: a run
     killed while writing leaves the last good report in place (:func:`pvchat.io.atomic_dir`)."""
-    from pvchat.eval.official import to_official
-    from pvchat.eval.plots import plot_report
-    from pvchat.eval.report_md import markdown
-    from pvchat.io import atomic_dir, recover_dir, write_json, write_text
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: a file, not a report directory")
@@ -300,5 +291,5 @@ def write_report(report: EvalReport, out: str | os.PathLike) -> list[Path]:
         write_text(tmp / "report.md", markdown(report))
         _write_rows(tmp / "answers.jsonl", report.rows)
         write_json(tmp / "official.json", to_official(report.rows, report.benchmark))
-        names = [p.name for p in plot_report(report, tmp)]
+        names = [p.name for p in plots.plot_report(report, tmp)]
     return [out / n for n in ("report.json", "report.md", "answers.jsonl", "official.json", *names)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -19,6 +20,7 @@ import numpy as np
 from pvchat.faces.detect import Face, FaceEngine, _models
 from pvchat.faces.quality import FaceQuality, assess
 from pvchat.faces.records import AnalyzeSettings
+from pvchat.proc import die_with_parent
 
 _ENGINES: dict[tuple[int, int], FaceEngine] = {}
 
@@ -47,10 +49,6 @@ def _noop() -> None:
 def _worker_init(parent: int | None = None) -> None:
     """Workers leave Ctrl-C to the parent, which cancels the work and reports it once, and end
     when the parent is gone (a ``kill -9`` of it would otherwise leave them running)."""
-    import signal
-
-    from pvchat.proc import die_with_parent
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent)
 

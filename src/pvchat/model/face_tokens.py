@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from pvchat.errors import ConfigError
+from pvchat.faces import FaceEngine
 
 EMBED_DIM = 128
 TOKEN_DIM = EMBED_DIM + 5  # embedding, box, present flag
@@ -51,8 +52,6 @@ class FaceTokens:
     @property
     def engine(self):
         if self._engine is None:
-            from pvchat.faces import FaceEngine
-
             self._engine = FaceEngine()
         return self._engine
 

@@ -36,7 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pvchat.errors import ConfigError
+from pvchat.errors import ConfigError, InputError
+from pvchat.faces import FaceEngine
 
 CNN_DIM = 1280
 EXTRA_DIM = 184
@@ -210,8 +211,6 @@ class PersonTower(nn.Module):
     @property
     def engine(self):
         if self._engine is None:
-            from pvchat.faces import FaceEngine
-
             self._engine = FaceEngine(upsample=1)
         return self._engine
 
@@ -273,8 +272,6 @@ class PersonTower(nn.Module):
         """(B, T, 3, S, S) → (B, T, g² + F, D)."""
         B, T, C, H, W = pixel_values.shape
         if (H, W) != (self.image_size, self.image_size):
-            from pvchat.errors import InputError
-
             raise InputError(f"frames are {H}×{W} but the person tower expects {self.image_size}×{self.image_size}")
         x01 = (pixel_values.reshape(B * T, C, H, W).float().cpu() * self.in_std.cpu() + self.in_mean.cpu()).clamp(0, 1)
         # grid tokens: the whole frame at 224 px, pooled to g×g                          (B·T, g², D)

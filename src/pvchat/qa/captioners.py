@@ -21,10 +21,12 @@ from typing import Callable, Mapping, Protocol
 import numpy as np
 
 from pvchat.errors import InputError, unknown_choice
+from pvchat.faces.demographics import LocalVLM
 from pvchat.qa.describe import describe
 from pvchat.qa.endpoint import ChatEndpoint
 from pvchat.qa.facts import ClipFacts
 from pvchat.qa.measure import facts_from_measurements
+from pvchat.video import read_frames_uniform
 
 FrameSource = Callable[[ClipFacts, int], np.ndarray]
 
@@ -122,8 +124,6 @@ def read_clip_frames(clip: ClipFacts, num_frames: int) -> np.ndarray:
     """(T, H, W, 3) uint8 frames of ``clip.video`` spread uniformly (paper §4.1)."""
     if not clip.video:
         raise InputError(f"clip {clip.clip_id or '?'} has no video path; the model captioners need frames")
-    from pvchat.video import read_frames_uniform
-
     return read_frames_uniform(clip.video, num_frames)
 
 
@@ -150,8 +150,6 @@ class VLMCaptioner:
         Uses the project's loader :class:`pvchat.faces.demographics.LocalVLM` (frames as a list of
         images in the chat template, greedy decoding, ``local_files_only``; nothing is downloaded).
         """
-        from pvchat.faces.demographics import LocalVLM
-
         return cls(LocalVLM(path, max_new_tokens=max_new_tokens, max_time_s=max_time_s), num_frames=num_frames,
                    **kwargs)
 

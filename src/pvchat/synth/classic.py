@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from pvchat.errors import ConfigError
+from pvchat.faces import FaceEngine
 from pvchat.synth.augment import AugmentParams, apply
 from pvchat.synth.backgrounds import BACKGROUNDS, paint_background
 from pvchat.synth.base import ClipRequest, GeneratedClip, Identity
@@ -103,8 +104,6 @@ class ClassicGenerator:
 
     def prepare(self, identity: Identity, workdir: Path | None = None) -> None:
         """Locate the 68 landmarks in every reference frame (dlib); cut-out masks are made lazily."""
-        from pvchat.faces import FaceEngine
-
         if not identity.frames:
             raise ConfigError(f"the classic backend needs reference frames of {identity.name!r}")
         engine = FaceEngine()

@@ -36,13 +36,22 @@ from tqdm.auto import tqdm
 
 from pvchat.data import ClipRecord, QARecord, write_manifest
 from pvchat.errors import InputError
+from pvchat.faces import FaceEngine
 from pvchat.io import read_json, write_json
+from pvchat.model.prompt import validate_name
+from pvchat.qa.describe import relation_words
+from pvchat.qa.facts import ClipFacts, PersonFacts, subject_token
+from pvchat.qa.generate import get_recipe, make_qa
+from pvchat.qa.measure import colour_name
 from pvchat.synth.augment import AugmentParams, apply, geometry_matrix
 from pvchat.synth.backgrounds import BACKGROUNDS, paint_background
 from pvchat.synth.base import Identity
 from pvchat.synth.classic import ClassicGenerator, nearest_face
+from pvchat.synth.identity import identity_from_analysis
 from pvchat.synth.motion import MOTIONS, animate
-from pvchat.synth.negatives import SAME_PERSON
+from pvchat.synth.negatives import SAME_PERSON, build_face_bank
+from pvchat.synth.pipeline import MOTION_WORDS, dedupe_qa
+from pvchat.video import read_frames_uniform, write_video
 
 SLOTS = {"left": 1 / 6, "centre": 1 / 2, "right": 5 / 6}  # face centre, fraction of the width
 MIN_FACE = 48  # px: the smallest face height composed (dlib finds faces from ~40 px)
@@ -99,8 +108,6 @@ def pattern_for(index: int, n: int, with_none: bool, seed: int) -> tuple[bool, .
 
 
 def _subject(name: str, analysis: str | Path) -> _Person:
-    from pvchat.synth.identity import identity_from_analysis
-
     identity = identity_from_analysis(analysis, name)
     if not identity.frames:
         raise InputError(f"{analysis}: the reference video is gone; composing needs its frames")
@@ -118,8 +125,6 @@ def _framed(identity: Identity) -> Identity:
 def _check_subjects(subjects) -> None:
     if not 2 <= len(subjects) <= 3:
         raise InputError(f"compose needs 2 or 3 subjects, got {len(subjects)} (one person: use 'pvchat synthesize')")
-    from pvchat.model.prompt import validate_name
-
     names = [validate_name(name) for name, _ in subjects]
     if len(set(names)) != len(names):
         raise InputError(f"subject names repeat: {', '.join(names)}; give each person their own name")
@@ -173,8 +178,6 @@ def _layer(cast: _Cast, t: int, T: int, H: int, sw: int, fh: float, face_top: fl
 
 def _torso_colour(frame: np.ndarray, centre: tuple[float, float], fh: float) -> str | None:
     """The clothes under a face: the most common colour word in the region below the chin."""
-    from pvchat.qa.measure import colour_name
-
     h, w = frame.shape[:2]
     cx, cy = centre
     y0, y1 = int(min(h - 1, cy + 1.0 * fh)), int(min(h, cy + 2.0 * fh))
@@ -241,9 +244,6 @@ def check_faces(engine, frames: np.ndarray, casts: list[_Cast], centres, others:
 def _pair_qa(facts, names: list[str], rng: random.Random) -> list[QARecord]:
     """"Where is <A> relative to <B>?" for every ordered pair of present subjects, answered from
     the facts' relations (:meth:`pvchat.qa.facts.ClipFacts.relations_of`)."""
-    from pvchat.qa.describe import relation_words
-    from pvchat.qa.facts import subject_token
-
     tokens = {n: subject_token(n) for n in names}
     out = []
     for a, b in itertools.permutations([n for n in names if facts.is_present(n)], 2):
@@ -275,13 +275,6 @@ def compose_dataset(
     ``pool``: a directory of other people's images/videos; strangers from it stand in for absent
     subjects, and some clips show none of the subjects. ``qa``: a QA recipe of :mod:`pvchat.qa`.
     """
-    from pvchat.faces import FaceEngine
-    from pvchat.qa.facts import ClipFacts, PersonFacts
-    from pvchat.qa.generate import get_recipe, make_qa
-    from pvchat.synth.negatives import build_face_bank
-    from pvchat.synth.pipeline import MOTION_WORDS, dedupe_qa
-    from pvchat.video import read_frames_uniform, write_video
-
     _check_subjects(subjects)
     if clips < 1 or num_frames < 1 or fps <= 0:
         raise InputError(f"bad clip settings: {clips} clips of {num_frames} frames at {fps} fps")

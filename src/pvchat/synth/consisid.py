@@ -26,6 +26,8 @@ import torch
 
 from pvchat.errors import ConfigError
 from pvchat.synth.base import ClipRequest, GeneratedClip, Identity
+from pvchat.synth.personalvideo import resolve_device
+from pvchat.synth.prompts import PromptLibrary, subject_words
 
 DOWNLOAD_HINT = ("download it with: huggingface-cli download BestWishYsh/ConsisID-preview --local-dir DIR "
                  "and pass model_dir=DIR")
@@ -75,8 +77,6 @@ class ConsisIDConfig:
     vae_tiling: bool = False
 
     def __post_init__(self):
-        from pvchat.synth.personalvideo import resolve_device
-
         self.device = resolve_device(self.device, "consisid")
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
@@ -159,8 +159,6 @@ class ConsisIDGenerator:
 
     def prompt_for(self, request: ClipRequest) -> str:
         """The request's prompt, or a library prompt for the subject's gender and age (+ the ID sentence)."""
-        from pvchat.synth.prompts import PromptLibrary, subject_words
-
         ident = self.identity
         words = subject_words(ident.gender, ident.age)
         if request.prompt:

@@ -48,6 +48,8 @@ import numpy as np
 
 from pvchat.errors import ConfigError
 from pvchat.synth.base import ClipRequest, GeneratedClip, Identity
+from pvchat.synth.prompts import PromptLibrary
+from pvchat.video import iter_frames
 
 PAPER_MOTIONS = ("yes", "no", "query", "angry", "smile")
 MOTION_ALIASES = {"yes": "yes", "nod": "yes", "no": "no", "shake": "no", "query": "query", "question": "query",
@@ -145,8 +147,6 @@ class LivePortrait:
 
     def animate(self, source: np.ndarray, motion: str, num_frames: int, fps: float, tag: str = "src") -> tuple[np.ndarray, Path]:
         """(T, H, W, 3) uint8 frames of ``source`` driven by ``motion``, and the output file."""
-        from pvchat.video import iter_frames
-
         drv = self.driving(motion)
         digest = hashlib.sha1(np.ascontiguousarray(source).tobytes()).hexdigest()[:10]
         src = self.work / "sources" / f"{tag}_{digest}.png"
@@ -240,8 +240,6 @@ class PhotoMakerLivePortraitGenerator:
 
     def prompts(self) -> list[str]:
         """Supp. Fig. 7's image prompts for the subject's age and gender."""
-        from pvchat.synth.prompts import PromptLibrary
-
         ident = self.identity
         return PromptLibrary.load().image_prompts(ident.gender or "male", ident.age or "young")
 

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from pvchat.errors import ConfigError
+from pvchat.faces import FaceEngine
 from pvchat.synth.encoders import ImageEncoder
+from pvchat.synth.pv_face import load_face_encoder
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 
@@ -64,8 +66,6 @@ FaceEmbedder = Callable[[np.ndarray], "tuple[Box, np.ndarray] | None"]
 
 def dlib_face_embedder(detect_max_side: int = 640) -> FaceEmbedder:
     """The offline default: dlib's most confident face and its 128-d aligned embedding (pvchat.faces)."""
-    from pvchat.faces import FaceEngine
-
     engine = FaceEngine(detect_max_side=detect_max_side)
 
     def embed(rgb: np.ndarray):
@@ -78,9 +78,6 @@ def dlib_face_embedder(detect_max_side: int = 640) -> FaceEmbedder:
 def torch_face_embedder(encoder_dir: str | Path, detect_max_side: int = 640, device: str = "cpu") -> FaceEmbedder:
     """dlib's face box, extended 17 % up and 3 % down and resized without alignment (the benchmark's
     crop), embedded by a PyTorch face encoder loaded from ``encoder_dir`` (e.g. ArcFace R100)."""
-    from pvchat.faces import FaceEngine
-    from pvchat.synth.pv_face import load_face_encoder
-
     engine = FaceEngine(detect_max_side=detect_max_side)
     enc = load_face_encoder(encoder_dir).to(device).eval()
 

@@ -20,7 +20,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from pvchat.errors import InputError
+from pvchat.faces import FaceEngine
 from pvchat.synth.base import Identity
+from pvchat.video import read_frames_uniform
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
@@ -63,8 +65,6 @@ def _person(engine, source: str, frames: list[np.ndarray]) -> PoolPerson | None:
 
 def read_pool(pool: str | Path) -> list[tuple[str, list[np.ndarray]]]:
     """Files of a pool directory as (source, frames): an image is one frame, a video 4 uniform frames."""
-    from pvchat.video import read_frames_uniform
-
     pool = Path(pool)
     if not pool.is_dir():
         raise InputError(f"{pool}: the pool is not a directory")
@@ -91,8 +91,6 @@ def pool_label(pool: Pool) -> str | list[str]:
 
 def build_face_bank(pool: Pool | None, progress: bool = True) -> list[PoolPerson]:
     """Embed every pool person; files without a detectable face are left out."""
-    from pvchat.faces import FaceEngine
-
     if pool is None:
         raise InputError("no pool of other people for the negatives: pass a directory of their images/videos")
     engine = FaceEngine()

@@ -38,6 +38,7 @@ and the optimizer moments are saved to ``workdir/personalvideo/<name>/state.safe
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import asdict, dataclass
@@ -49,7 +50,10 @@ import torch
 import torch.nn.functional as F
 
 from pvchat.errors import ConfigError, InputError
+from pvchat.io import load_tensors, save_tensors
 from pvchat.synth.base import ClipRequest, GeneratedClip, Identity
+from pvchat.synth.prompts import PromptLibrary, subject_words
+from pvchat.synth.pv_face import box_matrix, color_jitter, face_matrix_for, load_face_encoder, warp_face
 
 # PEFT matches target_modules strings against the full module name.
 SIA_TARGETS = r"(.*\.)?attentions\.\d+\.transformer_blocks\.\d+\.attn1\.to_(q|k|v)"
@@ -210,8 +214,6 @@ class PersonalVideoGenerator:
     @staticmethod
     def _load_pipe(model_dir: str | None, motion_adapter_dir: str | None):
         """An ``AnimateDiffPipeline`` from a saved AnimateDiff dir, or an SD1.5 dir + a MotionAdapter dir."""
-        import json
-
         if not model_dir or not Path(model_dir).expanduser().is_dir():
             raise ConfigError(f"personalvideo: model_dir {model_dir!r} is not a directory; {DOWNLOAD_HINT}")
         if motion_adapter_dir and not (Path(motion_adapter_dir).expanduser() / "config.json").is_file():
@@ -337,8 +339,6 @@ class PersonalVideoGenerator:
         return self.text_encoder(ids).last_hidden_state
 
     def subject_words(self) -> str:
-        from pvchat.synth.prompts import subject_words
-
         ident = self.identity
         words = subject_words(ident.gender, ident.age) if ident else "a person"
         return insert_token(words, self.token) if self.token else words
@@ -349,8 +349,6 @@ class PersonalVideoGenerator:
         words = self.subject_words()
         if c.prompts:
             return [p.replace("{subject}", words) if "{subject}" in p else f"{words}, {p}" for p in c.prompts]
-        from pvchat.synth.prompts import PromptLibrary
-
         lib = PromptLibrary.load()
         ident = self.identity
         entries = lib.sample_many(c.num_prompts, ident.gender if ident else None, ident.age if ident else None, rng=c.seed)
@@ -422,8 +420,6 @@ class PersonalVideoGenerator:
 
     def _face_encoder(self):
         if getattr(self, "_fenc", None) is None:
-            from pvchat.synth.pv_face import load_face_encoder
-
             if not self.config.face_encoder_dir:
                 raise ConfigError("personalvideo: set face_encoder_dir (an ArcFace R100 converted with "
                                   "pvchat.synth.pv_face.import_arcface_torch) to tune the identity adapter")
@@ -432,8 +428,6 @@ class PersonalVideoGenerator:
 
     def reference_faces(self, identity: Identity) -> torch.Tensor:
         """(R, 3, S, S) reference faces in [-1, 1], aligned like generated faces when a face is found."""
-        from pvchat.synth.pv_face import box_matrix, face_matrix_for, warp_face
-
         size = self._face_encoder().config.input_size
         out = []
         for face in identity.faces:
@@ -446,8 +440,6 @@ class PersonalVideoGenerator:
 
     def identity_loss(self, frame: torch.Tensor, ref_embedding: torch.Tensor) -> torch.Tensor:
         """Eq. 2: 1 − cos(φ(ref), φ(face of frame)). frame (1, 3, H, W) in [-1, 1] with gradients."""
-        from pvchat.synth.pv_face import face_matrix_for, warp_face
-
         enc = self._face_encoder()
         size = enc.config.input_size
         detached = ((frame[0].detach().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
@@ -461,8 +453,6 @@ class PersonalVideoGenerator:
         return None if workdir is None else Path(workdir) / "personalvideo" / self.identity.name
 
     def _save(self, path: Path, phase_steps: tuple[int, int], opt: torch.optim.Optimizer | None = None) -> None:
-        from pvchat.io import save_tensors
-
         tensors = {"token": self.token_vec.detach()}
         tensors.update({f"adapter.{n}": p.detach() for n, p in self.adapter_parameters().items()})
         if opt is not None:
@@ -475,8 +465,6 @@ class PersonalVideoGenerator:
 
     def _load(self, path: Path) -> tuple[tuple[int, int], dict[str, torch.Tensor]]:
         from safetensors import safe_open
-
-        from pvchat.io import load_tensors
 
         tensors = load_tensors(path)
         with safe_open(str(path), "pt") as f:
@@ -599,8 +587,6 @@ class PersonalVideoGenerator:
 
     def _sia_step(self, step: int, opt: torch.optim.Optimizer, ref_faces: torch.Tensor, prompts: list[str]) -> tuple[float, float]:
         """One adapter step (Eq. 4): sample from noise, adapter only in the last step, ID loss + λ‖ΔW‖²."""
-        from pvchat.synth.pv_face import color_jitter
-
         c = self.config
         g = torch.Generator().manual_seed(c.seed * 1_000_003 + 500_009 + step)
         rng = random.Random(c.seed * 104_729 + step)
@@ -648,8 +634,6 @@ class PersonalVideoGenerator:
             if "{subject}" in p:
                 return p.replace("{subject}", words)
             return p if self.token and self.token in p else f"{words}, {p}"
-        from pvchat.synth.prompts import PromptLibrary
-
         lib = PromptLibrary.load()
         ident = self.identity
         return lib.render(lib.sample(ident.gender, ident.age, rng=request.seed), words)

@@ -25,9 +25,18 @@ from tqdm.auto import tqdm
 from pvchat import recipes
 from pvchat.data import ClipRecord, QARecord, write_manifest
 from pvchat.errors import ConfigError, InputError
+from pvchat.faces import FaceEngine
 from pvchat.io import read_json, write_json
+from pvchat.model.prompt import validate_name
+from pvchat.qa.facts import ClipFacts, PersonFacts
+from pvchat.qa.generate import make_qa
+from pvchat.qa.measure import colour_name
 from pvchat.synth.base import ClipRequest, GeneratedClip, get_generator
+from pvchat.synth.dynamics import dynamic_degree
+from pvchat.synth.identity import identity_from_analysis
 from pvchat.synth.negatives import Pool, build_face_bank, identity_threshold, pick_negatives, pool_label
+from pvchat.synth.prompts import PromptLibrary
+from pvchat.video import write_video
 
 MOTION_WORDS = {
     "still": "looking at the camera", "nod": "nodding", "shake": "shaking the head", "tilt": "tilting the head",
@@ -99,9 +108,6 @@ def _face_scores(engine, clip: GeneratedClip, reference: np.ndarray, every: int 
 
 def _person_facts(name, clip: GeneratedClip, box, motion_word):
     """What a positive/negative clip shows of its person, for the captioner."""
-    from pvchat.qa.facts import PersonFacts
-    from pvchat.qa.measure import colour_name
-
     frame = clip.frames[0]
     h, w = frame.shape[:2]
     position, clothing = clip.info.get("position"), None
@@ -130,13 +136,6 @@ def synthesize_dataset(
     ``pool``: the other people hard and random negatives are drawn from (a directory, or ``(source,
     frames)`` in memory, e.g. :func:`pvchat.offline.pool.world_pool`); required, checked before anything is written.
     """
-    from pvchat.faces import FaceEngine
-    from pvchat.model.prompt import validate_name
-    from pvchat.qa.facts import ClipFacts
-    from pvchat.qa.generate import make_qa
-    from pvchat.synth.identity import identity_from_analysis
-    from pvchat.video import write_video
-
     validate_name(name)
     recipe = get_synth_recipe(recipe)
     out = Path(out)
@@ -160,8 +159,6 @@ def synthesize_dataset(
         if found:
             self_d.append(float(np.linalg.norm(found[0].embedding - identity.embedding)))
     threshold = identity_threshold(self_d, [d for d, _ in hard])
-
-    from pvchat.synth.prompts import PromptLibrary
 
     library = PromptLibrary.load()
 
@@ -204,8 +201,6 @@ def synthesize_dataset(
         face_ok = bool(dists) and float(np.median(dists)) < threshold
         if not face_ok:
             continue
-        from pvchat.synth.dynamics import dynamic_degree
-
         dyn = dynamic_degree(clip.frames, fps=clip.fps)
         if dyn.score < recipe.min_motion:  # VideoAlchemy's Dync-D: a frozen clip teaches no action
             continue

@@ -25,6 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pvchat.errors import ConfigError, InputError
+from pvchat.faces import FaceEngine
+from pvchat.io import load_tensors, read_json, save_tensors, write_json
 
 # ArcFace's 5-point template in a 112×112 crop: eye centres, nose tip, mouth corners (x, y).
 ARCFACE_TEMPLATE = np.array(
@@ -104,8 +106,6 @@ class FaceEncoder(nn.Module):
 
 def save_face_encoder(model: FaceEncoder, out_dir: str | Path) -> Path:
     """Write ``face_encoder.json`` + ``model.safetensors`` to ``out_dir``."""
-    from pvchat.io import save_tensors, write_json
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / CONFIG_NAME, asdict(model.config))
@@ -115,8 +115,6 @@ def save_face_encoder(model: FaceEncoder, out_dir: str | Path) -> Path:
 
 def load_face_encoder(model_dir: str | Path) -> FaceEncoder:
     """Load a face encoder saved by :func:`save_face_encoder` (frozen, eval mode)."""
-    from pvchat.io import load_tensors, read_json
-
     path = Path(model_dir).expanduser()
     if not (path / CONFIG_NAME).is_file() or not (path / WEIGHTS_NAME).is_file():
         raise ConfigError(
@@ -194,8 +192,6 @@ def face_matrix_for(frame_uint8: np.ndarray, size: int, mode: str = "detect",
     """
     h, w = frame_uint8.shape[:2]
     if mode == "detect":
-        from pvchat.faces import FaceEngine
-
         faces = FaceEngine().detect(np.ascontiguousarray(frame_uint8), embed=False)
         if faces:
             return align_matrix(five_points(faces[0].landmarks), size), True

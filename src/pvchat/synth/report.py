@@ -39,8 +39,11 @@ import numpy as np
 
 from pvchat.data import read_manifest
 from pvchat.errors import InputError
-from pvchat.io import read_json, read_jsonl
+from pvchat.faces.contact_sheet import contact_sheet
+from pvchat.io import atomic_path, read_json, read_jsonl, write_json, write_text
 from pvchat.synth import metrics as M, quality_filter
+from pvchat.synth.identity import identity_from_analysis
+from pvchat.video import iter_frames, read_frames_uniform
 
 
 @dataclass
@@ -92,8 +95,6 @@ class SubjectRefs:
 
 def load_subjects(data_dir: Path, num_frames: int = 8) -> dict[str, SubjectRefs]:
     """``subjects.json`` with its images read."""
-    from pvchat.video import read_frames_uniform
-
     subjects = read_json(data_dir / "subjects.json")
     if not isinstance(subjects, dict):
         raise InputError(f"{data_dir / 'subjects.json'}: expected an object of subjects")
@@ -112,8 +113,6 @@ def load_subjects(data_dir: Path, num_frames: int = 8) -> dict[str, SubjectRefs]
 def load_synthesis(data_dir: Path, num_frames: int = 8, max_side: int = 512) -> tuple[list[ClipRow], dict[str, SubjectRefs]]:
     """A ``pvchat synthesize`` output (settings.json + manifest.jsonl): the subject's faces and reference
     frames come from its analysis; the middle frames of the negative clips are the hard negatives."""
-    from pvchat.synth.identity import identity_from_analysis
-
     settings = read_json(data_dir / "settings.json")
     name = settings.get("name") if isinstance(settings, dict) else None
     if not name or not settings.get("analysis"):
@@ -136,8 +135,6 @@ def load_synthesis(data_dir: Path, num_frames: int = 8, max_side: int = 512) -> 
 
 def _clip_frames(path: Path, fps: float, max_frames: int, max_side: int) -> np.ndarray:
     """Up to ``max_frames`` consecutive frames resampled to ``fps`` (Dync-D's ~8 fps), (T, H, W, 3)."""
-    from pvchat.video import iter_frames
-
     frames = [f for _, (_, _, f) in zip(range(max_frames), iter_frames(path, fps=fps, max_side=max_side))]
     if not frames:
         raise InputError(f"{path}: no decodable frames")
@@ -174,9 +171,6 @@ def evaluate_generated(
     ``data_dir/eval``); returns (the report, ``out``). The arguments are those of
     ``pvchat eval-generator`` (:func:`pvchat.commands.eval_generator.eval_generator`).
     """
-    from pvchat.faces.contact_sheet import contact_sheet
-    from pvchat.io import write_json, write_text
-
     data_dir = Path(data_dir)
     out = Path(out) if out is not None else data_dir / "eval"
     if not (data_dir / "clips.jsonl").is_file() and (data_dir / "manifest.jsonl").is_file():
@@ -229,7 +223,6 @@ def evaluate_generated(
                     sheet_rows.append((label, found[:tiles]))
     sheet = contact_sheet(sheet_rows)
     ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    from pvchat.io import atomic_path
 
     with atomic_path(out / "contact_sheet.png") as tmp:
         tmp.write_bytes(png.tobytes())

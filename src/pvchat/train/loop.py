@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from pvchat.data import QADataset
 from pvchat.errors import InputError, PVChatError
 from pvchat.io import recover_dir, write_json, write_text
+from pvchat.model import subject_tokens
 from pvchat.model.prompt import pad_batch
 from pvchat.model.pvchat import PVChat
 from pvchat.train.checkpoint import load_checkpoint, save_checkpoint
@@ -69,8 +70,6 @@ def parameter_groups(model: PVChat, recipe: StageRecipe, subjects: list[str]) ->
     * vision: the last K vision blocks, stage 2 only (1e-5)
     Subjects not being trained (earlier concept packs) stay frozen.
     """
-    from pvchat.model import subject_tokens
-
     for p in model.parameters():
         p.requires_grad_(False)
     groups: dict[str, list[torch.nn.Parameter]] = {"subject": [], "qformer": [], "lora": [], "vision": []}

@@ -11,9 +11,13 @@ import torch
 from pvchat import recipes
 from pvchat.data import QADataset, read_manifest
 from pvchat.errors import InputError
+from pvchat.io import load_tensors
+from pvchat.model import subject_tokens
 from pvchat.model.config import PVChatConfig
 from pvchat.model.presets import get_preset
 from pvchat.model.pvchat import CONFIG_NAME, PVChat
+from pvchat.qa.self_caption import self_caption
+from pvchat.train.alignment import apply_alignment
 from pvchat.train.loop import TrainResult, train
 from pvchat.train.recipe import StageRecipe, load_train_recipe
 
@@ -51,8 +55,6 @@ def base_model(preset: str, seed: int = 0, configure: ConfigFn | None = None) ->
     model = PVChat.from_config(cfg)
     aligned = shipped_alignment(preset) if configure is None else None
     if aligned is not None:
-        from pvchat.train.alignment import apply_alignment
-
         apply_alignment(model, aligned)
     return model
 
@@ -80,8 +82,6 @@ ASSETS = "assets"  # pvchat/assets/<preset>_alignment.safetensors: what `pvchat 
 
 def shipped_alignment(preset: str) -> dict[str, torch.Tensor] | None:
     """The alignment weights shipped for ``preset`` (None when the preset has none)."""
-    from pvchat.io import load_tensors
-
     path = resources.files("pvchat") / ASSETS / f"{preset}_alignment.safetensors"
     return load_tensors(Path(str(path))) if path.is_file() else None
 
@@ -107,8 +107,6 @@ def with_subjects(base: Path | PVChat, subjects: list[str], seed: int = 0, faces
 @torch.no_grad()
 def init_subject(model: PVChat, name: str, init: dict[str, torch.Tensor]) -> None:
     """Start ``name``'s query block and token rows at the aligned people's mean (+ small noise)."""
-    from pvchat.model import subject_tokens
-
     block = model.qformer.subject_queries[model.subjects.index(name)]
     block.copy_(init["subject_init.queries"] + 0.02 * torch.randn_like(block))
     rows = subject_tokens.subject_token_state(model.llm, {name: model.subject_ids[name]})
@@ -134,7 +132,6 @@ def learn_stages(model: PVChat, manifest: Path, out: Path, recipe: str | Path = 
     features = None
     if loaded.captioner == "base":
         # the base describes the positives in its own words (qa/self_caption.py)
-        from pvchat.qa.self_caption import self_caption
 
         manifest, features = self_caption(model, manifest, subjects or model.subjects, progress=progress)
 

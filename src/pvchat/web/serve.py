@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from pvchat.errors import ConfigError
+from pvchat.web.service import WebService
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 TOKEN_ENV = "PVCHAT_AUTH_TOKEN"
@@ -44,11 +45,9 @@ def resolve_auth(host: str, auth_token: str | None) -> str | None:
 
 def build(home: Path, preset: str, recipe: str, limits, base: Path | None = None) -> tuple:
     """(the web service over ``home``, its Gradio app, queued one event at a time)."""
-    from pvchat.web.service import WebService
-
     service = WebService(home, preset=preset, recipe=recipe, limits=limits, base=base)
     own_gradio_dir(service.gradio_dir)  # before Gradio is imported: it reads GRADIO_TEMP_DIR then
-    from pvchat.web.app import build_app
+    from pvchat.web.app import build_app  # gradio: imported only now, after GRADIO_TEMP_DIR is set
 
     app = build_app(service)
     app.queue(default_concurrency_limit=1)

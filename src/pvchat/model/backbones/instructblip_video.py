@@ -27,6 +27,7 @@ from torch import nn
 from pvchat.errors import InputError
 from pvchat.model.backbones.base import BackboneConfig, PersonalVLM, load_local, processor_settings, supervised
 from pvchat.model.pvchat import greedy_tokens
+from pvchat.model.tokenizer import build_tiny_tokenizer
 
 # a frame's resize and normalisation: the video processor's settings when saved, else the image processor's
 FRAME_KEYS = ("size", "image_mean", "image_std", "do_rescale", "rescale_factor", "do_normalize", "do_resize",
@@ -191,8 +192,6 @@ def write_processing(path: Path, config, frame_size: int = 32) -> None:
     # transformers: the image processor; pvchat's offline BPE and a WordPiece stand in for the vocabularies
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import BlipImageProcessorPil, PreTrainedTokenizerFast
-
-    from pvchat.model.tokenizer import build_tiny_tokenizer
 
     path = Path(path)
     tok = build_tiny_tokenizer()

@@ -20,13 +20,12 @@ from pvchat.data import QADataset
 from pvchat.errors import InputError
 from pvchat.model.backbones.base import PersonalVLM
 from pvchat.train.recipe import StageRecipe
+from pvchat.video import read_first_frame, read_frames_uniform
 
 
 def learn(model: PersonalVLM, manifest: Path, names: list[str], stages: tuple[StageRecipe, StageRecipe],
           on_step: Callable[[str, int, int, dict], None] | None = None) -> dict[str, dict]:
     """Train ``names`` (already added with ``model.add_person``) on ``manifest``; returns per-stage metrics."""
-    from pvchat.video import read_first_frame, read_frames_uniform
-
     missing = [n for n in names if n not in model.people]
     if missing:
         raise InputError(f"add {', '.join(missing)} to the model before learning them")

@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pvchat.io import write_json
 from pvchat.model.backbones.base import BackboneConfig, load_local, processor_settings
 from pvchat.model.backbones.decoder import DecoderVLM, saved_template
+from pvchat.model.tokenizer import build_tiny_tokenizer
 
 # the chat template llava-hf's OneVision processors ship (as transformers' tests hold it); for tiny bases
 CHAT_TEMPLATE = (
@@ -99,9 +101,6 @@ def write_tiny(path: Path, seed: int = 0) -> Path:
     # transformers: the model; pvchat's offline BPE stands in for Qwen2's vocabulary
     from tokenizers import AddedToken
     from transformers import LlavaOnevisionForConditionalGeneration
-
-    from pvchat.io import write_json
-    from pvchat.model.tokenizer import build_tiny_tokenizer
 
     path = Path(path)
     tok = build_tiny_tokenizer()

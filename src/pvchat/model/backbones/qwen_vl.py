@@ -29,6 +29,7 @@ from torch import nn
 
 from pvchat.model.backbones.base import BackboneConfig, load_local, processor_settings
 from pvchat.model.backbones.decoder import DecoderVLM, saved_template
+from pvchat.model.tokenizer import build_tiny_tokenizer
 
 VIDEO_PAD = "<|video_pad|>"
 # Qwen2-VL's and Qwen2.5-VL's chat template as their processors ship it (chat_template.json): used
@@ -177,8 +178,6 @@ def write_processing(path: Path, config, frame_pixels: int = 56 * 56, patch_size
     # transformers: the image processor; pvchat's offline BPE stands in for Qwen's vocabulary
     from tokenizers import AddedToken
     from transformers import Qwen2VLImageProcessorPil
-
-    from pvchat.model.tokenizer import build_tiny_tokenizer
 
     tok = build_tiny_tokenizer()
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL], special_tokens=True)

@@ -23,8 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from pvchat.io import write_json
 from pvchat.model.backbones.base import BackboneConfig, load_local, processor_settings
 from pvchat.model.backbones.decoder import DecoderVLM, saved_template
+from pvchat.model.tokenizer import build_tiny_tokenizer
 
 # SmolVLM2's chat template for videos (transformers' SmolVLM processor, DEFAULT_CHAT_TEMPLATE); for tiny bases
 CHAT_TEMPLATE = (
@@ -110,9 +112,6 @@ def write_tiny(path: Path, seed: int = 0) -> Path:
     # transformers: the model; pvchat's offline BPE stands in for SmolLM2's vocabulary
     from tokenizers import AddedToken
     from transformers import SmolVLMForConditionalGeneration
-
-    from pvchat.io import write_json
-    from pvchat.model.tokenizer import build_tiny_tokenizer
 
     path = Path(path)
     tok = build_tiny_tokenizer()
