@@ -21,6 +21,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
 from pvchat.errors import InputError
 from pvchat.io import atomic_dir, atomic_path, file_sha256, read_json, write_json
 
@@ -101,10 +106,6 @@ def smollm2(path: str | Path | None = None) -> Path:
         import gguf as _  # noqa: F401  (transformers' GGUF reader needs it)
     except ImportError:
         raise InputError("converting SmolLM2 from GGUF needs the gguf package: pip install gguf") from None
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
@@ -140,8 +141,6 @@ def efficientnet_lite0(path: str | Path | None = None) -> Path:
     if out.is_file() and _stamped(stamp, "efficientnet-lite0"):
         return out
     pth = carrier_file("efficientnet-lite0")
-    import torch
-    from safetensors.torch import save_file
 
     state = torch.load(pth, map_location="cpu", weights_only=True)  # hash-checked above; no code runs
     with atomic_path(out) as tmp:

@@ -34,7 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from matplotlib.figure import Figure
+from scipy import stats
+from tqdm import tqdm
 
 from pvchat import learn as pipeline
 from pvchat.data import read_manifest, write_manifest
@@ -140,8 +143,6 @@ def train_variant(variant: Variant, manifest: Path, name: str, run: Path, preset
 
 def model_answerer(model, name: str):
     """``answer_fn(video, question, subject)`` over a trained model (greedy, video features cached)."""
-    import torch
-
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
     cache: dict[str, Any] = {}
@@ -181,10 +182,8 @@ def interval(values: list[float]) -> tuple[float | None, float | None]:
     mean = sum(vals) / len(vals)
     if len(vals) < 2:
         return mean, None
-    from scipy.stats import t
-
     sd = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5
-    return mean, float(t.ppf(0.975, len(vals) - 1)) * sd / len(vals) ** 0.5
+    return mean, float(stats.t.ppf(0.975, len(vals) - 1)) * sd / len(vals) ** 0.5
 
 
 def seed_summary(variant: str, per_seed: list[dict[str, Any]]) -> dict[str, Any]:
@@ -199,8 +198,6 @@ def seed_summary(variant: str, per_seed: list[dict[str, Any]]) -> dict[str, Any]
 def differences(rows: list[dict[str, Any]], metric: str = "Acc") -> list[dict[str, Any]]:
     """Each trained variant against the best one on ``metric``: the difference of means and its 95%
     interval (Welch, over seeds); ``exceeds`` when the interval leaves out 0."""
-    from scipy.stats import t
-
     trained = [r for r in rows if r.get("per_seed") and r.get(metric) is not None]
     if len(trained) < 2:
         return []
@@ -220,7 +217,7 @@ def differences(rows: list[dict[str, Any]], metric: str = "Acc") -> list[dict[st
         vb = sum((x - sum(b) / len(b)) ** 2 for x in b) / (len(b) - 1) / len(b)
         se = (va + vb) ** 0.5
         dof = (va + vb) ** 2 / ((va ** 2 / (len(a) - 1)) + (vb ** 2 / (len(b) - 1))) if se > 0 else 1.0
-        half = float(t.ppf(0.975, dof)) * se if se > 0 else 0.0
+        half = float(stats.t.ppf(0.975, dof)) * se if se > 0 else 0.0
         out.append({"best": best["variant"], "variant": r["variant"], "difference": diff, "ci": half,
                     "exceeds": abs(diff) > half})
     return out
@@ -306,8 +303,6 @@ def run_study(study: str, out: Path, bench: Path, subjects: int = 1, preset: str
               progress: bool = True, seeds: int = 3) -> list[dict[str, Any]]:
     """Train and evaluate every variant of ``study`` (or ``variants``) with ``seeds`` seeds each;
     returns the table's rows (mean and 95% interval over seeds)."""
-    from tqdm import tqdm
-
     if study not in STUDIES and variants is None:
         raise InputError(f"unknown study {study!r}; choose one of: {', '.join(STUDIES)}")
     variants = variants if variants is not None else STUDIES[study]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from pvchat.model.prompt import MENTION
 from pvchat.model.pvchat import PVChat
 from pvchat.train.stages import build_base
@@ -42,8 +44,6 @@ def the_person(question: str) -> str:
 def base_answerer(preset: str, home: Path | None = None, max_new_tokens: int = 48):
     """``answer_fn`` over the subject-free base of ``preset`` (built once under ``HOME/base/<preset>``,
     as ``pvchat learn`` builds it), asked every question about "the person"."""
-    import torch
-
     directory = build_base(base_dir(preset, Path(home) if home is not None else DEFAULT_HOME), preset, BASE_SEED)
     model = PVChat.from_pretrained(directory).eval()
     cache: dict[str, object] = {}

@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
 from pvchat.errors import InputError
 from pvchat.eval.recipe import GROUPS, UNITS, BenchmarkRecipe, load_recipe
@@ -172,9 +174,6 @@ def build_benchmark(out: str | os.PathLike, recipe: str | os.PathLike | Benchmar
     Returns ``out``. Raises InputError when ``out`` exists (unless ``overwrite``) and ConfigError
     for an invalid recipe.
     """
-    from PIL import Image
-    from tqdm import tqdm
-
     start = time.perf_counter()
     rcp = load_recipe(recipe)
     out = Path(out)

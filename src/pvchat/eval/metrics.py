@@ -47,7 +47,7 @@ def existence_accuracy(answers: Sequence[str], labels: Sequence[bool]) -> dict[s
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Corpus BLEU (sacrebleu), 0–1."""
-    import sacrebleu
+    import sacrebleu  # optional (pvchat[eval])
 
     if not hypotheses:
         return 0.0

@@ -64,7 +64,7 @@ def presence(answer: str) -> str:
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str], order: int = 1) -> float | None:
     """Corpus BLEU-``order`` as the official evaluator computes it (sacrebleu, effective order), 0–1."""
-    from sacrebleu.metrics import BLEU
+    from sacrebleu.metrics import BLEU  # optional (pvchat[eval])
 
     if not hypotheses:
         return None

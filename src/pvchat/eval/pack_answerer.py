@@ -24,7 +24,7 @@ def pack_answerer(pack: str, home: Path | None = None, base: Path | None = None)
     directory (default: the one the pack was learned on).
     """
     try:
-        from pvchat.api import Chat
+        from pvchat.api import Chat  # lazy: the learn pipeline and the model (seconds), only for --pack
     except ImportError as e:
         raise ConfigError(f"--pack needs the Python API pvchat.api, which could not be imported ({e})") from None
     check_pack_spec(pack)

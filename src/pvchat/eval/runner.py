@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from tqdm import tqdm
+
 from pvchat.errors import ConfigError, InputError
 from pvchat.eval import plots
 from pvchat.eval.benchmark import load_benchmark
@@ -95,8 +97,6 @@ def _select(bench, subjects: Sequence[str] | None, rename: Mapping[str, str], li
 
 
 def _ask(answer_fn: AnswerFn, root: Path, rows: list[dict], progress: bool) -> None:
-    from tqdm import tqdm
-
     for row in tqdm(rows, desc="answer", unit="q", disable=not progress):
         start = time.perf_counter()
         answer = answer_fn(str(root / row["clip"]), row["question"], row["subject"])
@@ -131,8 +131,6 @@ def _existence(rows: list[dict]) -> dict[str, Any]:
 
 
 def _judge_rows(judge: Judge, rows: list[dict], progress: bool) -> None:
-    from tqdm import tqdm
-
     for row in tqdm(rows, desc="judge", unit="q", disable=not progress):
         row["judge"] = {}
         for metric in JUDGE_METRICS:

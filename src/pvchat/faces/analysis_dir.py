@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from pvchat.faces.contact_sheet import contact_sheet
 from pvchat.faces.records import Analysis, FaceRecord
@@ -19,8 +20,6 @@ from pvchat.io import atomic_dir, load_tensors, read_json, save_tensors, write_j
 
 
 def _png(path: Path, rgb: np.ndarray) -> None:
-    from PIL import Image
-
     Image.fromarray(rgb).save(path, format="PNG")
 
 

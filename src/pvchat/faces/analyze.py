@@ -22,7 +22,9 @@ import os
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
 from pvchat.errors import InputError
 from pvchat.faces.cluster import cluster_embeddings
@@ -48,8 +50,6 @@ def _vlm_frames(video: Path, people: list[Person], subject: int) -> np.ndarray:
     """What the VLM is shown: the paper's 8 uniform frames when the video has one person; with
     several, the subject's own face crops (up to 8, 224 px), so that "the protagonist" it is asked
     about is the chosen subject and not whoever dominates the frames."""
-    import cv2
-
     if len(people) == 1:
         return read_frames_uniform(video, 8)  # (8, H, W, 3)
     p = people[subject]
@@ -72,8 +72,6 @@ def analyze_video(
     seen, 0 = most); by default the person seen most. Raises InputError for an unreadable
     video, a video without any detectable face, or a ``person`` that does not exist.
     """
-    from tqdm import tqdm
-
     settings = settings or AnalyzeSettings()
     if settings.fps <= 0:
         raise InputError(f"fps must be > 0, got {settings.fps}")

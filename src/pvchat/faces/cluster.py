@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.cluster import DBSCAN
 
 # (eps, min_samples) tried in order; cosine distance on dlib embeddings (see module docstring).
 DBSCAN_STEPS: tuple[tuple[float, int], ...] = ((0.09, 3), (0.125, 2))
@@ -59,8 +60,6 @@ def cluster_embeddings(
     ``sample_weight`` (N,) counts how many faces each embedding stands for (DBSCAN's core-point
     test sums weights), so embedding a subset of faces keeps the official density semantics.
     """
-    from sklearn.cluster import DBSCAN
-
     emb = np.asarray(embeddings, dtype=np.float64)
     if emb.ndim != 2 or emb.shape[0] == 0:
         raise ValueError(f"expected (N, D) embeddings with N > 0, got {emb.shape}")

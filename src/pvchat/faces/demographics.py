@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from pvchat.errors import ConfigError, InputError, unknown_choice
 
@@ -118,16 +121,11 @@ class LocalVLM:
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise InputError(f"{model_dir}: not a local transformers model directory (no config.json)")
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
         self.processor = AutoProcessor.from_pretrained(str(model_dir), local_files_only=True)
         self.model = AutoModelForImageTextToText.from_pretrained(str(model_dir), local_files_only=True).eval()
         self.max_new_tokens, self.max_time_s = max_new_tokens, max_time_s
 
     def __call__(self, frames: np.ndarray, prompt: str) -> str:
-        import torch
-        from PIL import Image
-
         images = [Image.fromarray(f) for f in frames]
         messages = [{"role": "user", "content": [*({"type": "image"} for _ in images), {"type": "text", "text": prompt}]}]
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True)

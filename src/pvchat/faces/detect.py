@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import cv2
+import dlib
 import numpy as np
+
+with warnings.catch_warnings():  # face_recognition_models imports the deprecated pkg_resources
+    warnings.simplefilter("ignore")
+    import face_recognition_models as frm
 
 EMBEDDING_DIM = 128
 CHIP_SIZE = 150  # dlib's aligned face chip for the recognition ResNet
@@ -53,8 +58,6 @@ def _detector():
     """This thread's HOG detector: one dlib detector run from two threads at once segfaults."""
     det = getattr(_LOCAL, "detector", None)
     if det is None:
-        import dlib
-
         det = _LOCAL.detector = dlib.get_frontal_face_detector()
     return det
 
@@ -62,12 +65,6 @@ def _detector():
 @functools.lru_cache(maxsize=1)
 def _models() -> _Models:
     """Load the three dlib models once per process (~130 MB of .dat files, ~1 s)."""
-    import dlib
-
-    with warnings.catch_warnings():  # face_recognition_models imports the deprecated pkg_resources
-        warnings.simplefilter("ignore")
-        import face_recognition_models as frm
-
     return _Models(
         predictor=dlib.shape_predictor(frm.pose_predictor_model_location()),
         recognizer=dlib.face_recognition_model_v1(frm.face_recognition_model_location()),
@@ -76,8 +73,6 @@ def _models() -> _Models:
 
 def _shape(face: Face):
     """A dlib full_object_detection rebuilt from a Face (for chips and embeddings)."""
-    import dlib
-
     x0, y0, x1, y1 = face.box
     pts = dlib.points([dlib.point(int(round(x)), int(round(y))) for x, y in face.landmarks])
     return dlib.full_object_detection(dlib.rectangle(x0, y0, x1 - 1, y1 - 1), pts)
@@ -85,8 +80,6 @@ def _shape(face: Face):
 
 def face_chip(rgb: np.ndarray, face: Face) -> np.ndarray:
     """The aligned (150, 150, 3) uint8 chip dlib's recognition model expects."""
-    import dlib
-
     return dlib.get_face_chip(np.ascontiguousarray(rgb), _shape(face), size=CHIP_SIZE, padding=CHIP_PADDING)
 
 
@@ -126,8 +119,6 @@ class FaceEngine:
 
     def detect(self, rgb: np.ndarray, embed: bool = True) -> list[Face]:
         """All faces in an (H, W, 3) uint8 RGB image, most confident first."""
-        import dlib
-
         rgb = np.ascontiguousarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected (H, W, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")

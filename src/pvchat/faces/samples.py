@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import cv2
+import matplotlib.cbook as cbook
 import numpy as np
+from PIL import Image
+from skimage import data
 
 from pvchat.video import write_video
 
@@ -21,16 +24,11 @@ _HEAD_CROPS = {"astronaut": (110, 20, 330, 250), "grace_hopper": (110, 70, 440, 
 
 def astronaut() -> np.ndarray:
     """(512, 512, 3) uint8 RGB photo of one real person (bundled with scikit-image)."""
-    from skimage import data
-
     return np.ascontiguousarray(data.astronaut())
 
 
 def grace_hopper() -> np.ndarray:
     """(600, 512, 3) uint8 RGB photo of another real person (bundled with matplotlib)."""
-    import matplotlib.cbook as cbook
-    from PIL import Image
-
     with cbook.get_sample_data("grace_hopper.jpg") as f:
         return np.asarray(Image.open(f).convert("RGB")).copy()
 
@@ -40,8 +38,6 @@ def lfw_faces(scale: int = 6, pad: int = 40) -> np.ndarray:
 
     The first 100 are faces (all different people), the last 100 non-faces.
     """
-    from skimage import data
-
     lfw = data.lfw_subset()  # (200, 25, 25) float in [0, 1]
     side = 25 * scale
     out = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from pvchat.faces.quality import rank_key
@@ -55,8 +56,6 @@ def link(boxes: list[tuple[int, int, int, int]], live: list[Track], iou_link: fl
 
 def _crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """The face box grown by CROP_MARGIN, clipped to the frame, at most CROP_MAX_SIDE px."""
-    import cv2
-
     h, w = rgb.shape[:2]
     x0, y0, x1, y1 = box
     mx, my = int((x1 - x0) * CROP_MARGIN), int((y1 - y0) * CROP_MARGIN)
@@ -69,16 +68,12 @@ def _crop(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 
 
 def _encode(crop: np.ndarray) -> bytes:
-    import cv2
-
     ok, buf = cv2.imencode(".png", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
     assert ok
     return buf.tobytes()
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    import cv2
-
     return cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 

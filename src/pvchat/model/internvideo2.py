@@ -29,6 +29,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from pvchat.errors import ConfigError, InputError
 from pvchat.io import atomic_dir, load_tensors, read_json, save_tensors, write_json
@@ -185,8 +186,6 @@ def convert_checkpoint(source: Path, out: Path, config, lora_scale: float = 2.0)
     ``pvchat_config.json`` (``config``, a :class:`~pvchat.model.config.PVChatConfig` whose vision is
     ``internvideo2``, with ``llm.path`` set to ``out/llm``). Load with :func:`load_converted`.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM  # transformers: the LLM's config and class
-
     parts = convert(read_checkpoint(source), lora_scale)
     out = Path(out)
     with atomic_dir(out, overwrite=True) as tmp:

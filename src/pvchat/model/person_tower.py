@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from efficientnet_lite_pytorch import EfficientNet
+from safetensors.torch import load_file
 from torch import nn
 
 from pvchat.errors import ConfigError, InputError
@@ -162,7 +164,6 @@ class PersonTower(nn.Module):
     def __init__(self, weights: str | Path | None = None, image_size: int = 288, max_people: int = 3,
                  crop_size: int = 160, grid: int = 7, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
 
         if max_people < 1:
             raise ConfigError(f"person tower needs max_people >= 1, got {max_people}")
@@ -171,8 +172,6 @@ class PersonTower(nn.Module):
         self.grid = grid
         self.cnn = EfficientNet.from_name("efficientnet-lite0")
         if weights is not None:
-            from safetensors.torch import load_file
-
             state = load_file(str(weights))
             missing, unexpected = self.cnn.load_state_dict(state, strict=False)
             if missing or unexpected:

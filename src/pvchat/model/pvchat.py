@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model
+from safetensors.torch import _remove_duplicate_names, load_model, save_file
 from torch import nn
+from transformers import DynamicCache
 
 from pvchat import weights as weights_lib
 from pvchat.errors import ConfigError, InputError
@@ -340,8 +341,6 @@ def greedy_tokens(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, eos_
                   max_new_tokens: int) -> Iterator[int]:
     """Greedy decoding of a causal LM from input embeddings (1, L, D), with a ``DynamicCache`` filled
     in place; yields token ids until ``eos_id``. The prompt's pass computes the last position's logits only."""
-    from transformers import DynamicCache
-
     hf = llm.get_base_model() if hasattr(llm, "get_base_model") else llm  # under LoRA
     try:
         cache = DynamicCache(config=hf.config)  # sliding-window layers as the model has them
@@ -365,8 +364,6 @@ def save_deterministic(model: nn.Module, path: Path) -> None:
     name save_model keeps, in name order, and no alias table is written (safetensors serialises the
     metadata map in an arbitrary order, so the same weights gave different bytes; :func:`load_model`
     finds the aliases from the model itself)."""
-    from safetensors.torch import _remove_duplicate_names, save_file
-
     state = model.state_dict()
     for removed in _remove_duplicate_names(state).values():
         for name in removed:

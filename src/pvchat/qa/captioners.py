@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol
 
+import cv2
 import numpy as np
 
 from pvchat.errors import InputError, unknown_choice
@@ -156,8 +157,6 @@ class VLMCaptioner:
 
 def jpeg_data_url(frame: np.ndarray, max_side: int = 448) -> str:
     """An RGB frame as a ``data:image/jpeg;base64,…`` URL, downscaled so max(H, W) <= max_side."""
-    import cv2
-
     img = np.asarray(frame, dtype=np.uint8)
     scale = max_side / max(img.shape[:2])
     if scale < 1:

@@ -22,6 +22,7 @@ import dataclasses
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from pvchat.data import QARecord, read_manifest, write_manifest
 
@@ -46,8 +47,6 @@ def self_caption(model, manifest: Path, names: list[str], out: Path | None = Non
     file is kept). Returns its path and the clip features computed on the way (clip → (1, T, N, C)),
     which stage 2 can reuse.
     """
-    from tqdm.auto import tqdm
-
     manifest = Path(manifest)
     out = Path(out) if out is not None else manifest.with_name("manifest_self.jsonl")
     if out.is_file():

@@ -26,6 +26,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
+import yaml
+
 from pvchat.errors import ConfigError, InputError
 
 T = TypeVar("T")
@@ -72,8 +74,6 @@ def path(kind: str, recipe: str | os.PathLike) -> Path:
 
 def read(kind: str, recipe: str | os.PathLike) -> tuple[dict[str, Any], str]:
     """A recipe file's mapping and where it came from (``pvchat/recipes/KIND/NAME.yaml`` or the path)."""
-    import yaml
-
     file = path(kind, recipe)
     source = str(file) if is_path(recipe) else f"pvchat/recipes/{kind}/{file.name}"
     if not file.is_file():

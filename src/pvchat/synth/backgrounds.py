@@ -7,6 +7,7 @@ from typing import Callable
 
 import cv2
 import numpy as np
+from skimage import data
 
 from pvchat.errors import unknown_choice
 
@@ -41,8 +42,6 @@ def outdoor(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
 
 def _texture(name: str) -> Callable[[int, int, np.random.Generator], np.ndarray]:
     def paint(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-        from skimage import data
-
         img = getattr(data, name)()
         if img.ndim == 2:
             img = np.repeat(img[..., None], 3, axis=2)

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from PIL import Image
 
 from pvchat.errors import ConfigError
 from pvchat.synth.base import ClipRequest, GeneratedClip, Identity
@@ -98,7 +99,7 @@ def consisid_face_conditioner(model_dir: str | Path, device: str = "cuda", dtype
     face_dir = Path(model_dir) / "face_encoder"
     if not face_dir.is_dir():
         raise ConfigError(f"consisid: no face models in {face_dir}; {DOWNLOAD_HINT}")
-    from diffusers.pipelines.consisid import consisid_utils as cu
+    from diffusers.pipelines.consisid import consisid_utils as cu  # optional (pvchat[gen]): diffusers
 
     helper1, helper2, clip_model, mean, std, app = cu.prepare_face_models(str(model_dir), device, dtype)
 
@@ -129,7 +130,7 @@ class ConsisIDGenerator:
         c = self.config
         if not c.model_dir or not (Path(c.model_dir).expanduser() / "model_index.json").is_file():
             raise ConfigError(f"consisid: no ConsisID pipeline at {c.model_dir!r} (model_index.json missing); {DOWNLOAD_HINT}")
-        from diffusers import ConsisIDPipeline
+        from diffusers import ConsisIDPipeline  # optional (pvchat[gen]): diffusers
 
         dtype = getattr(torch, c.dtype)
         try:
@@ -177,7 +178,6 @@ class ConsisIDGenerator:
             raise ConfigError(f"consisid: width and height must be multiples of 16, got {request.width}x{request.height}")
         c, cond = self.config, self.condition
         prompt = self.prompt_for(request)
-        from PIL import Image
 
         out = self.pipe(
             image=Image.fromarray(np.ascontiguousarray(cond.image)), prompt=prompt, height=request.height, width=request.width,

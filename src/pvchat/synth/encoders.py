@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPModel, CLIPVisionModelWithProjection
 
 from pvchat.errors import ConfigError
 
@@ -83,8 +84,6 @@ class ClipEncoder:
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", batch_size: int = 16):
-        from transformers import AutoTokenizer, CLIPModel
-
         path = _require_dir(model_dir, "CLIP encoder", "download openai/clip-vit-large-patch14 there")
         self.model = CLIPModel.from_pretrained(str(path)).to(device).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -121,8 +120,6 @@ class ImageEncoder:
     """
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", batch_size: int = 16):
-        from transformers import AutoConfig, AutoModel, CLIPVisionModelWithProjection
-
         path = _require_dir(model_dir, "subject encoder", "download facebook/dino-vitb16 there")
         config = AutoConfig.from_pretrained(str(path))
         if config.model_type == "clip":

@@ -45,9 +45,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from peft import LoraConfig
+from peft.tuners.lora import LoraLayer
+from safetensors import safe_open
+from tqdm.auto import tqdm
 
 from pvchat.errors import ConfigError, InputError
 from pvchat.io import load_tensors, save_tensors
@@ -225,7 +230,7 @@ class PersonalVideoGenerator:
         if not motion_adapter_dir and unet_cls != "UNetMotionModel":
             # diffusers would silently add *random* motion modules here
             raise ConfigError(f"personalvideo: {model_dir} has no motion modules; set motion_adapter_dir. {DOWNLOAD_HINT}")
-        from diffusers import AnimateDiffPipeline, MotionAdapter
+        from diffusers import AnimateDiffPipeline, MotionAdapter  # optional (pvchat[gen]): diffusers
 
         kwargs: dict[str, Any] = {}
         if motion_adapter_dir:
@@ -271,8 +276,6 @@ class PersonalVideoGenerator:
 
     def _add_adapter(self, unet) -> None:
         """Eq. 3: LoRA on q/k/v of the spatial self-attention only (motion modules untouched)."""
-        from peft import LoraConfig
-
         c = self.config
         cfg = LoraConfig(r=c.rank, lora_alpha=c.alpha or c.rank, target_modules=SIA_TARGETS, lora_dropout=0.0,
                          init_lora_weights=True)
@@ -298,8 +301,6 @@ class PersonalVideoGenerator:
 
     def adapter_delta_norm(self) -> torch.Tensor:
         """Σ‖ΔW‖² = Σ‖scale·B·A‖² over adapted layers (the weight-space penalty of Eq. 4)."""
-        from peft.tuners.lora import LoraLayer
-
         total = torch.zeros((), device=self.config.device)
         for m in self.unet.modules():
             if isinstance(m, LoraLayer) and ADAPTER_NAME in m.lora_A:
@@ -355,7 +356,7 @@ class PersonalVideoGenerator:
         return [lib.render(e, words) for e in entries]
 
     def _scheduler(self, kind: str):
-        from diffusers import DDIMScheduler, LCMScheduler
+        from diffusers import DDIMScheduler, LCMScheduler  # optional (pvchat[gen]): diffusers
 
         c = self.config
         overrides: dict[str, Any] = {"clip_sample": False}
@@ -464,8 +465,6 @@ class PersonalVideoGenerator:
         save_tensors(path, tensors, metadata=meta)
 
     def _load(self, path: Path) -> tuple[tuple[int, int], dict[str, torch.Tensor]]:
-        from safetensors import safe_open
-
         tensors = load_tensors(path)
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
@@ -509,8 +508,6 @@ class PersonalVideoGenerator:
     def tune(self, identity: Identity, state_dir: Path | None = None, done: tuple[int, int] = (0, 0),
              tensors: dict[str, torch.Tensor] | None = None) -> list[dict[str, float]]:
         """Run the two tuning steps from ``done`` = (TI steps, SIA steps); returns per-step losses."""
-        from tqdm.auto import tqdm
-
         c = self.config
         self.load()
         self.identity = identity
@@ -560,8 +557,6 @@ class PersonalVideoGenerator:
 
     def _ti_step(self, identity: Identity, step: int, opt: torch.optim.Optimizer) -> float:
         """Textual inversion (Gal et al.): noise-prediction loss on reference stills, only the token trains."""
-        import cv2
-
         c = self.config
         g = torch.Generator().manual_seed(c.seed * 1_000_003 + step)
         rng = random.Random(c.seed * 7919 + step)

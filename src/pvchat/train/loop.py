@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
@@ -136,8 +138,6 @@ def train(
         features: frozen-tower features computed beforehand, clip path → (1, T, N, C) (e.g. by
             several processes, :func:`pvchat.train.pretrain.extract_features`); others are computed here.
     """
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     subjects = list(model.subjects if subjects is None else subjects)
@@ -302,8 +302,6 @@ def plot_log(log_path: Path, png: Path) -> Path | None:
     ax[0].set_yscale("symlog", linthresh=1e-4)
     ax[0].legend()
     if rows[0]["sparsity"]:
-        import numpy as np
-
         sp = np.array([r["sparsity"] for r in rows])
         ax[1].plot(steps, sp.mean(1), label="R_s (mean over modules)")
         ax[1].axhline(float(np.mean(rows[0]["target"])), ls="--", c="k", label="T_s")

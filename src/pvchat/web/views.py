@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from PIL import Image
 
 from pvchat.web.jobs import STAGES, EnrollJob
 
@@ -194,8 +195,6 @@ def curves_image(records: list[dict], width: float = 9.0) -> np.ndarray:
 
 def _to_array(fig) -> np.ndarray:
     """Render a matplotlib figure to (H, W, 3) uint8 RGB."""
-    from PIL import Image
-
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)

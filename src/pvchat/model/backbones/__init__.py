@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from pvchat.choices import load_target
 from pvchat.errors import ConfigError, InputError
@@ -60,8 +61,6 @@ def adapter(model_type: str) -> type[PersonalVLM]:
 def load_base(path: str | Path, settings: BackboneConfig | dict | None = None,
               dtype: torch.dtype | None = None) -> PersonalVLM:
     """The base in ``path`` (a local HF directory) with the paper's method put in, and no people yet."""
-    from transformers.utils import logging as hf_logging  # transformers: its loading bars (stderr is for errors)
-
     if isinstance(settings, dict):
         settings = BackboneConfig.from_dict(settings)
     cls = adapter(family_of(path))

@@ -22,7 +22,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
 from torch import nn
+from transformers import (
+    AutoTokenizer,
+    BlipImageProcessorPil,
+    InstructBlipVideoConfig,
+    InstructBlipVideoForConditionalGeneration,
+    PreTrainedTokenizerFast,
+)
 
 from pvchat.errors import InputError
 from pvchat.model.backbones.base import BackboneConfig, PersonalVLM, load_local, processor_settings, supervised
@@ -47,15 +55,11 @@ class InstructBlipVideo(PersonalVLM):
 
     @classmethod
     def load(cls, path: Path, settings: BackboneConfig, dtype: torch.dtype | None = None) -> "InstructBlipVideo":
-        from transformers import InstructBlipVideoForConditionalGeneration  # transformers: the model classes
-
         return cls.wrap(load_local(InstructBlipVideoForConditionalGeneration, path, dtype), path, settings)
 
     @classmethod
     def wrap(cls, hf: nn.Module, path: Path, settings: BackboneConfig) -> "InstructBlipVideo":
         """An HF model of this family (loaded, or built at random for a benchmark) with the files beside it in ``path``."""
-        from transformers import AutoTokenizer, BlipImageProcessorPil  # transformers: tokenizers, frames
-
         if not (Path(path) / "qformer_tokenizer").is_dir():
             raise InputError(f"{path}: no qformer_tokenizer/ (InstructBLIP's Q-former reads the question with it)")
         model = cls(hf, AutoTokenizer.from_pretrained(path, local_files_only=True), settings, path)
@@ -155,8 +159,6 @@ class InstructBlipVideo(PersonalVLM):
 # ------------------------------------------------------------------ random bases (tests, bench)
 def tiny_config(vocab_size: int = 600):
     """A CPU-sized random InstructBLIP-Video: 2-block ViT (32 px), 2-layer Q-former, 2-layer Mistral."""
-    from transformers import InstructBlipVideoConfig  # transformers: the config class
-
     return InstructBlipVideoConfig(
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                            image_size=32, patch_size=8),
@@ -172,8 +174,6 @@ def tiny_config(vocab_size: int = 600):
 
 def real_config():
     """InstructBLIP-Video-7B's sizes with Mistral-7B in place of Vicuna (InternVideo2-Chat-8B's LLM)."""
-    from transformers import InstructBlipVideoConfig  # transformers: the config class
-
     return InstructBlipVideoConfig(
         vision_config=dict(hidden_size=1408, intermediate_size=6144, num_hidden_layers=39, num_attention_heads=16,
                            image_size=224, patch_size=14),
@@ -190,8 +190,6 @@ def write_processing(path: Path, config, frame_size: int = 32) -> None:
     """Write both tokenizers (pvchat's offline BPE; a small WordPiece for the Q-former) and the frame settings
     of a random base into ``path``, and point ``config``'s token ids at them."""
     # transformers: the image processor; pvchat's offline BPE and a WordPiece stand in for the vocabularies
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import BlipImageProcessorPil, PreTrainedTokenizerFast
 
     path = Path(path)
     tok = build_tiny_tokenizer()
@@ -209,8 +207,6 @@ def write_processing(path: Path, config, frame_size: int = 32) -> None:
 
 def write_tiny(path: Path, seed: int = 0) -> Path:
     """Save a random tiny InstructBLIP-Video with both tokenizers and BLIP's frame settings."""
-    from transformers import InstructBlipVideoForConditionalGeneration  # transformers: the model
-
     path = Path(path)
     cfg = tiny_config()
     write_processing(path, cfg)

@@ -20,6 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import AddedToken
+from transformers import (
+    AutoTokenizer,
+    BlipImageProcessorPil,
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+)
 
 from pvchat.io import write_json
 from pvchat.model.backbones.base import BackboneConfig, load_local, processor_settings
@@ -51,7 +58,6 @@ class LlavaOnevision(DecoderVLM):
     @classmethod
     def load(cls, path: Path, settings: BackboneConfig, dtype: torch.dtype | None = None) -> "LlavaOnevision":
         # transformers: the model classes (heavy, imported when a base of this family is loaded)
-        from transformers import AutoTokenizer, BlipImageProcessorPil, LlavaOnevisionForConditionalGeneration
 
         hf = load_local(LlavaOnevisionForConditionalGeneration, path, dtype)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -83,8 +89,6 @@ class LlavaOnevision(DecoderVLM):
 # ------------------------------------------------------------------ random bases (tests, bench)
 def tiny_config(vocab_size: int = 640):
     """A CPU-sized random LLaVA-OneVision: a 2-layer SigLIP (32 px, patch 8) and a 2-layer Qwen2."""
-    from transformers import LlavaOnevisionConfig  # transformers: the config class
-
     return LlavaOnevisionConfig(
         vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
                            num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
@@ -99,8 +103,6 @@ def tiny_config(vocab_size: int = 640):
 def write_tiny(path: Path, seed: int = 0) -> Path:
     """Save a random tiny LLaVA-OneVision with a tokenizer and the real chat template."""
     # transformers: the model; pvchat's offline BPE stands in for Qwen2's vocabulary
-    from tokenizers import AddedToken
-    from transformers import LlavaOnevisionForConditionalGeneration
 
     path = Path(path)
     tok = build_tiny_tokenizer()

@@ -25,7 +25,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import AddedToken
 from torch import nn
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoTokenizer,
+    Qwen2_5_VLConfig,
+    Qwen2VLConfig,
+    Qwen2VLImageProcessorPil,
+    Qwen3VLConfig,
+)
 
 from pvchat.model.backbones.base import BackboneConfig, load_local, processor_settings
 from pvchat.model.backbones.decoder import DecoderVLM, saved_template
@@ -60,15 +69,11 @@ class QwenVL(DecoderVLM):
 
     @classmethod
     def load(cls, path: Path, settings: BackboneConfig, dtype: torch.dtype | None = None) -> "QwenVL":
-        from transformers import AutoModelForImageTextToText  # transformers: the model classes
-
         return cls.wrap(load_local(AutoModelForImageTextToText, path, dtype), path, settings)
 
     @classmethod
     def wrap(cls, hf: nn.Module, path: Path, settings: BackboneConfig) -> "QwenVL":
         """An HF model of this family (loaded, or built at random for a benchmark) with the files beside it in ``path``."""
-        from transformers import AutoTokenizer, Qwen2VLImageProcessorPil  # transformers: tokenizer, frames
-
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         saved_template(path, tokenizer)
         model = cls(hf, tokenizer, settings, path)
@@ -134,8 +139,6 @@ QWEN3_CHAT_TEMPLATE = (
 # ------------------------------------------------------------------ random bases (tests, bench)
 def tiny_config(version: str = "qwen2_5_vl", vocab_size: int = 640):
     """A CPU-sized random Qwen2-VL / Qwen2.5-VL / Qwen3-VL: 2 decoder layers, 64 wide, a 2-block ViT."""
-    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, Qwen3VLConfig  # transformers: the config classes
-
     if version == "qwen3_vl":
         return Qwen3VLConfig(
             text_config=dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -160,8 +163,6 @@ def tiny_config(version: str = "qwen2_5_vl", vocab_size: int = 640):
 
 def real_config():
     """Qwen2.5-VL-7B-Instruct's sizes (its config.json), for random-weight benchmarks."""
-    from transformers import Qwen2_5_VLConfig  # transformers: the config class
-
     text = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                 num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000,
                 rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]}, rope_theta=1000000.0,
@@ -176,8 +177,6 @@ def write_processing(path: Path, config, frame_pixels: int = 56 * 56, patch_size
     """Write the tokenizer (pvchat's offline BPE with Qwen's special tokens, the real chat template) and the
     image processor of a random base into ``path``, and point ``config``'s token ids at it."""
     # transformers: the image processor; pvchat's offline BPE stands in for Qwen's vocabulary
-    from tokenizers import AddedToken
-    from transformers import Qwen2VLImageProcessorPil
 
     tok = build_tiny_tokenizer()
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL], special_tokens=True)
@@ -194,8 +193,6 @@ def write_processing(path: Path, config, frame_pixels: int = 56 * 56, patch_size
 
 def write_tiny(path: Path, version: str = "qwen2_5_vl", seed: int = 0) -> Path:
     """Save a random tiny Qwen2(.5)-VL with a tokenizer, the real chat template and an image processor."""
-    from transformers import AutoModelForImageTextToText  # transformers: the model
-
     path = Path(path)
     cfg = tiny_config(version)
     if version == "qwen3_vl":  # patch 16: 64×64 frames are 4×4 patches, as 56×56 are at patch 14

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import AddedToken
 from torch import nn
+from transformers import AutoTokenizer, BlipImageProcessorPil, SmolVLMConfig, SmolVLMForConditionalGeneration
 
 from pvchat.io import write_json
 from pvchat.model.backbones.base import BackboneConfig, load_local, processor_settings
@@ -63,7 +65,6 @@ class SmolVLM(DecoderVLM):
     @classmethod
     def load(cls, path: Path, settings: BackboneConfig, dtype: torch.dtype | None = None) -> "SmolVLM":
         # transformers: the model classes (heavy, imported when a base of this family is loaded)
-        from transformers import AutoTokenizer, BlipImageProcessorPil, SmolVLMForConditionalGeneration
 
         hf = load_local(SmolVLMForConditionalGeneration, path, dtype)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
@@ -94,8 +95,6 @@ class SmolVLM(DecoderVLM):
 # ------------------------------------------------------------------ random bases (tests, bench)
 def tiny_config(vocab_size: int = 640):
     """A CPU-sized random SmolVLM: a 2-layer SigLIP (32 px, patch 8), pixel shuffle 2, a 2-layer Llama."""
-    from transformers import SmolVLMConfig  # transformers: the config class
-
     return SmolVLMConfig(
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                            image_size=32, patch_size=8),
@@ -110,8 +109,6 @@ def tiny_config(vocab_size: int = 640):
 def write_tiny(path: Path, seed: int = 0) -> Path:
     """Save a random tiny SmolVLM with a tokenizer, the video chat template and the frame settings."""
     # transformers: the model; pvchat's offline BPE stands in for SmolLM2's vocabulary
-    from tokenizers import AddedToken
-    from transformers import SmolVLMForConditionalGeneration
 
     path = Path(path)
     tok = build_tiny_tokenizer()
