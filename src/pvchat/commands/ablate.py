@@ -35,7 +35,7 @@ def ablate(study: Annotated[str, OneOf(STUDIES)], *, out: Path, bench: Path = Pa
         seeds: Seeds per variant; the table gives mean ± the 95 per cent interval over them and says which
             differences from the best variant are larger than the interval.
     """
-    # torch, transformers, dlib: training and evaluation
+    # lazy, so that `pvchat --help` stays fast: torch, transformers, dlib (training and evaluation)
     from pvchat.eval.ablate import STUDIES as studies, results_markdown, run_study
     from pvchat.eval.benchmark import ensure_benchmark
     from pvchat.io import read_json

@@ -37,8 +37,9 @@ def analyze(
         age: The subject's age group.
         overwrite: Replace OUT if it exists.
     """
-    from pvchat.faces.analysis_dir import write_analysis  # torch
-    from pvchat.faces.analyze import analyze_video  # dlib, cv2, torch
+    # lazy, so that `pvchat --help` stays fast: dlib, cv2, torch
+    from pvchat.faces.analysis_dir import write_analysis
+    from pvchat.faces.analyze import analyze_video
     from pvchat.faces.records import AnalyzeSettings
 
     out = Path(out)

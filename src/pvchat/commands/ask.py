@@ -18,7 +18,8 @@ def ask(video: Path, question: str, pack: list[str] | None = None, home: Path | 
         home: the workspace (default: $PVCHAT_HOME or ./workspace).
         base: the base model directory (default: the one the pack was learned on).
     """
-    from pvchat.api import DEFAULT_HOME, Chat, pack_names  # torch, transformers: the model
+    # lazy, so that `pvchat --help` stays fast: torch, transformers (the model)
+    from pvchat.api import DEFAULT_HOME, Chat, pack_names
     from pvchat.model.prompt import names_in, validate_name
     from pvchat.video import check_video
 

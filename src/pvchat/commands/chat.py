@@ -29,7 +29,8 @@ def chat(video: Path, pack: list[str] | None = None, home: Path | None = None) -
         pack: learned people to load (repeat --pack or give a comma list); default: every learned person.
         home: the workspace (default: $PVCHAT_HOME or ./workspace).
     """
-    from pvchat.api import DEFAULT_HOME, Chat, list_people, pack_names  # torch, transformers: the model
+    # lazy, so that `pvchat --help` stays fast: torch, transformers (the model)
+    from pvchat.api import DEFAULT_HOME, Chat, list_people, pack_names
     from pvchat.model.prompt import validate_name
     from pvchat.video import check_video
 

@@ -37,8 +37,9 @@ def compose(analysis: list[Path], *, out: Path, name: list[str] | None = None, c
         raise InputError("give each analysis directory a name: --name NAME [NAME ...]")
     if len(name) != len(analysis):
         raise InputError(f"{len(analysis)} analysis directories but {len(name)} names; give one --name per directory")
+    # lazy, so that `pvchat --help` stays fast: cv2, dlib, torch
     from pvchat.io import read_json
-    from pvchat.synth.compose import compose_dataset  # cv2, dlib, torch
+    from pvchat.synth.compose import compose_dataset
 
     manifest = compose_dataset(list(zip(name, analysis)), out, clips=clips, seed=seed, progress=True, pool=pool,
                                num_frames=frames, width=width, height=height, qa=qa)

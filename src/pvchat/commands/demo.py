@@ -26,7 +26,8 @@ def demo(out: Path = Path("workspace/demo"), quick: bool = False, seed: int = 0,
         seed: world and training seed.
         preset: the model (small: real pretrained parts, all question types; face: identity only).
     """
-    from pvchat.offline.demo import run_demo  # torch, transformers, dlib: the whole pipeline
+    # lazy, so that `pvchat --help` stays fast: torch, transformers, dlib (the whole pipeline)
+    from pvchat.offline.demo import run_demo
 
     report = run_demo(Path(out), quick=quick, seed=seed, preset=preset)
     e = report["existence"]

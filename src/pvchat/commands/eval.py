@@ -73,10 +73,13 @@ def evaluate(
         limit: Ask only the first LIMIT questions (a smoke run).
         base: With --pack: the base model directory (default: the one the pack was learned on).
     """
-    from pvchat.eval.benchmark import ensure_benchmark, load_benchmark  # torch, cv2, dlib; bert-score
+    # lazy, so that `pvchat --help` stays fast: torch, cv2, dlib; bert-score
+    from pvchat.eval.baselines import always_no, always_yes, base_answerer
+    from pvchat.eval.benchmark import ensure_benchmark, load_benchmark
     from pvchat.eval.judge import make_judge
     from pvchat.eval.pack_answerer import check_pack_spec, pack_answerer, pack_subjects
     from pvchat.eval.runner import evaluate as run_evaluation
+    from pvchat.model.presets import get_preset
 
     if sum(x is not None for x in (baseline, pack, answers)) != 1:
         raise ConfigError("choose what to evaluate: --baseline face|yes|no, --pack NAME or --answers FILE (exactly one)")
@@ -87,8 +90,6 @@ def evaluate(
     if pack is not None:
         check_pack_spec(pack)  # before a benchmark is built for nothing
     if base_preset is not None:
-        from pvchat.model.presets import get_preset
-
         get_preset(base_preset)
     judge = make_judge(judge_url, judge_model, judge_api_key)
     bench = load_benchmark(ensure_benchmark(benchmark, recipe, progress=sys.stderr.isatty(), announce=_announce,
@@ -103,8 +104,6 @@ def evaluate(
         subjects, rename = pack_subjects(bench, learned, subject)
         name = answer_fn.name
     else:
-        from pvchat.eval.baselines import always_no, always_yes
-
         subjects = [bench.subject(subject)["name"]] if subject else None
         if baseline == "face":
             answer_fn = _face(bench, subjects, frames)
@@ -113,8 +112,6 @@ def evaluate(
         name = answer_fn.name
     compare = _baselines(wanted, bench, subjects, frames, skip=baseline)
     if base_preset is not None:
-        from pvchat.eval.baselines import base_answerer
-
         compare.append(base_answerer(base_preset, home))
     out = Path(out) if out is not None else bench.root / "results" / name
     report = run_evaluation(answer_fn, bench.root, out=out, answerer=name, subjects=subjects, rename=rename,
@@ -125,14 +122,14 @@ def evaluate(
 
 
 def _face(bench, subjects, frames: int):
-    from pvchat.eval.face_baseline import FaceBaseline
+    from pvchat.eval.face_baseline import FaceBaseline  # lazy (--help): dlib, cv2, torch
 
     print("face baseline: analysing the reference videos ...", flush=True)
     return FaceBaseline.from_benchmark(bench, subjects=subjects, num_frames=frames)
 
 
 def _baselines(wanted: list[str], bench, subjects, frames: int, skip: str | None) -> list:
-    from pvchat.eval.baselines import always_no, always_yes
+    from pvchat.eval.baselines import always_no, always_yes  # lazy (--help): torch
 
     made = []
     for b in wanted:
@@ -144,6 +141,7 @@ def _baselines(wanted: list[str], bench, subjects, frames: int, skip: str | None
 
 def _score_file(path: Path, bench, out: Path | None, judge, bertscore_model, bertscore_layers) -> int:
     """Score an official result JSON; questions of ``bench`` also against its ground truth."""
+    # lazy, so that `pvchat --help` stays fast: torch; bert-score
     from pvchat.eval.official import read_official
     from pvchat.eval.runner import score_answers
     from pvchat.io import read_json

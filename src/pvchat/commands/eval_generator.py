@@ -40,7 +40,8 @@ def eval_generator(
         max_side: longer side frames are downscaled to before scoring.
         tiles: clips shown per contact-sheet row.
     """
-    from pvchat.synth.report import evaluate_generated  # cv2, dlib, torch, transformers (CLIP/DINO)
+    # lazy, so that `pvchat --help` stays fast: cv2, dlib, torch, transformers (CLIP/DINO)
+    from pvchat.synth.report import evaluate_generated
 
     report, out = evaluate_generated(data_dir, out, clip_dir=clip_dir, subject_dir=subject_dir,
                                      face_encoder=face_encoder, face_threshold=face_threshold, min_text=min_text,

@@ -14,7 +14,8 @@ def forget(name: str, home: Path | None = None) -> int:
         name: the learned person.
         home: the workspace (default: $PVCHAT_HOME or ./workspace).
     """
-    from pvchat.api import DEFAULT_HOME, forget as forget_person  # torch: pvchat.api loads the model code
+    # lazy, so that `pvchat --help` stays fast: torch (pvchat.api loads the model code)
+    from pvchat.api import DEFAULT_HOME, forget as forget_person
 
     deleted = forget_person(name, home=DEFAULT_HOME if home is None else home)
     for path in deleted:

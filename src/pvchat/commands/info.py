@@ -15,7 +15,8 @@ def info(preset: Annotated[str, OneOf(PRESETS)] = "tiny", subjects: int = 1) -> 
         preset: model preset name.
         subjects: number of subjects (persons) to add.
     """
-    import torch  # torch, transformers: the model
+    # lazy, so that `pvchat --help` stays fast: torch, transformers (the model)
+    import torch
 
     from pvchat.model.presets import get_preset
     from pvchat.model.pvchat import PVChat, count_parameters

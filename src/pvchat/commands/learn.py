@@ -25,7 +25,7 @@ class _Bars:
         self.bars: dict = {}
 
     def __call__(self, stage: str, fraction: float, info: dict) -> None:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # lazy (pvchat --help imports this module); only when progress is shown
 
         if stage not in self.bars:
             for other in list(self.bars.values()):
@@ -76,7 +76,7 @@ def learn(reference: list[Path], *, name: list[str], person: int | None = None, 
             (families: instructblipvideo, llava_onevision, qwen2_vl, qwen2_5_vl, qwen3_vl, smolvlm); --recipe
             paper suits a pretrained one.
     """
-    # torch, transformers, dlib: the whole pipeline
+    # lazy, so that `pvchat --help` stays fast: torch, transformers, dlib (the whole pipeline)
     from pvchat.api import DEFAULT_HOME, STAGES, learn as learn_person
 
     home = DEFAULT_HOME if home is None else home

@@ -36,7 +36,8 @@ def pretrain(out: Path = Path("workspace/pretrain"), preset: Annotated[str, OneO
         install: copy the result into the package (pvchat/assets/PRESET_alignment.safetensors), so
             new bases of PRESET start from it.
     """
-    from pvchat.model.presets import get_preset  # torch, transformers: the model and its training
+    # lazy, so that `pvchat --help` stays fast: torch, transformers (the model and its training)
+    from pvchat.model.presets import get_preset
     from pvchat.train.pretrain import align_base
 
     get_preset(preset)

@@ -42,12 +42,13 @@ def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, a
         base: a local Hugging Face video LLM directory new people are learned on instead of the preset's model.
     """
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before Gradio is imported
-    from pvchat.web.serve import build, resolve_auth, run  # gradio, torch: the app and the model
+    # lazy, so that `pvchat --help` stays fast: gradio, torch (the app and the model)
+    from pvchat.web.serve import build, resolve_auth, run
 
     token = resolve_auth(host, auth_token)
     if not 1 <= int(port) <= 65535:
         raise ConfigError(f"port must be 1-65535, got {port}")
-    from pvchat.web.uploads import UploadLimits
+    from pvchat.web.uploads import UploadLimits  # lazy (--help): pvchat.video's av, cv2, torch
 
     limits = UploadLimits(max_mb=float(max_upload_mb), max_seconds=float(max_seconds))
     if home is None:
@@ -55,7 +56,7 @@ def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, a
     home = Path(home)
     home.mkdir(parents=True, exist_ok=True)
     if base is not None:
-        from pvchat.model.backbones import family_of  # torch: the backbone registry
+        from pvchat.model.backbones import family_of  # lazy (--help): torch, the backbone registry
 
         family_of(base)  # not a model directory, or an unsupported family: one line before serving
     service, app = build(home, preset, recipe, limits, base)

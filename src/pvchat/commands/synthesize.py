@@ -26,8 +26,9 @@ def synthesize(analysis: Path, name: str, out: Path, pool: Path | None = None,
         recipe: how much data.
         backend: positive-clip generator (classic runs on CPU; the others need a GPU and local weights).
     """
-    from pvchat.offline.pool import world_pool  # cv2, dlib: the offline world's people, the default pool
-    from pvchat.synth.pipeline import synthesize_dataset  # cv2, dlib, torch; a backend's diffusers
+    # lazy, so that `pvchat --help` stays fast: cv2, dlib, torch; a backend's diffusers
+    from pvchat.offline.pool import world_pool  # the offline world's people: the pool when --pool is not given
+    from pvchat.synth.pipeline import synthesize_dataset
 
     manifest = synthesize_dataset(analysis, name, out, pool=world_pool() if pool is None else pool, recipe=recipe,
                                   backend=backend)

@@ -34,7 +34,8 @@ def train(data: Path, out: Path, preset: Annotated[str, OneOf(PRESETS)] = "tiny"
     Also runs as N processes (``torchrun --nproc_per_node N -m pvchat.cli train ...``): rank 0
     builds the base (when missing) and writes every file; the others load the base and train their shards.
     """
-    import torch  # torch, accelerate, transformers: the model and its training
+    # lazy, so that `pvchat --help` stays fast: torch, accelerate, transformers (the model and its training)
+    import torch
     from accelerate import PartialState
 
     from pvchat import learn as pipeline
@@ -64,7 +65,8 @@ def train(data: Path, out: Path, preset: Annotated[str, OneOf(PRESETS)] = "tiny"
 
 
 def _train_on_base(base: Path, manifest: Path, out: Path, people: list[str], recipe: str, resume: bool) -> int:
-    from pvchat import learn as pipeline  # torch, transformers: the user's model and its training
+    # lazy, so that `pvchat --help` stays fast: torch, transformers (the user's model and its training)
+    from pvchat import learn as pipeline
     from pvchat.model.backbones import family_of
 
     if resume:

@@ -33,7 +33,8 @@ def world(out: Path, people: int | None = None, clips: int = 100, seed: int = 0,
         variation: How much a face differs between query clips and its reference, 0 (never) to 1 (hardest).
         faces: A folder of the user's photos, DIR/<person>/*.jpg, to build the people from.
     """
-    from pvchat.offline.world.api import build_world  # cv2, dlib, torch: rendering and measuring faces
+    # lazy, so that `pvchat --help` stays fast: cv2, dlib, torch (rendering and measuring faces)
+    from pvchat.offline.world.api import build_world
     from pvchat.offline.world.faces import folder_faces
 
     if people is None:
