@@ -261,4 +261,34 @@ def test_eval_cli_pack_path_against_the_chat_contract(tiny_bench, tmp_path, monk
     report = json.loads((out / "report.json").read_text())
     assert report["answerer"] == "pack-Zed" and report["answerer_info"]["subject"] == "Zed"
     assert "pack-Zed" in capsys.readouterr().out
+    assert "base-" not in json.dumps(report["baselines"])  # the stand-in's base is no preset model: not asked
     assert main(["eval", str(tiny_bench.root), "--pack", "Zed", "--home", str(tmp_path / "home")]) == 2  # Zed is no subject
+
+
+def test_eval_cli_pack_reports_its_own_base_asked_about_the_person(tiny_bench, tmp_path, monkeypatch):
+    """A pack learned on a preset's base gets that base (without the pack) as a baseline row, by default."""
+    import sys
+    import types
+
+    from pvchat.cli import main
+    from pvchat.model.pvchat import PVChat
+    from pvchat.train.stages import build_base
+
+    base = build_base(tmp_path / "base", "tiny", 0)
+
+    class Chat:
+        def __init__(self, packs, home=None):
+            self.people, self.home, self.base = ["Zed"], home, base
+            self.model = PVChat.from_pretrained(base)
+
+        def ask(self, video, question):
+            return types.SimpleNamespace(text="Yes, <Zed> is in this video.")
+
+    monkeypatch.setitem(sys.modules, "pvchat.api", types.SimpleNamespace(Chat=Chat))
+    subj = tiny_bench.subjects[0]
+    out = tmp_path / "out"
+    rc = main(["eval", str(tiny_bench.root), "--pack", "Zed", "--home", str(tmp_path / "home"), "--subject", subj["id"],
+               "--out", str(out), "--limit", "2", "--baselines", ""])
+    assert rc == 0
+    baselines = json.loads((out / "report.json").read_text())["baselines"]
+    assert list(baselines) == ["base-tiny"] and "the person" in json.dumps(baselines["base-tiny"])

@@ -67,7 +67,8 @@ def evaluate(
         answers: Score answers already given, in the official evaluator's result JSON (entries with
             video_path and qa_pairs of question, answer, generated_answer, is_special, is_positive); questions
             of this benchmark are also scored against its ground truth.
-        base_preset: Also ask the subject-free base of this preset about "the person" (a baseline).
+        base_preset: Also ask the subject-free base of this preset about "the person" (a baseline). With
+            --pack on a preset's base, that base (without the pack) is asked by default.
         subjects: Build the benchmark with this many one-person subjects (pairs and triples scaled alike).
         baselines: Comma-separated baselines reported beside the answerer: yes, no, face ("" for none).
         limit: Ask only the first LIMIT questions (a smoke run).
@@ -113,6 +114,8 @@ def evaluate(
     compare = _baselines(wanted, bench, subjects, frames, skip=baseline)
     if base_preset is not None:
         compare.append(base_answerer(base_preset, home))
+    elif pack is not None and answer_fn.preset_base is not None:  # the pack's own base, without its people
+        compare.append(base_answerer(None, directory=answer_fn.preset_base))
     out = Path(out) if out is not None else bench.root / "results" / name
     report = run_evaluation(answer_fn, bench.root, out=out, answerer=name, subjects=subjects, rename=rename,
                             judge=judge, bertscore_model=bertscore_model, bertscore_layers=bertscore_layers,

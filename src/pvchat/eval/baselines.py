@@ -41,11 +41,15 @@ def the_person(question: str) -> str:
     return MENTION.sub("the person", question)
 
 
-def base_answerer(preset: str, home: Path | None = None, max_new_tokens: int = 48):
-    """``answer_fn`` over the subject-free base of ``preset`` (built once under ``HOME/base/<preset>``,
-    as ``pvchat learn`` builds it), asked every question about "the person"."""
-    directory = build_base(base_dir(preset, Path(home) if home is not None else DEFAULT_HOME), preset, BASE_SEED)
+def base_answerer(preset: str | None, home: Path | None = None, max_new_tokens: int = 48,
+                  directory: Path | None = None):
+    """``answer_fn`` over a subject-free base asked every question about "the person": the base of
+    ``preset`` (built once under ``HOME/base/<preset>``, as ``pvchat learn`` builds it), or the
+    preset base in ``directory`` (the one a pack was learned on)."""
+    if directory is None:
+        directory = build_base(base_dir(preset, Path(home) if home is not None else DEFAULT_HOME), preset, BASE_SEED)
     model = PVChat.from_pretrained(directory).eval()
+    preset = preset or model.config.preset or Path(directory).name
     cache: dict[str, object] = {}
 
     def answer(video: str, question: str, subject: str) -> str:

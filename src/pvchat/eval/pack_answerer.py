@@ -25,6 +25,7 @@ def pack_answerer(pack: str, home: Path | None = None, base: Path | None = None)
     """
     try:
         from pvchat.api import Chat  # lazy: the learn pipeline and the model (seconds), only for --pack
+        from pvchat.model.pvchat import PVChat  # lazy: as above
     except ImportError as e:
         raise ConfigError(f"--pack needs the Python API pvchat.api, which could not be imported ({e})") from None
     check_pack_spec(pack)
@@ -41,6 +42,8 @@ def pack_answerer(pack: str, home: Path | None = None, base: Path | None = None)
         return chat.ask(video, question).text
 
     answer.name = f"pack-{learned}"  # type: ignore[attr-defined]
+    # the base it was learned on, when it is a preset's (a user's video LLM is not loaded twice)
+    answer.preset_base = chat.base if isinstance(getattr(chat, "model", None), PVChat) else None  # type: ignore[attr-defined]
     answer.describe = lambda: {"pack": str(pack), "subject": learned,  # type: ignore[attr-defined]
                                "home": str(chat.home), "base": str(chat.base)}
     return answer, learned
