@@ -25,6 +25,7 @@ from pvchat.offline.world import (
     render_clip,
 )
 from pvchat.offline.world.actions import get_action
+from pvchat.offline.world.api import World
 from pvchat.offline.world.faces import _lfw_for_dlib, _lfw_images, _survey
 from pvchat.offline.world.render import location_phrase, position_word
 from pvchat.offline.world.scenes import paint_background
@@ -143,6 +144,16 @@ def test_truth_answers_appearance_and_action(small_world):
     assert loaded.people == small_world.people and loaded.negatives == small_world.negatives
     assert loaded.embeddings().shape == (4, 128)
     assert len(loaded.references()) == 4
+    assert loaded.outfit_change == small_world.outfit_change == 0.35
+
+
+def test_outfit_change_dresses_people_anew_in_every_clip():
+    """Alignment worlds (outfit_change 1.0) give every person in every clip a drawn outfit; 0 never does."""
+    people = make_people(4, seed=1)
+    always, never = (World(people=people, seed=2, max_people_per_clip=3, outfit_change=c) for c in (1.0, 0.0))
+    casts = [always.clip_spec(i).cast for i in range(6)]
+    assert all(c.outfit is not None for cast in casts for c in cast)
+    assert all(c.outfit is None for i in range(6) for c in never.clip_spec(i).cast)
 
 
 def test_dlib_finds_and_reidentifies_faces_in_clips(engine):

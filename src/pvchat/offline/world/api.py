@@ -56,6 +56,7 @@ class World:
     negatives: dict[str, list[dict]] = field(default_factory=dict)
     variation: float = 0.0  # how much a face differs between query clips and the reference (0..1)
     faces_dir: str | None = None  # the user's photo folder the people come from (None: the offline faces)
+    outfit_change: float = 0.35  # the chance a person wears other clothes than their default in a query clip
 
     @property
     def by_id(self) -> dict[str, Person]:
@@ -93,7 +94,8 @@ class World:
         """The ``index``-th query clip of this world (deterministic in the world seed and index)."""
         return plan_clip(self.people, clip_id=f"c{index:04d}", seed=_seed(self.seed, 5, index),
                          max_people=self.max_people_per_clip, num_frames=self.num_frames, fps=self.fps,
-                         size=self.size, must_include=must_include, variation=self.variation)
+                         size=self.size, must_include=must_include, variation=self.variation,
+                         outfit_change=self.outfit_change)
 
     def render_clip(self, spec: ClipSpec | int) -> Rendered:
         """Render a clip spec (or the clip with that index)."""
@@ -125,7 +127,7 @@ class World:
     def settings(self) -> dict:
         return {"format": FORMAT_VERSION, "seed": self.seed, "size": list(self.size), "num_frames": self.num_frames,
                 "fps": self.fps, "max_people_per_clip": self.max_people_per_clip, "people": len(self.people),
-                "variation": self.variation, "faces_dir": self.faces_dir}
+                "variation": self.variation, "faces_dir": self.faces_dir, "outfit_change": self.outfit_change}
 
 
 
@@ -261,6 +263,7 @@ def load_world(path: str | Path) -> World:
         return World(people=people, seed=int(settings["seed"]), size=tuple(settings["size"]),
                      num_frames=int(settings["num_frames"]), fps=float(settings["fps"]),
                      max_people_per_clip=int(settings["max_people_per_clip"]), root=path, negatives=negatives,
-                     variation=float(settings.get("variation", 0.0)), faces_dir=settings.get("faces_dir"))
+                     variation=float(settings.get("variation", 0.0)), faces_dir=settings.get("faces_dir"),
+                     outfit_change=float(settings.get("outfit_change", 0.35)))
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{path}: malformed world files ({type(e).__name__}: {e})") from None
