@@ -40,3 +40,25 @@ def test_pretrain_base_saves_a_base_with_its_people(tmp_path):
     assert meta["steps"] > 0 and meta["clips"] == 3
     assert pretrain_base(tmp_path / "base", tmp_path / "work", preset="tiny") == base  # built once
     assert get_preset("face").vision.face_tokens == 2
+
+
+def test_the_body_reader_trains_on_garment_crops_and_reloads(tmp_path):
+    """Step 0 of alignment: body crops of world people (cut as the tower cuts them) train the reader,
+    scored on held-out people; the saved reader loads instead of training again."""
+    import torch
+
+    from pvchat.model.person_tower import PersonTower
+    from pvchat.offline.world.people import TOP_KINDS
+    from pvchat.train.pretrain import garment_data, train_reader
+
+    torch.manual_seed(0)
+    tower = PersonTower(None, image_size=288, max_people=1, body_reader=True)
+    people = make_people(8, seed=3)
+    maps, clip_of, labels = garment_data(tower, people, clips=3, progress=False)
+    assert maps.dtype == torch.float16 and maps.shape[1:] == (112, 10, 10) and len(clip_of) == len(maps)
+    assert set(clip_of.tolist()) == set(range(len(labels))) and all(lab["kind"] in TOP_KINDS for lab in labels)
+    card = train_reader(tower, people, tmp_path / "body_reader.safetensors", clips=4, steps=2, progress=False)
+    assert (tmp_path / "body_reader.safetensors").is_file() and set(card["held_out_clip_accuracy"]) == {"kind", "colour", "all"}
+    again = PersonTower(None, image_size=288, max_people=1, body_reader=True)
+    assert train_reader(again, people, tmp_path / "body_reader.safetensors", clips=4, steps=2, progress=False) == card
+    assert all(torch.equal(a, b) for a, b in zip(again.reader.state_dict().values(), tower.reader.state_dict().values()))

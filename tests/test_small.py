@@ -84,6 +84,33 @@ def test_person_tower_tokens_a_face_and_its_grid():
         tower.set_trainable(1)
 
 
+def test_an_untrained_body_reader_reads_as_the_frozen_cnn_and_trains_on_labels():
+    """The reader starts as a copy of the CNN's last blocks (the tower's tokens are unchanged until
+    trained weights load); trained on block maps whose label is their level it names them, then freezes."""
+    from pvchat.model.body_reader import frozen_maps
+    from pvchat.train.body_reader import clip_accuracy, train_body_reader
+
+    torch.manual_seed(0)
+    plain = PersonTower(None, image_size=288, max_people=1)
+    read = PersonTower(None, image_size=288, max_people=1, body_reader=True)
+    read.cnn.load_state_dict(plain.cnn.state_dict())
+    read.reader.load_state_dict(type(read.reader)(plain.cnn).state_dict())
+    pixels = to_model_input(_frames_with_face(), size=288)[None]
+    assert torch.allclose(read(pixels), plain(pixels), atol=1e-5)
+    with torch.no_grad():
+        assert frozen_maps(read.cnn, torch.zeros(1, 3, 160, 160)).shape == (1, 112, 10, 10)
+    label = {"light": torch.arange(24).remainder(2)}
+    # a random-init CNN's activations vanish: block maps whose level is the label stand in for crops
+    maps = torch.randn(24, 112, 4, 4) + 2.0 * label["light"].view(-1, 1, 1, 1)
+    before = {k: v.clone() for k, v in read.reader.state_dict().items()}
+    heads, losses = train_body_reader(read.reader, maps, label, {"light": 2}, steps=30, batch_size=8, lr=3e-3,
+                                      progress=False)
+    acc = clip_accuracy(read.reader, heads, maps, torch.arange(24), label)
+    assert acc["light"] >= 0.9 and acc["all"] == acc["light"] and losses[-1] < losses[0]
+    assert any(not torch.equal(before[k], v) for k, v in read.reader.state_dict().items())
+    assert not any(p.requires_grad for p in read.parameters()) and not read.reader.training
+
+
 def test_tracking_keeps_a_person_in_one_slot():
     class F:
         def __init__(self, emb, size):
@@ -134,6 +161,7 @@ def test_small_forward_backward_generate_and_alignment_roundtrip(small_tiny):
     assert isinstance(text, str)
     state = alignment_state(model)
     assert any("lora_" in k for k in state) and "subject_init.queries" in state
+    assert any(k.startswith("vision.reader.") for k in state)  # the body reader ships with the alignment
     assert not any("subject_queries" in k or "anchor.keys" in k for k in state)
     cfg.subjects = []
     torch.manual_seed(1)

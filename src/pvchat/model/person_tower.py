@@ -24,7 +24,9 @@ width D = 1280 + 184 = 1464::
 A person keeps their slot for the whole clip (greedy tracking by embedding distance, then box
 overlap), so the Q-former can read one person's motion across frames; the subject queries find
 the person by the embedding and read clothing (the body crop), action (pose, mouth, motion) and
-position (the box) from the same token. Nothing here trains (``train_last_k`` must be 0).
+position (the box) from the same token. Nothing here trains (``train_last_k`` must be 0); with
+``body_reader`` the body crop's feature comes from the last blocks of a :class:`BodyReader`, which
+``pvchat pretrain`` trains on what people wear before alignment (model/body_reader.py).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from torch import nn
 
 from pvchat.errors import ConfigError, InputError
 from pvchat.faces import FaceEngine
+from pvchat.model.body_reader import BodyReader, frozen_maps
 
 CNN_DIM = 1280
 EXTRA_DIM = 184
@@ -70,6 +73,13 @@ def body_box(face_box, width: int, height: int) -> tuple[int, int, int, int]:
     bx0, bx1 = int(max(0, x0 - 1.2 * w)), int(min(width, x1 + 1.2 * w))
     by0, by1 = int(max(0, y0 - 0.3 * h)), int(min(height, y1 + 3.0 * h))
     return bx0, by0, max(bx1, bx0 + 1), max(by1, by0 + 1)
+
+
+def body_crop(frame01: torch.Tensor, face_box, crop_size: int) -> torch.Tensor:
+    """(1, 3, S, S) frame in [0, 1] and a face box on it → (1, 3, c, c): the body crop the tower reads."""
+    bx0, by0, bx1, by1 = body_box(face_box, frame01.shape[-1], frame01.shape[-2])
+    crop = frame01[..., by0:by1, bx0:bx1]
+    return nn.functional.interpolate(crop, size=(crop_size, crop_size), mode="bilinear", align_corners=False)
 
 
 def torso_box(face_box, width: int, height: int) -> tuple[int, int, int, int]:
@@ -159,10 +169,13 @@ class PersonTower(nn.Module):
         crop_size: side of the body crop fed to the CNN.
         grid: g, the CNN's 7×7 feature grid is average-pooled to g×g scene tokens (the people are in
             their own tokens; fewer scene tokens leave the Q-former's cross-attention less to search).
+        body_reader: read body crops through a :class:`BodyReader` (``self.reader``: a copy of the
+            CNN's last blocks until trained weights are loaded) instead of the CNN itself.
     """
 
     def __init__(self, weights: str | Path | None = None, image_size: int = 288, max_people: int = 3,
-                 crop_size: int = 160, grid: int = 7, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+                 crop_size: int = 160, grid: int = 7, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                 body_reader: bool = False):
         super().__init__()
 
         if max_people < 1:
@@ -177,6 +190,7 @@ class PersonTower(nn.Module):
             if missing or unexpected:
                 raise ConfigError(f"{weights}: not EfficientNet-Lite0 weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
         self.cnn.requires_grad_(False).eval()
+        self.reader = BodyReader(self.cnn).requires_grad_(False).eval() if body_reader else None
         self._image_size, self.max_people, self.crop_size = image_size, max_people, crop_size
         self.register_buffer("in_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("in_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
@@ -205,6 +219,8 @@ class PersonTower(nn.Module):
     def train(self, mode: bool = True) -> "PersonTower":
         self.training = mode
         self.cnn.eval()  # frozen: batch norm statistics stay
+        if self.reader is not None:
+            self.reader.eval()
         return self
 
     @property
@@ -217,6 +233,12 @@ class PersonTower(nn.Module):
     def _cnn(self, x01: torch.Tensor) -> torch.Tensor:
         """(N, 3, h, w) in [0, 1] → (N, 1280, h/32, w/32)."""
         return self.cnn.extract_features((x01 - self.lite_mean) / self.lite_std)
+
+    def body_features(self, crops01: torch.Tensor) -> torch.Tensor:
+        """(N, 3, c, c) body crops in [0, 1] → (N, 1280): the CNN's (or the body reader's) mean feature."""
+        if self.reader is None:
+            return self._cnn(crops01).mean((2, 3))
+        return self.reader(frozen_maps(self.cnn, (crops01 - self.lite_mean) / self.lite_std, self.reader.cut))
 
     def _person_tokens(self, rgb: np.ndarray, x01: torch.Tensor) -> torch.Tensor:
         """(T, S, S, 3) uint8 and the same frames in [0, 1] → (T, F, D) person tokens."""
@@ -250,10 +272,7 @@ class PersonTower(nn.Module):
                 prev[k] = (centre, (yaw, pitch))
                 tx0, ty0, tx1, ty1 = torso_box(f.box, S, S)
                 tok[COLOUR:COLOUR + 30] = torch.from_numpy(colour_features(rgb[t, ty0:ty1, tx0:tx1]))
-                bx0, by0, bx1, by1 = body_box(f.box, S, S)
-                crop = x01[t:t + 1, :, by0:by1, bx0:bx1]
-                crops.append(nn.functional.interpolate(crop, size=(self.crop_size, self.crop_size), mode="bilinear",
-                                                       align_corners=False))
+                crops.append(body_crop(x01[t:t + 1], f.box, self.crop_size))
                 where.append((t, k))
         for k in range(self.max_people):
             motion = torch.from_numpy(track_motion(rgb, slots, k, S))
@@ -261,7 +280,7 @@ class PersonTower(nn.Module):
                 if slots[t][k] is not None:
                     out[t, k, TRACK:TRACK + 10] = motion
         if crops:
-            feats = self._cnn(torch.cat(crops)).mean((2, 3))  # (n, 1280): mean over the crop's grid
+            feats = self.body_features(torch.cat(crops))  # (n, 1280): mean over the crop's grid
             for (t, k), v in zip(where, feats):
                 out[t, k, :CNN_DIM] = v
         return out

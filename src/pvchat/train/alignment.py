@@ -15,7 +15,8 @@ from pvchat.model.pvchat import PVChat
 from pvchat.model.qformer import SUBJECT_PARAMETERS
 from pvchat.model.subject_tokens import subject_token_state
 
-ALIGNED_PARTS = ("qformer.", "projector.", "vision_norm.", "frame_position", "sparsity.")
+# the trained body reader (model/body_reader.py) sits in the frozen tower and ships with the rest
+ALIGNED_PARTS = ("qformer.", "projector.", "vision_norm.", "frame_position", "sparsity.", "vision.reader.")
 
 
 def _aligned(key: str) -> bool:
@@ -26,8 +27,9 @@ def _aligned(key: str) -> bool:
 
 def alignment_state(model: PVChat) -> dict[str, torch.Tensor]:
     """What alignment trains and a base ships: the Q-former (not its subject blocks), projector, frame
-    positions, vision norm, SPR buffers and the LoRA weights, plus the mean subject query block and
-    token row (``subject_init.*``), from which a new person starts."""
+    positions, vision norm, SPR buffers, the body reader (when the tower has one) and the LoRA
+    weights, plus the mean subject query block and token row (``subject_init.*``), from which a new
+    person starts."""
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if _aligned(k)}
     if model.subjects:
         state["subject_init.queries"] = torch.stack([q.detach() for q in model.qformer.subject_queries]).mean(0)

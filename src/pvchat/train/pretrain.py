@@ -36,16 +36,18 @@ import random
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from pvchat.data import ClipRecord, QADataset, QARecord, read_manifest, write_manifest
 from pvchat.errors import ConfigError
-from pvchat.io import atomic_path, file_sha256, load_tensors, write_json
+from pvchat.io import atomic_path, file_sha256, load_tensors, read_json, write_json
+from pvchat.model.body_reader import CUT, frozen_maps
 from pvchat.model.config import PVChatConfig
 from pvchat.model.identity import EMBED_DIM
-from pvchat.model.person_tower import EMB, PRESENT, PersonTower
+from pvchat.model.person_tower import EMB, PRESENT, PersonTower, body_crop
 from pvchat.model.presets import get_preset
 from pvchat.model.projector import WordProjector, answer_words, answer_words_loss, word_mixture
 from pvchat.model.prompt import IGNORE_INDEX
@@ -55,13 +57,15 @@ from pvchat.model.pvchat import CONFIG_NAME, PVChat
 # modules never import it, and train/stages.py loads alignment weights from train/alignment.py
 from pvchat.offline.world.api import World
 from pvchat.offline.world.faces import available_faces, face_split
-from pvchat.offline.world.people import make_people
+from pvchat.offline.world.people import TOP_KINDS, make_people
+from pvchat.offline.world.render import plan_clip, render_clip
 from pvchat.qa.generate import existence_pairs
 from pvchat.qa.world_qa import world_clip_qa
 from pvchat.train.alignment import alignment_state
+from pvchat.train.body_reader import clip_accuracy, train_body_reader
 from pvchat.train.loop import train
 from pvchat.train.recipe import stage2
-from pvchat.video import read_frames_uniform, to_model_input, write_video
+from pvchat.video import read_frames_uniform, to_model_input, uniform_indices, write_video
 from pvchat.weights import resolve_cnn
 
 PRETRAIN_FRAMES = 4
@@ -175,12 +179,92 @@ def write_align_data(out: Path, people, clips: int, seed: int = 0, max_qa: int =
     return out / "manifest.jsonl"
 
 
+# ------------------------------------------------------------------ the body reader (what people wear)
+GARMENT_CLIPS = 1500  # one-person clips whose body crops train the reader
+GARMENT_FRAMES = 8  # crops per clip (of ALIGN_FRAMES rendered)
+
+
+def garment_data(tower: PersonTower, people, clips: int, seed: int = 0, outfit_change: float = ALIGN_OUTFIT_CHANGE,
+                 progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """One-person world clips of ``people`` → the frozen maps under the body reader, as the tower cuts them.
+
+    Each clip (pose, light, colour cast, occlusion and faces varied as the world does; a new outfit
+    with chance ``outfit_change``) is resized to the tower's frame size as the model's input is, and
+    the person's body cropped (:func:`~pvchat.model.person_tower.body_crop`) on GARMENT_FRAMES frames
+    from the world's face boxes (the tower finds them with dlib). Returns the maps (n, C, h, w) in
+    fp16, the clip of each crop (n,), and per clip its person and top garment (kind, colour).
+    """
+    by_id = {p.id: p for p in people}
+    S = tower.image_size
+    maps, owner, labels = [], [], []
+    for i in tqdm(range(clips), desc="garment crops", disable=not progress):
+        spec = plan_clip(list(people), clip_id=f"g{i:04d}", seed=seed * 100_003 + i, max_people=1,
+                         num_frames=ALIGN_FRAMES, outfit_change=outfit_change, variation=0.5)
+        rendered = render_clip(spec, by_id)
+        if not rendered.truth["people"]:
+            continue
+        person = rendered.truth["people"][0]
+        H, W = rendered.frames.shape[1:3]
+        scale = np.array([S / W, S / H, S / W, S / H])
+        crops = []
+        for t in uniform_indices(ALIGN_FRAMES, GARMENT_FRAMES):
+            frame = person["frames"][t]
+            if not frame["face_box"] or frame["face_visible"] < 0.3:
+                continue
+            x01 = to_model_input(rendered.frames[t:t + 1], size=S, mean=(0, 0, 0), std=(1, 1, 1)).clamp(0, 1)
+            crops.append(body_crop(x01, np.asarray(frame["face_box"]) * scale, tower.crop_size))
+        if not crops:
+            continue
+        with torch.no_grad():
+            x = (torch.cat(crops) - tower.lite_mean) / tower.lite_std
+            maps.append(frozen_maps(tower.cnn, x, tower.reader.cut if tower.reader is not None else CUT).half())
+        owner += [len(labels)] * len(crops)
+        labels.append({"person": person["id"], "kind": person["outfit"]["top"], "colour": person["outfit"]["top_colour"]})
+    return torch.cat(maps).contiguous(), torch.tensor(owner), labels
+
+
+def garment_targets(clip_of: torch.Tensor, labels: list[dict], classes: dict[str, list[str]]) -> dict[str, torch.Tensor]:
+    """Per attribute, each crop's class index (``classes``: attribute → class names)."""
+    return {a: torch.tensor([names.index(labels[int(c)][a]) for c in clip_of]) for a, names in classes.items()}
+
+
+def train_reader(tower: PersonTower, people, out: Path, clips: int = GARMENT_CLIPS, steps: int = 600, seed: int = 0,
+                 progress: bool = True) -> dict:
+    """Train the tower's body reader on garment crops of ``people`` (7/8 of them; the rest score it)
+    and save it to ``out`` (``vision.reader.*`` keys); a reader already there is loaded instead.
+    Returns the card entry: clips, crops, held-out clip accuracy per attribute."""
+    card_path = out.with_suffix(".json")
+    if out.is_file() and card_path.is_file():
+        tower.reader.load_state_dict({k.removeprefix("vision.reader."): v for k, v in load_tensors(out).items()})
+        return read_json(card_path)
+    maps, clip_of, labels = garment_data(tower, people, clips, seed=seed, progress=progress)
+    classes = {"kind": list(TOP_KINDS), "colour": sorted({lab["colour"] for lab in labels})}
+    ids = sorted({lab["person"] for lab in labels})
+    random.Random(seed).shuffle(ids)
+    held = set(ids[: max(1, len(ids) // 8)])
+    test = torch.tensor([labels[int(c)]["person"] in held for c in clip_of])
+    targets = garment_targets(clip_of, labels, classes)
+    heads, losses = train_body_reader(tower.reader, maps[~test], {a: t[~test] for a, t in targets.items()},
+                                      {a: len(n) for a, n in classes.items()}, steps=steps, seed=seed, progress=progress)
+    acc = clip_accuracy(tower.reader, heads, maps[test], clip_of[test], {a: t[test] for a, t in targets.items()})
+    card = {"clips": len(labels), "crops": len(clip_of), "steps": steps, "held_out_people": len(held),
+            "held_out_clip_accuracy": {a: round(v, 3) for a, v in acc.items()},
+            "loss_first_last": [round(losses[0], 3), round(losses[-1], 3)], "classes": classes}
+    state = {f"vision.reader.{k}": v.contiguous() for k, v in tower.reader.state_dict().items()}
+    with atomic_path(out) as tmp:
+        save_file(state, str(tmp))
+    write_json(card_path, card)
+    return card
+
+
 def _features_worker(args) -> int:
     """One process of :func:`extract_features`: its share of the clips, one thread."""
-    config, clips, num_frames, out = args
+    config, clips, num_frames, out, reader = args
     torch.set_num_threads(1)
     v = PVChatConfig.from_dict(config).vision
     tower = PersonTower(resolve_cnn(v.weights), **v.config)
+    if reader is not None:  # the trained body reader (train_reader)
+        tower.reader.load_state_dict({k.removeprefix("vision.reader."): t for k, t in load_tensors(reader).items()})
     for clip in clips:
         dest = Path(out) / (Path(clip).stem + ".safetensors")
         if dest.is_file():
@@ -193,10 +277,10 @@ def _features_worker(args) -> int:
 
 
 def extract_features(config: PVChatConfig, clips: list[Path], out: Path, workers: int = 2,
-                     progress: bool = True) -> dict[Path, torch.Tensor]:
+                     progress: bool = True, reader: Path | None = None) -> dict[Path, torch.Tensor]:
     """Frozen person-tower features of ``clips`` (fp16 safetensors in ``out``, one per clip) for a
-    model of ``config``, computed by ``workers`` processes; returns clip → (1, T, N, C) float32.
-    Resumable."""
+    model of ``config`` (with the body reader saved in ``reader``, when given), computed by
+    ``workers`` processes; returns clip → (1, T, N, C) float32. Resumable."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     todo = [c for c in clips if not (out / (Path(c).stem + ".safetensors")).is_file()]
@@ -205,8 +289,8 @@ def extract_features(config: PVChatConfig, clips: list[Path], out: Path, workers
     with tqdm(total=len(todo), desc="features", disable=not progress) as bar:
         if chunks:
             with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-                for n in pool.map(_features_worker, [(config, [str(c) for c in ch], frames, str(out))
-                                                     for ch in chunks]):
+                for n in pool.map(_features_worker, [(config, [str(c) for c in ch], frames, str(out),
+                                                      None if reader is None else str(reader)) for ch in chunks]):
                     bar.update(n)
     return {Path(c): load_tensors(out / (Path(c).stem + ".safetensors"))["features"].float().unsqueeze(0)
             for c in clips}
@@ -343,8 +427,13 @@ def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: i
     cfg = get_preset(preset)
     cfg.subjects = [p.name for p in people]
     model = PVChat.from_config(cfg)
+    reader, reader_card = None, None
+    if getattr(model.vision, "reader", None) is not None:  # 0. the body reader learns what people wear
+        reader = out / "body_reader.safetensors"
+        reader_card = train_reader(model.vision, people, reader, seed=seed, progress=progress)
     ds = QADataset(manifest, stage=2, num_frames=cfg.num_frames, image_size=model.vision.image_size)
-    feats = extract_features(model.config, ds.clips, out / "features", workers=workers, progress=progress)
+    feats = extract_features(model.config, ds.clips, out / ("features" if reader is None else "features-reader"),
+                             workers=workers, progress=progress, reader=reader)
     keys = identity_keys_from_features(model, read_manifest(manifest), manifest.parent, feats)
     warm = {}
     if warm_steps:
@@ -361,7 +450,7 @@ def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: i
         "command": f"pvchat pretrain --out {out} --preset {preset} --clips {clips} --warm-steps {warm_steps} "
                    f"--steps {steps} --seed {seed}",
         "preset": preset, "people": len(people), "faces": "align split (pvchat.offline.world.faces.face_split)",
-        "clips": clips, "samples": len(ds), "identity_keys": len(keys),
+        "clips": clips, "samples": len(ds), "identity_keys": len(keys), "body_reader": reader_card,
         "warm_up": {**warm, "steps": warm_steps, "first_loss": losses[0] if losses else None,
                     "last_loss": losses[-1] if losses else None},
         "recipe": recipe.to_dict(), "steps": result.steps,
