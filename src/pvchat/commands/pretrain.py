@@ -16,8 +16,9 @@ def pretrain(out: Path = Path("workspace/pretrain"), preset: Annotated[str, OneO
              install: bool = False) -> int:
     """Align a base on the offline world: all four question types, people never asked about later.
 
-    Renders clips of the world's people from the align face split (1-3 per clip) with QA from
-    their ground truth (existence, clothing, action, left/right; "the person" for one-person
+    Trains the tower's body reader (when the preset has one) on what the world's people of the
+    align face split wear, renders clips of them (1-3 per clip, a new outfit each time) with QA
+    from their ground truth (existence, clothing, action, left/right; "the person" for one-person
     clips), computes the frozen tower's features in WORKERS processes, starts each world person's
     identity key from their face, warms the Q-former and word projector up on the answers' words
     (no LLM), then trains the Q-former, projector, LoRA and one token + query block per world
