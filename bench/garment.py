@@ -38,13 +38,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 from safetensors.torch import load_file, save_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from bars import bar_panels, write_results  # bench/bars.py (the script's own folder)
 from pvchat.model.body_reader import BodyReader
 from pvchat.model.person_tower import PersonTower
 from pvchat.offline.world.faces import face_split
@@ -103,20 +103,9 @@ def run_cell(tower: PersonTower, train: dict, test: dict, held: set[str], classe
 
 
 def plot(summary: dict, path: Path) -> None:
-    fig = Figure(figsize=(9, 3.4))
-    axes = fig.subplots(1, 3, sharey=True)
-    cells = list(summary)
-    for ax, attr in zip(axes, ("kind", "colour", "both")):
-        ax.bar(range(len(cells)), [summary[c][attr]["mean"] for c in cells],
-               yerr=[summary[c][attr]["std"] for c in cells], capsize=3,
-               color=["#bbb" if "frozen" in c else "#4a7" for c in cells])
-        ax.set_xticks(range(len(cells)), [c.replace(", ", "\n") for c in cells], fontsize=7)
-        ax.axhline(0.8, color="#c44", lw=0.8, ls="--")
-        ax.set_title(attr)
-        ax.set_ylim(0, 1)
-    axes[0].set_ylabel("clip accuracy, unseen people")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    panels = {attr: {cell: summary[cell][attr] for cell in summary} for attr in ("kind", "colour", "both")}
+    bar_panels(panels, path, "clip accuracy, unseen people", grey=lambda c: c.startswith("frozen"), target=0.8,
+               tick=lambda c: c.replace(", ", "\n"), rotation=0)
 
 
 def main() -> None:
@@ -153,16 +142,11 @@ def main() -> None:
             summary[f"{features}, outfits {outfits}"] = {
                 a: {"mean": statistics.fmean(r[a] for r in cell), "std": statistics.pstdev([r[a] for r in cell])}
                 for a in ("kind", "colour", "both")}
-    RESULTS.mkdir(exist_ok=True)
     report = {"command": f"python bench/garment.py --clips {args.clips} --seeds {' '.join(map(str, args.seeds))} "
                          f"--steps {args.steps}",
               "people": len(people), "held_out_per_seed": len(people) // 4, "test": "held-out people, outfits 0.35",
               "runs": runs, "summary": summary, "seconds": round(time.perf_counter() - t0, 1)}
-    (RESULTS / "garment.json").write_text(json.dumps(report, indent=1))
-    plot(summary, RESULTS / "garment.png")
-    for cell, s in summary.items():
-        print(f"{cell:55s} " + "  ".join(f"{a} {v['mean']:.3f}±{v['std']:.3f}" for a, v in s.items()))
-
+    write_results(RESULTS, "garment", report, plot)
 
 if __name__ == "__main__":
     main()

@@ -21,13 +21,14 @@ features stay in ``--out`` (a rerun reuses them).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+
+from bars import bar_panels, write_results  # bench/bars.py (the script's own folder)
 
 RESULTS = Path(__file__).parent / "results"
 ATTRIBUTES = ("colour", "kind", "action")
@@ -101,22 +102,7 @@ def probe(rows: list[dict], seed: int) -> dict:
 
 
 def plot(summary: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(next(iter(summary.values())))
-    fig, axes = plt.subplots(1, len(summary), figsize=(4.2 * len(summary), 3.6), sharey=True)
-    for ax, (attr, s) in zip(axes, summary.items()):
-        ax.bar(range(len(names)), [s[n]["mean"] for n in names], yerr=[s[n]["std"] for n in names], capsize=3,
-               color=["#bbb" if n == "majority" else "#4a7" for n in names])
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-        ax.set_title(attr)
-        ax.set_ylim(0, 1)
-    axes[0].set_ylabel("accuracy on unseen people")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    bar_panels(summary, path, "accuracy on unseen people", grey=lambda n: n == "majority")
 
 
 def main() -> None:
@@ -131,15 +117,10 @@ def main() -> None:
     summary = {attr: {name: {"mean": statistics.fmean(r["scores"][attr][name] for r in runs),
                              "std": statistics.pstdev([r["scores"][attr][name] for r in runs])}
                       for name in runs[0]["scores"][attr]} for attr in ATTRIBUTES}
-    RESULTS.mkdir(exist_ok=True)
     report = {"command": f"python bench/perception.py --clips {args.clips} --seeds {' '.join(map(str, args.seeds))}",
               "rows": len(rows), "people": len({r['person'] for r in rows}), "seeds": args.seeds, "runs": runs,
               "summary": summary, "seconds": round(time.perf_counter() - t0, 1)}
-    (RESULTS / "perception.json").write_text(json.dumps(report, indent=1))
-    plot(summary, RESULTS / "perception.png")
-    for attr, s in summary.items():
-        print(f"{attr:7s} " + "  ".join(f"{n} {v['mean']:.2f}±{v['std']:.2f}" for n, v in s.items()))
-
+    write_results(RESULTS, "perception", report, plot)
 
 if __name__ == "__main__":
     main()
