@@ -104,8 +104,12 @@ def run_cell(tower: PersonTower, train: dict, test: dict, held: set[str], classe
 
 def plot(summary: dict, path: Path) -> None:
     panels = {attr: {cell: summary[cell][attr] for cell in summary} for attr in ("kind", "colour", "both")}
+    def tick(cell: str) -> str:  # "frozen\noutfits 0.35"
+        features, outfits = cell.split(", outfits ")
+        return f"{'frozen' if features == 'frozen' else 'trained'}\noutfits {outfits.split('(')[-1].rstrip(')')}"
+
     bar_panels(panels, path, "clip accuracy, unseen people", grey=lambda c: c.startswith("frozen"), target=0.8,
-               tick=lambda c: c.replace(", ", "\n"), rotation=0)
+               tick=tick, rotation=0)
 
 
 def main() -> None:
