@@ -30,7 +30,7 @@ from pvchat.io import atomic_dir, load_tensors, read_json, read_jsonl, save_tens
 from pvchat.offline.world.faces import available_faces, folder_faces
 from pvchat.offline.world.negatives import hard_negatives, person_embeddings, portrait
 from pvchat.offline.world.people import Person, make_people, people_from_folder
-from pvchat.offline.world.render import SIZE, Cast, ClipSpec, Look, Rendered, plan_clip, render_clip
+from pvchat.offline.world.render import OUTFIT_CHANGE, SIZE, Cast, ClipSpec, Look, Rendered, plan_clip, render_clip
 from pvchat.video import write_video
 
 FORMAT_VERSION = 1
@@ -56,7 +56,7 @@ class World:
     negatives: dict[str, list[dict]] = field(default_factory=dict)
     variation: float = 0.0  # how much a face differs between query clips and the reference (0..1)
     faces_dir: str | None = None  # the user's photo folder the people come from (None: the offline faces)
-    outfit_change: float = 0.35  # the chance a person wears other clothes than their default in a query clip
+    outfit_change: float = OUTFIT_CHANGE  # the chance a person wears other clothes than their default in a query clip
 
     @property
     def by_id(self) -> dict[str, Person]:
@@ -264,6 +264,6 @@ def load_world(path: str | Path) -> World:
                      num_frames=int(settings["num_frames"]), fps=float(settings["fps"]),
                      max_people_per_clip=int(settings["max_people_per_clip"]), root=path, negatives=negatives,
                      variation=float(settings.get("variation", 0.0)), faces_dir=settings.get("faces_dir"),
-                     outfit_change=float(settings.get("outfit_change", 0.35)))
+                     outfit_change=float(settings.get("outfit_change", OUTFIT_CHANGE)))
     except (KeyError, TypeError, ValueError) as e:
         raise InputError(f"{path}: malformed world files ({type(e).__name__}: {e})") from None

@@ -151,8 +151,11 @@ def face_look(rng: np.random.Generator, person: Person, variation: float) -> Fac
                     hand_at=(round(hand_at[0], 3), round(hand_at[1], 3)))
 
 
+OUTFIT_CHANGE = 0.35  # the chance a person wears other clothes than their default in a clip
+
+
 def plan_clip(people: list[Person], clip_id: str, seed: int, max_people: int = 3, num_frames: int = 24,
-              fps: float = 8.0, size: tuple[int, int] = SIZE, outfit_change: float = 0.35,
+              fps: float = 8.0, size: tuple[int, int] = SIZE, outfit_change: float = OUTFIT_CHANGE,
               must_include: str | list[str] | None = None, variation: float = 0.0) -> ClipSpec:
     """A random clip of 1..``max_people`` of ``people`` (deterministic in ``seed``).
 
