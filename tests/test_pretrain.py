@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from pvchat.data import read_manifest
 from pvchat.model.presets import get_preset
 from pvchat.model.pvchat import PVChat
@@ -62,3 +64,11 @@ def test_the_body_reader_trains_on_garment_crops_and_reloads(tmp_path):
     again = PersonTower(None, image_size=288, max_people=1, body_reader=True)
     assert train_reader(again, people, tmp_path / "body_reader.safetensors", clips=4, steps=2, progress=False) == card
     assert all(torch.equal(a, b) for a, b in zip(again.reader.state_dict().values(), tower.reader.state_dict().values()))
+    from safetensors.torch import save_file
+
+    from pvchat.errors import InputError
+    from pvchat.train.pretrain import load_reader
+
+    save_file({"vision.reader.other": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(InputError, match="not a body reader"):
+        load_reader(again, tmp_path / "foreign.safetensors")

@@ -42,7 +42,7 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from pvchat.data import ClipRecord, QADataset, QARecord, read_manifest, write_manifest
-from pvchat.errors import ConfigError
+from pvchat.errors import ConfigError, InputError
 from pvchat.io import atomic_path, file_sha256, load_tensors, read_json, write_json
 from pvchat.model.body_reader import CUT, frozen_maps
 from pvchat.model.config import PVChatConfig
@@ -229,6 +229,16 @@ def garment_targets(clip_of: torch.Tensor, labels: list[dict], classes: dict[str
     return {a: torch.tensor([names.index(labels[int(c)][a]) for c in clip_of]) for a, names in classes.items()}
 
 
+def load_reader(tower: PersonTower, path: Path) -> None:
+    """Load a body reader saved by :func:`train_reader` (``vision.reader.*`` keys) into ``tower``."""
+    state = {k.removeprefix("vision.reader."): v for k, v in load_tensors(path).items()}
+    try:
+        tower.reader.load_state_dict(state)
+    except RuntimeError as e:
+        raise InputError(f"{path}: not a body reader for this tower ({str(e).splitlines()[0]}); delete it to train "
+                         f"it again") from None
+
+
 def train_reader(tower: PersonTower, people, out: Path, clips: int = GARMENT_CLIPS, steps: int = 600, seed: int = 0,
                  progress: bool = True) -> dict:
     """Train the tower's body reader on garment crops of ``people`` (7/8 of them; the rest score it)
@@ -236,7 +246,7 @@ def train_reader(tower: PersonTower, people, out: Path, clips: int = GARMENT_CLI
     Returns the card entry: clips, crops, held-out clip accuracy per attribute."""
     card_path = out.with_suffix(".json")
     if out.is_file() and card_path.is_file():
-        tower.reader.load_state_dict({k.removeprefix("vision.reader."): v for k, v in load_tensors(out).items()})
+        load_reader(tower, out)
         return read_json(card_path)
     maps, clip_of, labels = garment_data(tower, people, clips, seed=seed, progress=progress)
     classes = {"kind": list(TOP_KINDS), "colour": sorted({lab["colour"] for lab in labels})}
@@ -265,7 +275,7 @@ def _features_worker(args) -> int:
     v = PVChatConfig.from_dict(config).vision
     tower = PersonTower(resolve_cnn(v.weights), **v.config)
     if reader is not None:  # the trained body reader (train_reader)
-        tower.reader.load_state_dict({k.removeprefix("vision.reader."): t for k, t in load_tensors(reader).items()})
+        load_reader(tower, Path(reader))
     for clip in clips:
         dest = Path(out) / (Path(clip).stem + ".safetensors")
         if dest.is_file():
