@@ -130,10 +130,11 @@ def test_chatml_template_matches_the_tokenizers_own(small_tiny):
     assert model.template.style == "chatml"
     ref = tok.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"},
                                    {"role": "assistant", "content": "Yo"}], tokenize=False)
-    mine = model.template.chatml_text("Hi", [], "", 0).replace("<video>" * 16 + "\n", "") + "Yo<|im_end|>\n"
+    K = model.readout.num_tokens  # the readout about whoever is present, then after each person's block
+    mine = model.template.chatml_text("Hi", [], "", 0).replace("<video>" * (16 + K) + "\n", "") + "Yo<|im_end|>\n"
     assert mine == ref
     enc = model.prepare("Where is <Ann> relative to <Ben>?", answer="<Ann> is to the left of <Ben>.")
-    assert enc.input_ids.count(model.template.video_id) == 16 + 2 * 8 and enc.subjects == ["Ann", "Ben"]
+    assert enc.input_ids.count(model.template.video_id) == 16 + K + 2 * (8 + K) and enc.subjects == ["Ann", "Ben"]
     assert tok.decode([i for i, label in zip(enc.input_ids, enc.labels) if label != -100]) == \
         "<Ann> is to the left of <Ben>.<|im_end|>"
     # a person named only in an earlier answer is not in play; one named in a later question is
@@ -162,6 +163,7 @@ def test_small_forward_backward_generate_and_alignment_roundtrip(small_tiny):
     state = alignment_state(model)
     assert any("lora_" in k for k in state) and "subject_init.queries" in state
     assert any(k.startswith("vision.reader.") for k in state)  # the body reader ships with the alignment
+    assert any(k.startswith("readout.") for k in state)  # and so does the attribute readout
     assert not any("subject_queries" in k or "anchor.keys" in k for k in state)
     cfg.subjects = []
     torch.manual_seed(1)
@@ -334,6 +336,90 @@ def test_words_warm_up_learns_clip_specific_words_and_reports_held_out_recall(sm
                                                                   f"<Ann> is wearing a {colour} shirt.")], stage=[2]))
     ds = QADataset(records, stage=2, num_frames=2, image_size=288, root=tmp_path)
     assert identity_keys_from_features(model, records, tmp_path, features) == {"Ann": 20}
-    out = warm_words(model, ds, features, steps=40, batch_size=8, lr=3e-3, negatives=16, held_out=0.2, progress=False)
+    out = warm_words(model, ds, features, steps=40, batch_size=8, lr=3e-4, negatives=16, held_out=0.2, progress=False)
     assert out["held_out_samples"] == 4 and 0 <= out["recall@10"] <= 1 and 0 <= out["prior recall@10"] <= 1
     assert sum(out["loss"][-5:]) < sum(out["loss"][:5])
+
+
+def test_readout_names_the_matched_person_and_where_they_stand(small_tiny):
+    """Two faces, left and right: each person's readout tokens say "Yes" and their own side; a person
+    nobody in the clip matches gets "No"; a sure label is its word's own embedding (R1–R5)."""
+    from pvchat.model.person_tower import BOX, EMB
+
+    cfg = small_tiny
+    cfg.subjects = ["Ann", "Ben", "Cy"]
+    torch.manual_seed(0)
+    model = PVChat.from_config(cfg)
+    faces = torch.nn.functional.normalize(torch.randn(2, 128), dim=-1) * 0.5
+    raw = torch.zeros(1, 2, 6, TOKEN_DIM)  # 2 frames; person slots 4 (left) and 5 (right)
+    for slot, face, x in ((4, faces[0], 0.1), (5, faces[1], 0.7)):
+        raw[0, :, slot, EMB:EMB + 128], raw[0, :, slot, PRESENT] = face, 1.0
+        raw[0, :, slot, BOX:BOX + 4] = torch.tensor([x, 0.2, x + 0.2, 0.5])
+    for name, face in zip(cfg.subjects, (faces[0], faces[1], torch.ones(128))):  # Cy: a face nobody has
+        model.set_identity(name, face)
+    from pvchat.model.subject_tokens import word_embedding_matrix
+
+    E = word_embedding_matrix(model.llm)
+    readout = model.readout
+    match = model.qformer.anchor.match(raw, [0, 1, 2])
+    tokens, logits = readout(raw, match, E)
+    assert tokens.shape == (1, 3, readout.num_tokens, E.shape[1]) and set(logits) == set(readout.attributes)
+    yes, no = readout.label_embeddings("here", E)
+    left, right = readout.label_embeddings("where", E)
+    assert torch.allclose(tokens[0, 0, 0], yes, atol=1e-3) and torch.allclose(tokens[0, 2, 0], no, atol=1e-3)
+    assert torch.allclose(tokens[0, 0, 1], left, atol=1e-2) and torch.allclose(tokens[0, 1, 1], right, atol=1e-2)
+    ids, mask = readout.ids_top, readout.mask_top  # "t-shirt" is several tokens: their mean
+    k = readout.attributes["top"].index("t-shirt")
+    assert torch.allclose(readout.label_embeddings("top", E)[k], E[ids[k][mask[k] > 0]].mean(0))
+    # in the model: each block in play is followed by its K tokens, which the sample keeps
+    v = model.visual_tokens(raw, torch.tensor([[True, False, True]]))
+    G, N, K = cfg.qformer.num_general_queries, cfg.qformer.num_subject_queries, readout.num_tokens
+    assert v.tokens.shape[1] == G + K + 2 * (N + K) and v.keep.all() and v.word_keep.shape[1] == G + 2 * N
+    assert torch.allclose(v.tokens[0, G], yes, atol=1e-3)  # somebody is here
+    assert torch.allclose(v.tokens[0, G + K + N], yes, atol=1e-3)  # Ann
+    assert torch.allclose(v.tokens[0, G + K + 2 * N + K], no, atol=1e-3)  # Cy
+    assert torch.allclose(model.visual_tokens(torch.zeros_like(raw), torch.zeros(1, 3, dtype=torch.bool)).tokens[0, G],
+                          no, atol=1e-3)  # nobody is here
+
+
+def test_readout_warm_up_learns_attributes_from_the_truth(small_tiny, tmp_path):
+    """Clips whose person token reads a garment colour in one channel: the readout's classifier learns
+    it from ``provenance["attributes"]`` and beats the majority label on held-out clips."""
+    from pvchat.data import ClipRecord
+    from pvchat.model.person_tower import EMB
+    from pvchat.train.pretrain import identity_keys_from_features, warm_readout
+
+    cfg = small_tiny
+    cfg.subjects = ["Ann"]
+    torch.manual_seed(0)
+    model = PVChat.from_config(cfg)
+    labels = cfg.readout
+    records, features = [], {}
+    for i in range(60):
+        colour = ("red", "blue", "green")[i % 3]
+        f = torch.zeros(1, 2, model.vision.num_patches, TOKEN_DIM)
+        f[..., 4, PRESENT], f[..., 4, EMB] = 1.0, 0.3
+        f[..., 4, 3 * (i % 3)] = 2.0  # the colour, in one channel of the body feature
+        features[tmp_path / f"c{i}.mp4"] = f
+        truth = {a: v[0] for a, v in labels.items()} | {"top_colour": colour}
+        records.append(ClipRecord(f"c{i}.mp4", ["Ann"], [], stage=[2], provenance={"attributes": {"Ann": truth}}))
+    identity_keys_from_features(model, records, tmp_path, features)
+    out = warm_readout(model, records, tmp_path, features, steps=150, batch_size=16, held_out=0.3, progress=False)
+    assert out["held_out_samples"] > 5 and out["accuracy"]["top_colour"] == 1.0 > out["majority"]["top_colour"]
+    assert not any(p.requires_grad for p in model.readout.parameters())  # frozen after its warm-up
+    bad = [ClipRecord("c0.mp4", ["Ann"], [], stage=[2], provenance={"attributes": {"Ann": {**truth, "top": "cape"}}})]
+    with pytest.raises(InputError, match="cape"):
+        warm_readout(model, bad, tmp_path, features, steps=1, progress=False)
+
+
+def test_small_readout_labels_are_the_worlds_words():
+    """The small preset's readout names what the offline world dresses and does, as its answers say it."""
+    from pvchat.offline.world.actions import ACTIONS
+    from pvchat.offline.world.people import BOTTOM_COLOURS, BOTTOM_KINDS, COLOURS, PATTERNS, TOP_KINDS
+    from pvchat.train.pretrain import OUTFIT_ATTRIBUTES
+
+    labels = get_preset("small").readout
+    assert labels == {"top_colour": list(COLOURS), "pattern": list(PATTERNS), "top": list(TOP_KINDS),
+                      "bottom_colour": list(BOTTOM_COLOURS), "bottom": list(BOTTOM_KINDS),
+                      "action": [a.phrase for a in ACTIONS.values()]}
+    assert set(OUTFIT_ATTRIBUTES) | {"action"} == set(labels)

@@ -115,6 +115,9 @@ class PVChatConfig:
     # embeddings (model/projector.py), with ``word_loss`` weighting the answer-words term
     projector: str = "linear"
     word_loss: float = 0.0
+    # attribute → label phrases named by the attribute readout after each person's block
+    # (model/readout.py); empty: no readout. Needs the identity anchor.
+    readout: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

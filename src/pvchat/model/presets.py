@@ -95,6 +95,19 @@ def face() -> PVChatConfig:
     return cfg
 
 
+def readout_labels() -> dict[str, list[str]]:
+    """The attribute readout's label phrases: the offline world's garments and actions as its answers say them."""
+    colours = ["red", "blue", "green", "yellow", "orange", "purple", "pink", "black", "white", "grey", "brown", "navy",
+               "teal", "beige"]
+    return {
+        "top_colour": colours, "pattern": ["plain", "striped", "checked", "dotted"],
+        "top": ["t-shirt", "sweater", "shirt", "jacket"],
+        "bottom_colour": ["black", "grey", "navy", "brown", "beige", "blue"], "bottom": ["trousers", "jeans", "skirt"],
+        "action": ["standing still", "walking to the left", "walking to the right", "waving a hand", "nodding",
+                   "shaking the head", "jumping", "sitting down on a chair", "talking"],
+    }
+
+
 def small() -> PVChatConfig:
     """Real pretrained parts that ship offline (pvchat.weights), in the paper's shape."""
     return PVChatConfig(
@@ -115,6 +128,9 @@ def small() -> PVChatConfig:
         num_frames=8,
         # visual tokens written as mixtures of SmolLM2's own words, which the answers ask for (projector.py)
         projector="words", word_loss=1.0,
+        # after each person's block, tokens naming what they wear and do (model/readout.py); the labels
+        # are the offline world's, which alignment teaches (tests check they match it)
+        readout=readout_labels(),
         preset="small",
     )
 

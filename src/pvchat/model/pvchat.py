@@ -8,6 +8,7 @@
         ▼
     Q-former: general + in-play subject queries            (B, Q, D_q)   + routing stats
         │ 3. projector: linear, or word mixtures (projector.py)  (B, Q, D_llm)
+        │ 3b. with a readout: K label-word tokens after each person's block (readout.py)
         ▼
     LLM input embeddings with the visual tokens spliced in at the <video> placeholders
         │ 4. causal LM (LoRA) → logits; CE on answer tokens only
@@ -40,10 +41,11 @@ from pvchat.model.config import PVChatConfig
 from pvchat.model.face_tokens import FaceTokens
 from pvchat.model.internvideo2_vit import InternVideo2Tower
 from pvchat.model.losses import SparsityController, routed_modules
-from pvchat.model.person_tower import EMB, PRESENT, PersonTower
+from pvchat.model.person_tower import BOX, EMB, PRESENT, PersonTower
 from pvchat.model.projector import AnswerWords, WordProjector, answer_words, answer_words_loss, build_projector
 from pvchat.model.prompt import IGNORE_INDEX, ChatTemplate, EncodedPrompt, validate_name
 from pvchat.model.qformer import QFormer
+from pvchat.model.readout import AttributeReadout
 from pvchat.model.tokenizer import build_tiny_tokenizer, ensure_chat_tokens
 from pvchat.model.vision import VisionTower
 from pvchat.video import IMAGENET_MEAN, IMAGENET_STD, read_frames_uniform, to_model_input
@@ -70,6 +72,8 @@ class VisualTokens:
     keep: torch.Tensor  # (B, Q) bool: the sample's own tokens
     stats: list  # RoutingStats per routed module
     words: torch.Tensor | None = None  # (B, Q, V) word mixtures π of the word projector (W2)
+    word_keep: torch.Tensor | None = None  # (B, Q) the Q-former tokens of ``keep`` (those π is over)
+    readout: dict | None = None  # attribute → readout logits (B, 1 + S', n_a): anyone present, then each block in play
 
 
 class PVChat(nn.Module):
@@ -95,9 +99,16 @@ class PVChat(nn.Module):
         self.projector = build_projector(config.projector, config.qformer.hidden_size,
                                          llm.get_input_embeddings().embedding_dim, vocab)
         self.answer_words = AnswerWords(tokenizer, vocab)
+        self.readout = None
+        if config.readout:
+            if self.qformer.anchor is None:
+                raise ConfigError("config.readout needs the identity anchor (qformer.identity_anchor, a person tower)")
+            self.readout = AttributeReadout(Cv, config.readout, tokenizer, BOX, PRESENT)
+        K = self.readout.num_tokens if self.readout is not None else 0
         self.llm = llm
         self.tokenizer = tokenizer
-        self.template = ChatTemplate(tokenizer, config.qformer.num_general_queries, config.qformer.num_subject_queries)
+        self.template = ChatTemplate(tokenizer, config.qformer.num_general_queries + K,
+                                     config.qformer.num_subject_queries + K)
         mods = routed_modules(self.qformer)
         self.sparsity = SparsityController(len(mods), [m.target_sparsity for m in mods], config.loss)
         self.subject_ids: dict[str, int] = {}
@@ -194,10 +205,28 @@ class PVChat(nn.Module):
         # the token axis; the identity anchor reads the frames as they are)             (B, Q, D_q)
         q, keep, stats = self.qformer(x.reshape(B, T * Nv, Cv), subject_mask, frames=(vision_features, x))
         # 3. project into the LLM's embedding space                                      (B, Q, D_llm)
+        words = None
         if isinstance(self.projector, WordProjector):
             tokens, words = self.projector(q, subject_tokens.word_embedding_matrix(self.llm), candidates)
-            return VisualTokens(tokens, keep, stats, words)
-        return VisualTokens(self.projector(q), keep, stats)
+        else:
+            tokens = self.projector(q)
+        if self.readout is None:
+            return VisualTokens(tokens, keep, stats, words, keep)
+        # 3b. K readout tokens about whoever is present after the general queries, and about the
+        #     person after each block in play (readout.py)                    (B, G + K + S'(N + K), D_llm)
+        blocks, _ = self.qformer.query_layout(subject_mask)
+        match = self.readout.anyone(vision_features)  # (B, 1, T, N_v + 1)
+        if blocks:
+            match = torch.cat([match, self.qformer.anchor.match(vision_features, blocks)], 1)  # (A1)
+        read, logits = self.readout(vision_features, match, subject_tokens.word_embedding_matrix(self.llm))
+        read = read.to(tokens.dtype)  # (B, 1 + S', K, D_llm)
+        G, N, S, K = self.config.qformer.num_general_queries, self.config.qformer.num_subject_queries, len(blocks), read.shape[2]
+        per_block = torch.cat([tokens[:, G:].reshape(B, S, N, -1), read[:, 1:]], 2)  # (B, S', N + K, D_llm)
+        tokens = torch.cat([tokens[:, :G], read[:, 0], per_block.flatten(1, 2)], 1)
+        block_keep = keep[:, G:].reshape(B, S, N)  # (B, S', N): whether the block is the sample's
+        full_keep = torch.cat([keep[:, :G], keep.new_ones(B, K),
+                               torch.cat([block_keep, block_keep[..., :1].expand(B, S, K)], 2).flatten(1)], 1)
+        return VisualTokens(tokens, full_keep, stats, words, keep, logits)
 
     def subject_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, S) bool: subject s is in play in sample b iff its token occurs in the first text turn,
@@ -255,7 +284,7 @@ class PVChat(nn.Module):
         loss = lm + reg["spr"] + reg["hae"] + reg["moh_balance"]  # Eq. 11
         words = None
         if visual.words is not None and self.config.word_loss > 0:  # (W4), projector.py
-            words = answer_words_loss(visual.words, visual.keep, answer_words(labels, self.answer_words))
+            words = answer_words_loss(visual.words, visual.word_keep, answer_words(labels, self.answer_words))
             loss = loss + self.config.word_loss * words
         return PVChatOutput(loss, lm, reg["spr"], reg["hae"], reg["moh_balance"], out.logits, stats, words)
 

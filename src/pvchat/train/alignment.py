@@ -15,8 +15,10 @@ from pvchat.model.pvchat import PVChat
 from pvchat.model.qformer import SUBJECT_PARAMETERS
 from pvchat.model.subject_tokens import subject_token_state
 
-# the trained body reader (model/body_reader.py) sits in the frozen tower and ships with the rest
-ALIGNED_PARTS = ("qformer.", "projector.", "vision_norm.", "frame_position", "sparsity.", "vision.reader.")
+# the trained body reader (model/body_reader.py) sits in the frozen tower and ships with the rest, as
+# does the attribute readout (model/readout.py)
+ALIGNED_PARTS = ("qformer.", "projector.", "vision_norm.", "frame_position", "sparsity.", "vision.reader.",
+                 "readout.")
 
 
 def _aligned(key: str) -> bool:

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save_file
+from torch import nn
 from tqdm.auto import tqdm
 
 from pvchat.data import ClipRecord, QADataset, QARecord, read_manifest, write_manifest
@@ -147,6 +148,7 @@ ALIGN_FRAMES = 16  # frames rendered per alignment clip; the model samples num_f
 # (bench/garment.py, unseen people: the trained body reader names kind and colour together in 0.55 of
 # clips when trained on the world's outfits, 0.79 when trained on outfits drawn anew)
 ALIGN_OUTFIT_CHANGE = 1.0
+OUTFIT_ATTRIBUTES = ("top_colour", "pattern", "top", "bottom_colour", "bottom")
 
 
 def write_align_data(out: Path, people, clips: int, seed: int = 0, max_qa: int = 6, progress: bool = True) -> Path:
@@ -174,8 +176,10 @@ def write_align_data(out: Path, people, clips: int, seed: int = 0, max_qa: int =
         absent = rng.sample(sorted(set(names.values()) - set(present)), 1)
         qa = world_clip_qa(rendered.truth, names, rng, absent=absent, generic=True)
         qa = rng.sample(qa, min(max_qa, len(qa)))
+        attributes = {names[p["id"]]: {**{a: p["outfit"][a] for a in OUTFIT_ATTRIBUTES}, "action": p["action_phrase"]}
+                      for p in rendered.truth["people"]}  # what the readout learns to name (model/readout.py)
         records.append(ClipRecord(rel, present, qa, kind="align", stage=[2],
-                                  provenance={"world_seed": seed + 11, "clip": spec.clip_id}))
+                                  provenance={"world_seed": seed + 11, "clip": spec.clip_id, "attributes": attributes}))
     write_manifest(out / "manifest.jsonl", records)
     return out / "manifest.jsonl"
 
@@ -332,6 +336,71 @@ def identity_keys_from_features(model: PVChat, records: list[ClipRecord], root: 
     return counts
 
 
+def warm_readout(model: PVChat, records: list[ClipRecord], root: Path, features: dict[Path, torch.Tensor],
+                 steps: int = 1500, batch_size: int = 64, lr: float = 1e-3, held_out: float = 0.1, seed: int = 0,
+                 progress: bool = True) -> dict:
+    """Teach the attribute readout (model/readout.py) to name what each person in a clip wears and
+    does, from the clips' ground truth (``provenance["attributes"]``, :func:`write_align_data`).
+
+    The readout reads the tower's frozen tokens through the identity anchor's match, both fixed here,
+    so each (clip, person) is pooled once (R1) and only the classifier (R2) trains: cross-entropy
+    summed over attributes, AdamW, cosine. A ``held_out`` share of the clips scores it: accuracy per
+    attribute beside the most frequent label's share (what a readout that does not look gets).
+    Returns ``{"loss": [...], "accuracy": {...}, "majority": {...}, "samples": n, "held_out_samples": m}``."""
+    readout = model.readout
+    if readout is None:
+        raise ConfigError("warm_readout needs a model with an attribute readout (config.readout)")
+    index = {n: i for i, n in enumerate(model.subjects)}
+    pooled, targets, test = [], [], []
+    rng = random.Random(seed)
+    with torch.no_grad():
+        for r in records:
+            truth = r.provenance.get("attributes", {}) if r.provenance else {}
+            clip = Path(root) / r.clip
+            if clip not in features:
+                continue
+            held = rng.random() < held_out
+            for name, attrs in truth.items():
+                if name not in index:
+                    continue
+                try:
+                    y = [readout.attributes[a].index(attrs[a]) for a in readout.attributes]
+                except (KeyError, ValueError) as e:
+                    raise InputError(f"{r.clip}: attribute {e} is not among the readout's labels") from None
+                raw = features[clip].float()  # (1, T, N, C)
+                pooled.append(readout.pool(raw, model.qformer.anchor.match(raw, [index[name]]))[0, 0])
+                targets.append(y)
+                test.append(held)
+    if not pooled:
+        raise ConfigError("warm_readout found no clip with attribute labels of the model's people")
+    c, y, test = torch.stack(pooled), torch.tensor(targets), torch.tensor(test)
+    train_c, train_y = c[~test], y[~test]
+    params = list(readout.parameters())
+    readout.requires_grad_(True).train()
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    gen = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in tqdm(range(steps), desc="attribute readout", disable=not progress):
+        b = torch.randint(len(train_c), (batch_size,), generator=gen)
+        logits = readout.classify(train_c[b])
+        loss = sum(nn.functional.cross_entropy(v, train_y[b, k]) for k, v in enumerate(logits.values()))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    readout.requires_grad_(False).eval()
+    accuracy, majority = {}, {}
+    with torch.no_grad():
+        logits = readout.classify(c[test])
+        for k, (a, v) in enumerate(logits.items()):
+            accuracy[a] = round(float((v.argmax(-1) == y[test, k]).float().mean()), 3) if test.any() else None
+            majority[a] = round(float((y[test, k] == train_y[:, k].mode().values).float().mean()), 3) if test.any() else None
+    return {"loss": losses, "accuracy": accuracy, "majority": majority, "samples": int((~test).sum()),
+            "held_out_samples": int(test.sum())}
+
+
 def warm_words(model: PVChat, dataset: QADataset, features: dict[Path, torch.Tensor], steps: int = 2000,
                batch_size: int = 32, lr: float = 1e-3, negatives: int = 2048, held_out: float = 0.1, seed: int = 0,
                progress: bool = True) -> dict:
@@ -385,7 +454,7 @@ def warm_words(model: PVChat, dataset: QADataset, features: dict[Path, torch.Ten
         candidates = torch.unique(torch.cat([torch.tensor(vocab), others]))  # sorted
         v = run(batch, candidates)
         where = {int(w): k for k, w in enumerate(candidates)}
-        loss = answer_words_loss(v.words, v.keep, [[where[w] for w in words] for _, words, _ in batch])
+        loss = answer_words_loss(v.words, v.word_keep, [[where[w] for w in words] for _, words, _ in batch])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
@@ -403,7 +472,7 @@ def warm_words(model: PVChat, dataset: QADataset, features: dict[Path, torch.Ten
         for i in range(0, len(tests), batch_size):
             batch = tests[i:i + batch_size]
             v = run(batch)
-            top = word_mixture(v.words, v.keep).topk(10, dim=-1).indices
+            top = word_mixture(v.words, v.word_keep).topk(10, dim=-1).indices
             for b, (_, words, _) in enumerate(batch):
                 got = set(top[b].tolist())
                 hit += sum(w in got for w in words)
@@ -419,7 +488,8 @@ def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: i
     """Align a base of ``preset`` on world people of the ``align`` face split: all four question types.
 
     1. data: world clips (1–3 people, QA from ground truth) and the frozen tower's features;
-    2. each world person's identity key from the clips where they are alone;
+    2. each world person's identity key from the clips where they are alone, and the attribute
+       readout (when the preset has one) trained on what they wear and do (:func:`warm_readout`);
     3. the Q-former warm-up on the answer words, without the LLM (:func:`warm_words`, ``warm_steps``
        of 16; it reports held-out recall of the answer words beside the prior's);
     4. ``steps`` of 8 of the whole model (LM + answer words; the Q-former at ``lr``, LoRA at ``lr_lora``,
@@ -446,6 +516,10 @@ def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: i
     feats = extract_features(model.config, ds.clips, out / ("features" if reader is None else "features-reader"),
                              workers=workers, progress=progress, reader=reader)
     keys = identity_keys_from_features(model, read_manifest(manifest), manifest.parent, feats)
+    readout = {}
+    if model.readout is not None:  # 2b. the attribute readout names what each person wears and does
+        readout = warm_readout(model, read_manifest(manifest), manifest.parent, feats, seed=seed, progress=progress)
+        readout.pop("loss")
     warm = {}
     if warm_steps:
         warm = warm_words(model, ds, feats, steps=warm_steps, batch_size=16, seed=seed, progress=progress)
@@ -462,6 +536,7 @@ def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: i
                    f"--steps {steps} --seed {seed}",
         "preset": preset, "people": len(people), "faces": "align split (pvchat.offline.world.faces.face_split)",
         "clips": clips, "samples": len(ds), "identity_keys": len(keys), "body_reader": reader_card,
+        "readout": readout,
         "warm_up": {**warm, "steps": warm_steps, "first_loss": losses[0] if losses else None,
                     "last_loss": losses[-1] if losses else None},
         "recipe": recipe.to_dict(), "steps": result.steps,

@@ -1,0 +1,137 @@
+"""The attribute readout: what a person's query block says about them, in the LLM's own words.
+
+The ``small`` preset's person tokens carry what a person wears (the body reader) and does (pose,
+mouth, motion), and a linear probe reads kind and colour from them at ~0.9 (README "Status"); yet
+the aligned Q-former and a 135M LLM, trained for a few hundred CPU steps, did not learn to say
+them (clothing 0.11, action 0.15 about the person). As tagging-guided captioners do (Tag2Text,
+RAM), each subject block is therefore followed by a few tokens that name the person's attributes
+with a classifier over a small label set, written as mixtures of the label words' own input
+embeddings, so the LLM copies words it already knows instead of decoding a new code::
+
+    per subject s in play, with the identity anchor's match m_{s,t,j} (model/identity.py, A1):
+        c_s      = [μ_s ; σ_s],  μ_s = Σ_t Σ_j m_{s,t,j} x_{t,j} / Σ_t Σ_j m_{s,t,j}, σ_s its spread  (R1)
+        p_{s,a}  = softmax(W_a · MLP(LN(c_s)))          over attribute a's labels (colour, kind, …)   (R2)
+        r_{s,a}  = Σ_i p_{s,a,i} ē(w_{a,i})             ē(w): mean input embedding of the label's words (R3)
+        h_s      = mean_t (1 − m_{s,t,∅});  r_{s,here} = h_s ē(Yes) + (1 − h_s) ē(No)                  (R4)
+        δ_s      = x̄(others) − x̄(s);  l_s = σ(κ δ_s);  r_{s,where} = l_s ē(left) + (1 − l_s) ē(right) (R5)
+
+The same K tokens also follow the general queries, read with a match that takes every present
+person alike (:meth:`AttributeReadout.anyone`): what a base says about "the person" of a
+one-person clip, before anyone is learned (the captioner of personalisation, qa/self_caption.py).
+x is the tower's token as it came (frozen), σ_s the match-weighted standard deviation over the
+clip (how the person moves), x̄ the face-box centre across the frame (weighted by
+the match; "others" are the clip's other present faces, l_s = ½ when there are none). The K =
+2 + len(attributes) tokens r_s follow the block's N Q-former tokens (the template asks for N + K
+placeholders per person). W_a and the MLP are trained once, in alignment, on the world's ground
+truth (``pvchat.train.pretrain.warm_readout``); they are frozen afterwards, so a new person is
+read by the same classifier through their own identity key.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pvchat.errors import ConfigError
+
+HERE_WORDS = ("Yes", "No")
+WHERE_WORDS = ("left", "right")
+SHARPNESS = 30.0  # κ of (R5): a tenth of the frame between centres gives l = 0.95
+HIDDEN = 512
+
+
+def phrase_ids(tokenizer, phrases) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of each phrase as it reads inside a sentence (after a space): (n, L) padded, (n, L) mask."""
+    ids = [tokenizer(" " + p, add_special_tokens=False)["input_ids"] for p in phrases]
+    if any(not i for i in ids):
+        raise ConfigError(f"the readout labels {list(phrases)} include one the tokenizer makes no tokens of")
+    L = max(len(i) for i in ids)
+    out = torch.zeros(len(ids), L, dtype=torch.long)
+    mask = torch.zeros(len(ids), L)
+    for k, i in enumerate(ids):
+        out[k, : len(i)] = torch.tensor(i)
+        mask[k, : len(i)] = 1
+    return out, mask
+
+
+class AttributeReadout(nn.Module):
+    """(R1–R5) over the vision tokens' layout.
+
+    Args:
+        vision_width: C, the tower's token width.
+        attributes: attribute → its label phrases, e.g. ``{"top": ["t-shirt", "sweater", …]}``.
+        tokenizer: the LLM's tokenizer (the labels' word ids).
+        box_index: where a token's face box (x0, y0, x1, y1, fractions of the frame) starts.
+        present_index: the channel that is 1 on a person token with a face this frame.
+    """
+
+    def __init__(self, vision_width: int, attributes: dict[str, list[str]], tokenizer, box_index: int,
+                 present_index: int):
+        super().__init__()
+        if not attributes:
+            raise ConfigError("the readout needs at least one attribute with labels")
+        self.attributes = {a: list(labels) for a, labels in attributes.items()}
+        self.box_index, self.present_index = box_index, present_index
+        self.trunk = nn.Sequential(nn.LayerNorm(2 * vision_width), nn.Linear(2 * vision_width, HIDDEN), nn.GELU())
+        self.heads = nn.ModuleDict({a: nn.Linear(HIDDEN, len(labels)) for a, labels in self.attributes.items()})
+        words = {"here": HERE_WORDS, "where": WHERE_WORDS, **self.attributes}
+        for name, labels in words.items():  # not state: the tokenizer gives them again
+            ids, mask = phrase_ids(tokenizer, labels)
+            self.register_buffer(f"ids_{name}", ids, persistent=False)
+            self.register_buffer(f"mask_{name}", mask, persistent=False)
+
+    def anyone(self, raw: torch.Tensor) -> torch.Tensor:
+        """A match that takes every present person, equally, frame by frame (∅ where nobody is): the
+        readout of "the person" of a one-person clip, before anyone is learned. (B, T, N, C) → (B, 1, T, N + 1)."""
+        present = (raw[..., self.present_index] > 0.5).to(raw.dtype)  # (B, T, N)
+        count = present.sum(-1, keepdim=True)  # (B, T, 1)
+        m = torch.cat([present / count.clamp_min(1), (count == 0).to(raw.dtype)], -1)
+        return m[:, None]
+
+    @property
+    def num_tokens(self) -> int:
+        """K: tokens per person (here, where, then one per attribute)."""
+        return 2 + len(self.attributes)
+
+    def label_embeddings(self, name: str, embeddings: torch.Tensor) -> torch.Tensor:
+        """ē of (R3) for the labels of ``name``: (n, D), the mean input embedding of each label's tokens."""
+        ids, mask = getattr(self, f"ids_{name}"), getattr(self, f"mask_{name}")
+        e = embeddings.detach()[ids] * mask[..., None].to(embeddings.dtype)  # (n, L, D)
+        return e.sum(1) / mask.sum(1, keepdim=True).to(embeddings.dtype)
+
+    @staticmethod
+    def pool(raw: torch.Tensor, match: torch.Tensor) -> torch.Tensor:
+        """(R1): raw tokens (B, T, N, C), the anchor's match (B, S', T, N + 1) → c (B, S', 2C): the matched
+        person's mean token over the clip and its spread over time (periodic actions: waving, nodding)."""
+        w = match[..., :-1].to(raw.dtype)  # (B, S', T, N) without the null slot
+        total = w.sum((2, 3))[..., None].clamp_min(1e-6)  # (B, S', 1)
+        mean = torch.einsum("bstj,btjc->bsc", w, raw) / total
+        second = torch.einsum("bstj,btjc->bsc", w, raw.square()) / total
+        return torch.cat([mean, (second - mean.square()).clamp_min(0).sqrt()], -1)
+
+    def classify(self, c: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(R2): pooled tokens (..., C) → logits per attribute (..., n_a)."""
+        h = self.trunk(c)  # (..., HIDDEN)
+        return {a: head(h) for a, head in self.heads.items()}
+
+    def forward(self, raw: torch.Tensor, match: torch.Tensor, embeddings: torch.Tensor
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """raw (B, T, N, C), match (B, S', T, N + 1), the LLM's input embeddings (V, D)
+        → (tokens (B, S', K, D), logits per attribute (B, S', n_a))."""
+        logits = self.classify(self.pool(raw, match))  # (R1–R2)
+        w = match[..., :-1].to(raw.dtype)  # (B, S', T, N)
+        # (R4) how much of the clip the person is matched in
+        here = (1 - match[..., -1]).mean(2).to(raw.dtype)  # (B, S')
+        # (R5) left of the others: the face-box centres, the person's against everyone else's
+        cx = (raw[..., self.box_index] + raw[..., self.box_index + 2]) / 2  # (B, T, N)
+        present = (raw[..., self.present_index] > 0.5).to(raw.dtype)  # (B, T, N)
+        own = (w * cx[:, None]).sum((2, 3)) / w.sum((2, 3)).clamp_min(1e-6)  # (B, S')
+        others_w = present[:, None] * (1 - w)  # (B, S', T, N)
+        others = (others_w * cx[:, None]).sum((2, 3)) / others_w.sum((2, 3)).clamp_min(1e-6)
+        left = torch.where(others_w.sum((2, 3)) > 0.5, torch.sigmoid(SHARPNESS * (others - own)),
+                           torch.full_like(own, 0.5))
+        probs = {"here": torch.stack([here, 1 - here], -1), "where": torch.stack([left, 1 - left], -1),
+                 **{a: v.float().softmax(-1).to(raw.dtype) for a, v in logits.items()}}
+        tokens = torch.stack([p.to(embeddings.dtype) @ self.label_embeddings(n, embeddings)
+                              for n, p in probs.items()], 2)  # (R3)                        (B, S', K, D)
+        return tokens, logits
