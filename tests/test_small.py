@@ -364,6 +364,8 @@ def test_readout_names_the_matched_person_and_where_they_stand(small_tiny):
     match = model.qformer.anchor.match(raw, [0, 1, 2])
     tokens, logits = readout(raw, match, E)
     assert tokens.shape == (1, 3, readout.num_tokens, E.shape[1]) and set(logits) == set(readout.attributes)
+    (tokens.sum() + sum(v.sum() for v in logits.values())).backward()  # constant channels: a finite gradient
+    assert all(torch.isfinite(k.grad).all() for k in model.qformer.anchor.keys)
     yes, no = readout.label_embeddings("here", E)
     left, right = readout.label_embeddings("where", E)
     assert torch.allclose(tokens[0, 0, 0], yes, atol=1e-3) and torch.allclose(tokens[0, 2, 0], no, atol=1e-3)

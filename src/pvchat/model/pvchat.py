@@ -221,7 +221,7 @@ class PVChat(nn.Module):
         read, logits = self.readout(vision_features, match, subject_tokens.word_embedding_matrix(self.llm))
         read = read.to(tokens.dtype)  # (B, 1 + S', K, D_llm)
         G, N, S, K = self.config.qformer.num_general_queries, self.config.qformer.num_subject_queries, len(blocks), read.shape[2]
-        per_block = torch.cat([tokens[:, G:].reshape(B, S, N, -1), read[:, 1:]], 2)  # (B, S', N + K, D_llm)
+        per_block = torch.cat([tokens[:, G:].reshape(B, S, N, tokens.shape[-1]), read[:, 1:]], 2)  # (B, S', N + K, D_llm)
         tokens = torch.cat([tokens[:, :G], read[:, 0], per_block.flatten(1, 2)], 1)
         block_keep = keep[:, G:].reshape(B, S, N)  # (B, S', N): whether the block is the sample's
         full_keep = torch.cat([keep[:, :G], keep.new_ones(B, K),

@@ -38,6 +38,7 @@ HERE_WORDS = ("Yes", "No")
 WHERE_WORDS = ("left", "right")
 SHARPNESS = 30.0  # κ of (R5): a tenth of the frame between centres gives l = 0.95
 HIDDEN = 512
+VAR_EPS = 1e-6  # under the square root of (R1)'s spread: its gradient stays finite where a channel is constant
 
 
 def phrase_ids(tokenizer, phrases) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,7 +108,7 @@ class AttributeReadout(nn.Module):
         total = w.sum((2, 3))[..., None].clamp_min(1e-6)  # (B, S', 1)
         mean = torch.einsum("bstj,btjc->bsc", w, raw) / total
         second = torch.einsum("bstj,btjc->bsc", w, raw.square()) / total
-        return torch.cat([mean, (second - mean.square()).clamp_min(0).sqrt()], -1)
+        return torch.cat([mean, ((second - mean.square()).clamp_min(0) + VAR_EPS).sqrt()], -1)  # finite gradient at 0
 
     def classify(self, c: torch.Tensor) -> dict[str, torch.Tensor]:
         """(R2): pooled tokens (..., C) → logits per attribute (..., n_a)."""
