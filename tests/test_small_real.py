@@ -52,3 +52,21 @@ def test_real_small_preset_reads_a_clip_and_answers(small):
     assert feats.shape[:2] == (1, 8) and feats[0, :, 4, PRESENT].sum() >= 6  # the person found in most frames
     answer = small.generate(["What is the person wearing?"], vision_features=feats, max_new_tokens=12)[0]
     assert isinstance(answer, str) and answer
+
+
+def test_the_shipped_alignment_fits_the_model_the_code_builds(small):
+    """`pvchat pretrain --install` shipped the small base's alignment (fp16) and its card, which says how
+    to rebuild it; it loads into the preset's model as built here."""
+    from importlib import resources
+
+    from pvchat.io import read_json
+    from pvchat.train.alignment import alignment_state, apply_alignment
+    from pvchat.train.stages import shipped_alignment
+
+    state = shipped_alignment("small")
+    assert state is not None and any(k.startswith("readout.") for k in state)
+    apply_alignment(small, state)
+    ours = alignment_state(small)
+    assert torch.equal(ours["readout.heads.top.weight"], state["readout.heads.top.weight"].float())
+    card = read_json(resources.files("pvchat") / "assets" / "small_alignment.json")
+    assert card["command"].startswith("pvchat pretrain") and card["readout"]["accuracy"]["top"] > 0.5

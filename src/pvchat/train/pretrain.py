@@ -529,7 +529,9 @@ def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: i
 
     dest = out / "alignment.safetensors"
     with atomic_path(dest) as tmp:
-        save_file(alignment_state(model), str(tmp), metadata={"preset": preset})
+        # half precision halves the shipped file (42 → 21 MB); apply_alignment casts back to the model's dtype
+        save_file({k: v.half() if v.is_floating_point() else v for k, v in alignment_state(model).items()}, str(tmp),
+                  metadata={"preset": preset})
     losses = warm.pop("loss", [])
     write_json(out / "alignment.json", {
         "command": f"pvchat pretrain --out {out} --preset {preset} --clips {clips} --warm-steps {warm_steps} "
