@@ -73,7 +73,6 @@ class VisualTokens:
     stats: list  # RoutingStats per routed module
     words: torch.Tensor | None = None  # (B, Q, V) word mixtures π of the word projector (W2)
     word_keep: torch.Tensor | None = None  # (B, Q) the Q-former tokens of ``keep`` (those π is over)
-    readout: dict | None = None  # attribute → readout logits (B, 1 + S', n_a): anyone present, then each block in play
 
 
 class PVChat(nn.Module):
@@ -218,7 +217,7 @@ class PVChat(nn.Module):
         match = self.readout.anyone(vision_features)  # (B, 1, T, N_v + 1)
         if blocks:
             match = torch.cat([match, self.qformer.anchor.match(vision_features, blocks)], 1)  # (A1)
-        read, logits = self.readout(vision_features, match, subject_tokens.word_embedding_matrix(self.llm))
+        read, _ = self.readout(vision_features, match, subject_tokens.word_embedding_matrix(self.llm))
         read = read.to(tokens.dtype)  # (B, 1 + S', K, D_llm)
         G, N, S, K = self.config.qformer.num_general_queries, self.config.qformer.num_subject_queries, len(blocks), read.shape[2]
         per_block = torch.cat([tokens[:, G:].reshape(B, S, N, tokens.shape[-1]), read[:, 1:]], 2)  # (B, S', N + K, D_llm)
@@ -226,7 +225,7 @@ class PVChat(nn.Module):
         block_keep = keep[:, G:].reshape(B, S, N)  # (B, S', N): whether the block is the sample's
         full_keep = torch.cat([keep[:, :G], keep.new_ones(B, K),
                                torch.cat([block_keep, block_keep[..., :1].expand(B, S, K)], 2).flatten(1)], 1)
-        return VisualTokens(tokens, full_keep, stats, words, keep, logits)
+        return VisualTokens(tokens, full_keep, stats, words, keep)
 
     def subject_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, S) bool: subject s is in play in sample b iff its token occurs in the first text turn,

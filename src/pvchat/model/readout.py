@@ -81,10 +81,14 @@ class AttributeReadout(nn.Module):
             self.register_buffer(f"ids_{name}", ids, persistent=False)
             self.register_buffer(f"mask_{name}", mask, persistent=False)
 
+    def present(self, raw: torch.Tensor) -> torch.Tensor:
+        """(B, T, N, C) → (B, T, N): 1 on the person tokens with a face this frame, else 0."""
+        return (raw[..., self.present_index] > 0.5).to(raw.dtype)
+
     def anyone(self, raw: torch.Tensor) -> torch.Tensor:
         """A match that takes every present person, equally, frame by frame (∅ where nobody is): the
         readout of "the person" of a one-person clip, before anyone is learned. (B, T, N, C) → (B, 1, T, N + 1)."""
-        present = (raw[..., self.present_index] > 0.5).to(raw.dtype)  # (B, T, N)
+        present = self.present(raw)  # (B, T, N)
         count = present.sum(-1, keepdim=True)  # (B, T, 1)
         m = torch.cat([present / count.clamp_min(1), (count == 0).to(raw.dtype)], -1)
         return m[:, None]
@@ -125,7 +129,7 @@ class AttributeReadout(nn.Module):
         here = (1 - match[..., -1]).mean(2).to(raw.dtype)  # (B, S')
         # (R5) left of the others: the face-box centres, the person's against everyone else's
         cx = (raw[..., self.box_index] + raw[..., self.box_index + 2]) / 2  # (B, T, N)
-        present = (raw[..., self.present_index] > 0.5).to(raw.dtype)  # (B, T, N)
+        present = self.present(raw)  # (B, T, N)
         own = (w * cx[:, None]).sum((2, 3)) / w.sum((2, 3)).clamp_min(1e-6)  # (B, S')
         others_w = present[:, None] * (1 - w)  # (B, S', T, N)
         others = (others_w * cx[:, None]).sum((2, 3)) / others_w.sum((2, 3)).clamp_min(1e-6)

@@ -515,10 +515,11 @@ def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: i
     ds = QADataset(manifest, stage=2, num_frames=cfg.num_frames, image_size=model.vision.image_size)
     feats = extract_features(model.config, ds.clips, out / ("features" if reader is None else "features-reader"),
                              workers=workers, progress=progress, reader=reader)
-    keys = identity_keys_from_features(model, read_manifest(manifest), manifest.parent, feats)
+    records = read_manifest(manifest)
+    keys = identity_keys_from_features(model, records, manifest.parent, feats)
     readout = {}
     if model.readout is not None:  # 2b. the attribute readout names what each person wears and does
-        readout = warm_readout(model, read_manifest(manifest), manifest.parent, feats, seed=seed, progress=progress)
+        readout = warm_readout(model, records, manifest.parent, feats, seed=seed, progress=progress)
         readout.pop("loss")
     warm = {}
     if warm_steps:
