@@ -130,11 +130,11 @@ def test_chatml_template_matches_the_tokenizers_own(small_tiny):
     assert model.template.style == "chatml"
     ref = tok.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Hi"},
                                    {"role": "assistant", "content": "Yo"}], tokenize=False)
-    K = model.readout.num_tokens  # the readout about whoever is present, then after each person's block
+    K = model.readout.num_tokens  # the readout about whoever is present, then <s> and it after each block
     mine = model.template.chatml_text("Hi", [], "", 0).replace("<video>" * (16 + K) + "\n", "") + "Yo<|im_end|>\n"
     assert mine == ref
     enc = model.prepare("Where is <Ann> relative to <Ben>?", answer="<Ann> is to the left of <Ben>.")
-    assert enc.input_ids.count(model.template.video_id) == 16 + K + 2 * (8 + K) and enc.subjects == ["Ann", "Ben"]
+    assert enc.input_ids.count(model.template.video_id) == 16 + K + 2 * (8 + 1 + K) and enc.subjects == ["Ann", "Ben"]
     assert tok.decode([i for i, label in zip(enc.input_ids, enc.labels) if label != -100]) == \
         "<Ann> is to the left of <Ben>.<|im_end|>"
     # a person named only in an earlier answer is not in play; one named in a later question is
@@ -208,9 +208,12 @@ TRUTH = {"people": [
 def test_world_qa_covers_four_types_from_the_truth():
     qa = world_clip_qa(TRUTH, {"p1": "Ann", "p2": "Ben"}, random.Random(0), absent=["Cid"])
     kinds = [q.type for q in qa]
-    assert kinds.count("existence") == 3 and kinds.count("appearance") == 2 and kinds.count("location") == 2
+    assert kinds.count("existence") == 3 and kinds.count("appearance") == 2 and kinds.count("location") == 4
     assert "<Ann> is wearing a red striped sweater and black trousers." in [q.answer for q in qa]
     assert "<Ann> is to the left of <Ben>." in [q.answer for q in qa]
+    # a clip of two, one of them learned: left/right of "the other person"
+    alone = world_clip_qa(TRUTH, {"p1": "Ann"}, random.Random(0))
+    assert [q.answer for q in alone if q.type == "location"] == ["<Ann> is to the left of the other person."]
     assert [q.label for q in qa if q.type == "existence"] == [True, True, False]
     one = world_clip_qa({"people": TRUTH["people"][:1]}, {}, random.Random(0), generic=True)
     assert [q.answer for q in one] == ["The person is wearing a red striped sweater and black trousers.",
@@ -366,22 +369,60 @@ def test_readout_names_the_matched_person_and_where_they_stand(small_tiny):
     assert tokens.shape == (1, 3, readout.num_tokens, E.shape[1]) and set(logits) == set(readout.attributes)
     (tokens.sum() + sum(v.sum() for v in logits.values())).backward()  # constant channels: a finite gradient
     assert all(torch.isfinite(k.grad).all() for k in model.qformer.anchor.keys)
-    yes, no = readout.label_embeddings("here", E)
-    left, right = readout.label_embeddings("where", E)
+    yes, no = readout.label_embeddings("here", E)[:, 0]
+    left, right = readout.label_embeddings("where", E)[:, 0]
     assert torch.allclose(tokens[0, 0, 0], yes, atol=1e-3) and torch.allclose(tokens[0, 2, 0], no, atol=1e-3)
-    assert torch.allclose(tokens[0, 0, 1], left, atol=1e-2) and torch.allclose(tokens[0, 1, 1], right, atol=1e-2)
-    ids, mask = readout.ids_top, readout.mask_top  # "t-shirt" is several tokens: their mean
-    k = readout.attributes["top"].index("t-shirt")
-    assert torch.allclose(readout.label_embeddings("top", E)[k], E[ids[k][mask[k] > 0]].mean(0))
-    # in the model: each block in play is followed by its K tokens, which the sample keeps
+    w = readout.ids_here.shape[1]  # the where token follows the here phrase
+    assert torch.allclose(tokens[0, 0, w], left, atol=1e-2) and torch.allclose(tokens[0, 1, w], right, atol=1e-2)
+    ids, mask = readout.ids_action, readout.mask_action  # a phrase is its tokens in order, then blanks
+    k = readout.attributes["action"].index("jumping")
+    n = int(mask[k].sum())
+    phrases = readout.label_embeddings("action", E)
+    assert phrases.shape[1] == max(int(m.sum()) for m in readout.mask_action) > n
+    assert torch.equal(phrases[k, :n], E[ids[k, :n]]) and not phrases[k, n:].any()
+    assert readout.num_tokens == sum(int(getattr(readout, f"ids_{a}").shape[1]) for a in ("here", "where", *readout.attributes))
+    # in the model: each block in play is followed by its person's own token, then its K tokens (R6)
     v = model.visual_tokens(raw, torch.tensor([[True, False, True]]))
     G, N, K = cfg.qformer.num_general_queries, cfg.qformer.num_subject_queries, readout.num_tokens
-    assert v.tokens.shape[1] == G + K + 2 * (N + K) and v.keep.all() and v.word_keep.shape[1] == G + 2 * N
+    assert v.tokens.shape[1] == G + K + 2 * (N + 1 + K) and v.keep.all() and v.word_keep.shape[1] == G + 2 * N
+    assert model.template.num_visual_tokens(2) == v.tokens.shape[1]
+    emb = model.llm.get_input_embeddings()
+    assert torch.allclose(v.tokens[0, G + K + N], emb(torch.tensor(model.subject_ids["Ann"])))
+    assert torch.allclose(v.tokens[0, G + K + 2 * N + 1 + K], emb(torch.tensor(model.subject_ids["Cy"])))
     assert torch.allclose(v.tokens[0, G], yes, atol=1e-3)  # somebody is here
-    assert torch.allclose(v.tokens[0, G + K + N], yes, atol=1e-3)  # Ann
-    assert torch.allclose(v.tokens[0, G + K + 2 * N + K], no, atol=1e-3)  # Cy
+    assert torch.allclose(v.tokens[0, G + K + N + 1], yes, atol=1e-3)  # Ann
+    assert torch.allclose(v.tokens[0, G + K + 2 * N + 2 + K], no, atol=1e-3)  # Cy
     assert torch.allclose(model.visual_tokens(torch.zeros_like(raw), torch.zeros(1, 3, dtype=torch.bool)).tokens[0, G],
                           no, atol=1e-3)  # nobody is here
+
+
+def test_readout_left_right_is_against_the_person_the_question_names(small_tiny):
+    """Three people, A at 0.3, B at 0.1, C at 0.8: A alone is left of the others' mean (0.45), but the
+    question "Where is <A> relative to <B>?" names B, and A stands right of B (R5)."""
+    from pvchat.model.person_tower import BOX, EMB
+    from pvchat.model.subject_tokens import word_embedding_matrix
+
+    cfg = small_tiny
+    cfg.subjects = ["Ann", "Ben", "Cy"]
+    torch.manual_seed(0)
+    model = PVChat.from_config(cfg)
+    faces = torch.nn.functional.normalize(torch.randn(3, 128), dim=-1) * 0.5
+    raw = torch.zeros(1, 2, 6, TOKEN_DIM)
+    for slot, face, x in ((3, faces[0], 0.3), (4, faces[1], 0.1), (5, faces[2], 0.8)):
+        raw[0, :, slot, EMB:EMB + 128], raw[0, :, slot, PRESENT] = face, 1.0
+        raw[0, :, slot, BOX:BOX + 4] = torch.tensor([x - 0.05, 0.2, x + 0.05, 0.5])
+    for name, face in zip(cfg.subjects, faces):
+        model.set_identity(name, face)
+    E = word_embedding_matrix(model.llm)
+    left, right = model.readout.label_embeddings("where", E)[:, 0]
+    w = model.readout.ids_here.shape[1]  # the where token follows the here phrase
+    match = model.qformer.anchor.match(raw, [0, 1])  # Ann, Ben
+    alone, _ = model.readout(raw, match, E)  # each against everyone else
+    named, _ = model.readout(raw, match, E, torch.tensor([[True, True]]))  # against each other
+    assert torch.allclose(alone[0, 0, w], left, atol=1e-2)  # 0.3 < mean(0.1, 0.8)
+    assert torch.allclose(named[0, 0, w], right, atol=1e-2) and torch.allclose(named[0, 1, w], left, atol=1e-2)
+    only, _ = model.readout(raw, match, E, torch.tensor([[True, False]]))  # a question naming Ann alone
+    assert torch.allclose(only[0, 0, w], left, atol=1e-2)
 
 
 def test_readout_warm_up_learns_attributes_from_the_truth(small_tiny, tmp_path):
@@ -425,3 +466,82 @@ def test_small_readout_labels_are_the_worlds_words():
                       "bottom_colour": list(BOTTOM_COLOURS), "bottom": list(BOTTOM_KINDS),
                       "action": [a.phrase for a in ACTIONS.values()]}
     assert set(OUTFIT_ATTRIBUTES) | {"action"} == set(labels)
+
+
+def test_readout_motion_summary_follows_the_matched_person(small_tiny):
+    """(R1b): a face that moves right across the clip has a positive slope in its box's x; one that nods
+    changes pitch every frame without a trend; each person's summary is their own (by the match)."""
+    from pvchat.model.person_tower import BOX, EMB, FRAME_MOTION, POSE
+
+    cfg = small_tiny
+    cfg.subjects = ["Ann", "Ben"]
+    torch.manual_seed(0)
+    model = PVChat.from_config(cfg)
+    faces = torch.nn.functional.normalize(torch.randn(2, 128), dim=-1) * 0.5
+    T = 7
+    raw = torch.zeros(1, T, 6, TOKEN_DIM)
+    for t in range(T):
+        x = 0.1 + 0.1 * t  # Ann walks right
+        raw[0, t, 4, BOX:BOX + 4] = torch.tensor([x, 0.2, x + 0.1, 0.4])
+        raw[0, t, 5, BOX:BOX + 4] = torch.tensor([0.8, 0.2, 0.9, 0.4])
+        raw[0, t, 5, POSE + 1] = 0.3 * (-1) ** t  # Ben nods
+    for slot, face in ((4, faces[0]), (5, faces[1])):
+        raw[0, :, slot, EMB:EMB + 128], raw[0, :, slot, PRESENT] = face, 1.0
+    for name, face in zip(cfg.subjects, faces):
+        model.set_identity(name, face)
+    readout = model.readout
+    with torch.no_grad():
+        u = readout.moves(raw, model.qformer.anchor.match(raw, [0, 1])[..., :-1])  # (1, 2, M)
+    F = len(FRAME_MOTION)
+    assert u.shape == (1, 2, readout.motion_width) and torch.isfinite(u).all()
+    mean, spread, slope, change = u[0, :, :F], u[0, :, F:2 * F], u[0, :, 2 * F:3 * F], u[0, :, 3 * F:4 * F]
+    x0, pitch = FRAME_MOTION.index(BOX), FRAME_MOTION.index(POSE + 1)
+    assert float(slope[0, x0]) == pytest.approx(0.6, abs=0.02) and abs(slope[1, x0]) < 1e-3  # 0.1 a frame, 6 steps
+    assert float(change[1, pitch]) == pytest.approx(0.6, abs=0.02) and abs(slope[1, pitch]) < 1e-3
+    assert change[0, pitch] < 1e-3 and spread[0, x0] > 0.1 and float(mean[1, x0]) == pytest.approx(0.8, abs=1e-3)
+    c = readout.pool(raw, model.qformer.anchor.match(raw, [0, 1]))
+    assert c.shape[-1] == 2 * TOKEN_DIM + readout.motion_width
+    assert set(readout.classify(c)) == set(readout.attributes)
+
+
+def test_demo_scores_every_question_type_and_whether_answers_follow_the_clip():
+    from pvchat.offline.demo import _scores
+
+    def row(kind, truth, answer, correct, label=True, group="subject"):
+        return {"type": kind, "truth": truth, "answer": answer, "correct": correct, "label": label, "group": group}
+
+    rows = [row("existence", None, "Yes, <A> is in this video.", None),
+            row("existence", None, "No, <A> is not in this video.", None, label=False, group="stranger"),
+            row("appearance", "a red shirt", "<A> is wearing a red shirt.", True),
+            row("appearance", "a blue sweater", "<A> is wearing a red shirt.", False),
+            row("appearance", "a blue sweater", "<A> is wearing a blue sweater.", True),
+            row("action", "jumping", "<A> is jumping.", True),
+            row("location", "to the left of the other person", "<A> is to the right of the other person.", False)]
+    s = _scores(rows)
+    assert s["existence"]["accuracy"] == 1.0 and s["by_group"]["stranger"] == 1.0
+    assert s["clothing"] == {"accuracy": 2 / 3, "n": 3, "differs": 0.5}  # 2 pairs differ in truth, 1 in answer
+    assert s["action"]["differs"] is None and s["location"]["accuracy"] == 0.0
+
+
+def test_blocks_follow_the_order_the_question_names_people(small_tiny):
+    """(R6): "Where is <Ben> relative to <Ann>?" puts Ben's block (his tag, his readout) first,
+    though Ann is the model's first person; the tokens are the same, only their order follows the prompt."""
+    cfg = small_tiny
+    cfg.subjects = ["Ann", "Ben"]
+    torch.manual_seed(0)
+    model = PVChat.from_config(cfg).eval()
+    raw = torch.zeros(1, 2, 6, TOKEN_DIM)
+    a = torch.tensor([model.prepare("Where is <Ann> relative to <Ben>?").input_ids])
+    b = torch.tensor([model.prepare("Where is <Ben> relative to <Ann>?").input_ids])
+    order_a, order_b = model.mention_order(a), model.mention_order(b)
+    assert (order_a[0, 0] < order_a[0, 1]) and (order_b[0, 1] < order_b[0, 0])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    G, N, K = cfg.qformer.num_general_queries, cfg.qformer.num_subject_queries, model.readout.num_tokens
+    ta = model.visual_tokens(raw, mask, order=order_a).tokens[0]
+    tb = model.visual_tokens(raw, mask, order=order_b).tokens[0]
+    emb = model.llm.get_input_embeddings()
+    first = G + K + N  # the first block's tag
+    assert torch.allclose(ta[first], emb(torch.tensor(model.subject_ids["Ann"])))
+    assert torch.allclose(tb[first], emb(torch.tensor(model.subject_ids["Ben"])))
+    block = N + 1 + K
+    assert torch.allclose(ta[G + K: G + K + block], tb[G + K + block:]) and torch.allclose(ta[:G + K], tb[:G + K])

@@ -49,6 +49,8 @@ EXTRA_DIM = 184
 TOKEN_DIM = CNN_DIM + EXTRA_DIM
 EMB, BOX, PRESENT, GRID, CELL, POSE, MOUTH, MOTION = 1280, 1408, 1412, 1413, 1414, 1416, 1419, 1420
 COLOUR, TRACK = 1424, 1454  # torso colour (30), the track's clip-level motion (10)
+FRAME_MOTION = [*range(BOX, BOX + 4), *range(POSE, MOTION + 4)]  # how a person moves frame by frame: box, pose, mouth, motion
+CLIP_MOTION = list(range(TRACK, TRACK + 10))  # ... and over the clip
 LITE_MEAN, LITE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # EfficientNet-Lite's input scaling
 SAME_PERSON = 0.6  # dlib's verification threshold
 

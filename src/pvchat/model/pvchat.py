@@ -8,7 +8,7 @@
         ▼
     Q-former: general + in-play subject queries            (B, Q, D_q)   + routing stats
         │ 3. projector: linear, or word mixtures (projector.py)  (B, Q, D_llm)
-        │ 3b. with a readout: K label-word tokens after each person's block (readout.py)
+        │ 3b. with a readout: K label-word tokens after each person's block, behind <s> (readout.py)
         ▼
     LLM input embeddings with the visual tokens spliced in at the <video> placeholders
         │ 4. causal LM (LoRA) → logits; CE on answer tokens only
@@ -41,7 +41,7 @@ from pvchat.model.config import PVChatConfig
 from pvchat.model.face_tokens import FaceTokens
 from pvchat.model.internvideo2_vit import InternVideo2Tower
 from pvchat.model.losses import SparsityController, routed_modules
-from pvchat.model.person_tower import BOX, EMB, PRESENT, PersonTower
+from pvchat.model.person_tower import BOX, CLIP_MOTION, EMB, FRAME_MOTION, PRESENT, PersonTower
 from pvchat.model.projector import AnswerWords, WordProjector, answer_words, answer_words_loss, build_projector
 from pvchat.model.prompt import IGNORE_INDEX, ChatTemplate, EncodedPrompt, validate_name
 from pvchat.model.qformer import QFormer
@@ -102,12 +102,12 @@ class PVChat(nn.Module):
         if config.readout:
             if self.qformer.anchor is None:
                 raise ConfigError("config.readout needs the identity anchor (qformer.identity_anchor, a person tower)")
-            self.readout = AttributeReadout(Cv, config.readout, tokenizer, BOX, PRESENT)
+            self.readout = AttributeReadout(Cv, config.readout, tokenizer, BOX, PRESENT, FRAME_MOTION, CLIP_MOTION)
         K = self.readout.num_tokens if self.readout is not None else 0
         self.llm = llm
         self.tokenizer = tokenizer
         self.template = ChatTemplate(tokenizer, config.qformer.num_general_queries + K,
-                                     config.qformer.num_subject_queries + K)
+                                     config.qformer.num_subject_queries + K + (K > 0))  # (R6): the name tag
         mods = routed_modules(self.qformer)
         self.sparsity = SparsityController(len(mods), [m.target_sparsity for m in mods], config.loss)
         self.subject_ids: dict[str, int] = {}
@@ -192,9 +192,11 @@ class PVChat(nn.Module):
         return self.vision(pixel_values)
 
     def visual_tokens(self, vision_features: torch.Tensor, subject_mask: torch.Tensor,
-                      candidates: torch.Tensor | None = None) -> VisualTokens:
+                      candidates: torch.Tensor | None = None, order: torch.Tensor | None = None) -> VisualTokens:
         """Steps 2–3: vision features → Q-former → projector (``candidates``: the word projector's
-        sampled softmax, for the LLM-free warm-up only)."""
+        sampled softmax, for the LLM-free warm-up only; ``order`` (B, S): where the prompt first names
+        each person, :meth:`mention_order`; with a readout the blocks follow it, as the prompt's list
+        of people does)."""
         B, T, Nv, Cv = vision_features.shape
         if T > self.config.max_frames:
             raise ConfigError(f"{T} frames > max_frames {self.config.max_frames}")
@@ -212,35 +214,53 @@ class PVChat(nn.Module):
         if self.readout is None:
             return VisualTokens(tokens, keep, stats, words, keep)
         # 3b. K readout tokens about whoever is present after the general queries, and about the
-        #     person after each block in play (readout.py)                    (B, G + K + S'(N + K), D_llm)
+        #     person after each block in play, behind the person's own token (readout.py, R6)
+        #                                                                 (B, G + K + S'(N + 1 + K), D_llm)
         blocks, _ = self.qformer.query_layout(subject_mask)
+        G, N, S = self.config.qformer.num_general_queries, self.config.qformer.num_subject_queries, len(blocks)
+        block_keep = keep[:, G:].reshape(B, S, N)  # (B, S', N): whether the block is the sample's
         match = self.readout.anyone(vision_features)  # (B, 1, T, N_v + 1)
+        named = block_keep.new_zeros(B, 1 + S)  # (R5) "others": the people the question names
         if blocks:
             match = torch.cat([match, self.qformer.anchor.match(vision_features, blocks)], 1)  # (A1)
-        read, _ = self.readout(vision_features, match, subject_tokens.word_embedding_matrix(self.llm))
+            named[:, 1:] = block_keep[..., 0]
+        read, _ = self.readout(vision_features, match, subject_tokens.word_embedding_matrix(self.llm), named)
         read = read.to(tokens.dtype)  # (B, 1 + S', K, D_llm)
-        G, N, S, K = self.config.qformer.num_general_queries, self.config.qformer.num_subject_queries, len(blocks), read.shape[2]
-        per_block = torch.cat([tokens[:, G:].reshape(B, S, N, tokens.shape[-1]), read[:, 1:]], 2)  # (B, S', N + K, D_llm)
+        K = read.shape[2]
+        ids = torch.tensor([self.subject_ids[self.config.subjects[s]] for s in blocks], dtype=torch.long,
+                           device=tokens.device)
+        tag = self.llm.get_input_embeddings()(ids).to(tokens.dtype)  # (S', D_llm): e(<s>)
+        per_block = torch.cat([tokens[:, G:].reshape(B, S, N, tokens.shape[-1]),
+                               tag[None, :, None].expand(B, S, 1, -1), read[:, 1:]], 2)  # (B, S', N + 1 + K, D_llm)
+        per_keep = torch.cat([block_keep, block_keep[..., :1].expand(B, S, 1 + K)], 2)  # (B, S', N + 1 + K)
+        if order is not None and S > 1:  # each sample's blocks in the order its prompt names the people
+            perm = order[:, blocks].argsort(dim=1, stable=True)  # (B, S')
+            per_block = per_block.gather(1, perm[:, :, None, None].expand_as(per_block))
+            per_keep = per_keep.gather(1, perm[:, :, None].expand_as(per_keep))
         tokens = torch.cat([tokens[:, :G], read[:, 0], per_block.flatten(1, 2)], 1)
-        block_keep = keep[:, G:].reshape(B, S, N)  # (B, S', N): whether the block is the sample's
-        full_keep = torch.cat([keep[:, :G], keep.new_ones(B, K),
-                               torch.cat([block_keep, block_keep[..., :1].expand(B, S, K)], 2).flatten(1)], 1)
+        full_keep = torch.cat([keep[:, :G], keep.new_ones(B, K), per_keep.flatten(1)], 1)
         return VisualTokens(tokens, full_keep, stats, words, keep)
+
+    def mention_order(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, S) long: where the first text turn first names each subject, L where it does not (the
+        order of the prompt's ``[PERSON] <A> [/PERSON] …`` list)."""
+        ids = torch.tensor([self.subject_ids[n] for n in self.config.subjects], device=input_ids.device, dtype=torch.long)
+        B, L = input_ids.shape
+        head = (input_ids == self.template.close_id).cumsum(1) < 2  # the video turn and the first text turn
+        hit = (input_ids[:, :, None] == ids[None, None, :]) & head[:, :, None]  # (B, L, S)
+        pos = torch.arange(L, device=input_ids.device)[None, :, None].expand_as(hit)
+        return torch.where(hit, pos, L).amin(1) if len(ids) else input_ids.new_zeros(B, 0)
 
     def subject_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, S) bool: subject s is in play in sample b iff its token occurs in the first text turn,
         whose prefix lists every person the questions name; a person named only in an answer
         ("... to the left of <B>") is not in play and gets no query block."""
-        ids = torch.tensor([self.subject_ids[n] for n in self.config.subjects], device=input_ids.device, dtype=torch.long)
-        if not len(ids):
-            return torch.zeros(input_ids.shape[0], 0, dtype=torch.bool, device=input_ids.device)
-        head = (input_ids == self.template.close_id).cumsum(1) < 2  # the video turn and the first text turn
-        return ((input_ids[:, :, None] == ids[None, None, :]) & head[:, :, None]).any(1)
+        return self.mention_order(input_ids) < input_ids.shape[1]
 
     def embed_inputs(self, input_ids, vision_features) -> tuple[torch.Tensor, VisualTokens]:
         """Token embeddings with the visual tokens written into the ``<video>`` placeholders."""
         embeds = self.llm.get_input_embeddings()(input_ids)  # (B, L, D_llm)
-        v = self.visual_tokens(vision_features, self.subject_mask(input_ids))
+        v = self.visual_tokens(vision_features, self.subject_mask(input_ids), order=self.mention_order(input_ids))
         visual, keep = v.tokens, v.keep
         slots = input_ids == self.template.video_id  # (B, L)
         if not torch.equal(slots.sum(1), keep.sum(1)):
