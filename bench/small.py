@@ -10,6 +10,8 @@ and with look-alikes. Reported per seed and as mean ± std over seeds:
 * existence accuracy overall and per group (the person, strangers, look-alikes);
 * clothing: the answer names the colour and kind of the person's top (ours);
 * action: the answer names the person's action (ours);
+* location: in query clips of the person beside someone else, left/right of "the other person";
+* for clothing and action, of the pairs of clips whose truth differs, the share answered differently;
 * the same for two baselines: the aligned base asked about "the person" (no personalisation)
   and the training-free face baseline (existence only);
 * wall time per stage.
@@ -25,22 +27,24 @@ import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
-KEYS = ("existence", "subject", "stranger", "hard negative", "clothing", "action")
+KEYS = ("existence", "subject", "stranger", "hard negative", "clothing", "action", "location")
 
 
 def flat(scores: dict) -> dict[str, float | None]:
-    """existence / per-group / clothing / action numbers of one score dict."""
+    """existence / per-group / clothing / action / location numbers of one score dict."""
     out = {"existence": scores["existence"]["accuracy"] if scores.get("existence") else None}
     for g in ("subject", "stranger", "hard negative"):
         out[g] = scores.get("by_group", {}).get(g)
-    for k in ("clothing", "action"):
+    for k in ("clothing", "action", "location"):
         out[k] = scores[k]["accuracy"] if scores.get(k) else None
+    for k in ("clothing", "action"):  # of clip pairs whose truth differs, the share answered differently
+        out[f"{k} differs"] = scores[k].get("differs") if scores.get(k) else None
     return out
 
 
 def summarise(runs: list[dict[str, float | None]]) -> dict[str, dict]:
     out = {}
-    for k in KEYS:
+    for k in dict.fromkeys(k for r in runs for k in r):
         vals = [r[k] for r in runs if r.get(k) is not None]
         if vals:
             out[k] = {"mean": round(statistics.fmean(vals), 3),
@@ -89,7 +93,7 @@ def plot(summary: dict, png: Path) -> None:
         means = [summary[label].get(k, {}).get("mean", np.nan) for k in KEYS]
         stds = [summary[label].get(k, {}).get("std", 0.0) for k in KEYS]
         ax.bar(x + (i - 1) * 0.27, means, 0.27, yerr=stds, capsize=3, label=label)
-    ax.set_xticks(x, ["existence", "the person", "strangers", "look-alikes", "clothing", "action"])
+    ax.set_xticks(x, ["existence", "the person", "strangers", "look-alikes", "clothing", "action", "location"])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("accuracy (mean ± std over seeds)")
     ax.set_title("small base: held-out people, one reference video each")

@@ -3,7 +3,8 @@
     offline world ─► reference video of one person ─► analyze ─► synthesize (classic positives,
     hard negatives from a pool of other people) ─► train stage 1 + stage 2 ─► pack  (pvchat.learn, as learn)
     ─► ask about held-out clips: "Is <Name> in this video?", and where the person is in the clip
-       "What is <Name> wearing?" / "What is <Name> doing?" ─► scores per question type, transcript, plots
+       "What is <Name> wearing?" / "What is <Name> doing?" (and, beside someone else, "Where is <Name>
+       relative to the other person?") ─► scores per question type, transcript, plots
 
 With the ``small`` preset the world's people come from the held-out face split (never seen by its
 shipped alignment).
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -29,7 +31,7 @@ from pvchat.io import write_json
 from pvchat.offline.world.api import World, make_world
 from pvchat.offline.world.faces import face_split
 from pvchat.pack import CARD
-from pvchat.qa.world_qa import action_correct, clothing_correct
+from pvchat.qa.world_qa import OTHER, action_correct, clothing_correct, location_correct
 from pvchat.video import write_video
 from pvchat.workspace import PersonPaths, base_dir
 
@@ -97,7 +99,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     base = base_dir(preset, out)
     model = pipeline.start_model(base, preset, [name], [paths.analysis], seed=seed)
     describes = preset in DESCRIBES
-    base_rows = _ask(model, queries, name, generic=True) if describes else []
+    encoded: dict = {}  # query clip → features: the tower is frozen, so the base's and the learned model's are one
+    base_rows = _ask(model, queries, name, generic=True, encoded=encoded) if describes else []
     r1, r2, metrics = pipeline.train(model, paths.data / "manifest.jsonl", paths.run, preset, [name], resume=True,
                                      verbose=progress)
     lap("train", t)
@@ -109,7 +112,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
 
     # 6. ask the learned model; the training-free face baseline answers existence
     t = time.perf_counter()
-    rows = _ask(model, queries, name, describe=describes)
+    rows = _ask(model, queries, name, describe=describes, encoded=encoded)
     faces = FaceBaseline(pool=pool)
     faces.add_subject(name, reference)
     face_rows = [{**q, "type": "existence", "answer": "Yes" if faces.present(q["path"], name) else "No"}
@@ -118,8 +121,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
 
     report = {"subject": name, "preset": preset, "world_people": n_people, "pool": [p.id for p in pool_people],
               "held_out": [p.id for p in held_out], "hard_negatives": hard, "timings_s": timings,
-              "train": {"stage1_steps": r1.steps, "stage1_loss": r1.final_loss, "stage2_steps": r2.steps,
-                        "stage2_loss": r2.final_loss},
+              "train": {"stage1_steps": r1.steps, "stage1_loss": r1.final_loss, "stage1_s": round(r1.seconds, 1),
+                        "stage2_steps": r2.steps, "stage2_loss": r2.final_loss, "stage2_s": round(r2.seconds, 1)},
               **_scores(rows),
               "baselines": {"base, asked about the person": _scores(base_rows), "face": _scores(face_rows)},
               "transcript": [{k: v for k, v in r.items() if k != "path"} for r in rows]}
@@ -152,14 +155,21 @@ def _query_clips(world, subject: str, held_out, hard: list[str], n: int, qdir: P
     return out
 
 
-def _ask(model, queries: list[dict], name: str, describe: bool = True, generic: bool = False) -> list[dict]:
+def _ask(model, queries: list[dict], name: str, describe: bool = True, generic: bool = False,
+         encoded: dict | None = None) -> list[dict]:
     """The model's answers: existence about every clip and, where the person is in it, what they wear
-    and do. ``generic`` asks about "the person" instead (a base that knows nobody): no existence."""
+    and do, and in a clip of two, on which side of the other person they are. ``generic`` asks about
+    "the person" instead (a base that knows nobody): no existence, and no location (which person?).
+    ``encoded`` caches each clip's features across calls."""
     model.eval()
     who = "the person" if generic else f"<{name}>"
+    encoded = {} if encoded is None else encoded
     rows = []
     for q in queries:
-        features = model.encode_video(model.read_video(q["path"])[1].unsqueeze(0))
+        if q["path"] not in encoded:
+            with torch.no_grad():
+                encoded[q["path"]] = model.encode_video(model.read_video(q["path"])[1].unsqueeze(0))
+        features = encoded[q["path"]]
         if not generic:
             question = f"Is {who} in this video?"
             rows.append({**{k: v for k, v in q.items() if k != "truth"}, "type": "existence", "question": question,
@@ -171,6 +181,12 @@ def _ask(model, queries: list[dict], name: str, describe: bool = True, generic: 
                 ok = clothing_correct(said, truth["outfit"]) if kind == "appearance" else action_correct(said, truth["action"])
                 rows.append({**q, "type": kind, "question": question, "answer": said, "correct": ok,
                              "truth": truth["wearing"] if kind == "appearance" else truth["action_phrase"]})
+            side = [r["horizontal"] for r in truth.get("relations", []) if r.get("horizontal")]
+            if not generic and len(q["people"]) == 2 and side:
+                question = f"Where is {who} relative to {OTHER}?"
+                said = model.generate([question], vision_features=features, max_new_tokens=32)[0]
+                rows.append({**q, "type": "location", "question": question, "answer": said,
+                             "correct": location_correct(said, side[0]), "truth": f"{side[0]} {OTHER}"})
     for r in rows:
         r.pop("path", None)
     return rows
@@ -185,21 +201,42 @@ def _scores(rows: list[dict]) -> dict:
         out["by_group"] = {g: existence_accuracy([r["answer"] for r in exist if r["group"] == g],
                                                  [r["label"] for r in exist if r["group"] == g])["accuracy"]
                            for g in ("subject", "stranger", "hard negative")}
-    for kind, key in (("appearance", "clothing"), ("action", "action")):
-        got = [r["correct"] for r in rows if r["type"] == kind]
-        out[key] = {"accuracy": sum(got) / len(got), "n": len(got)} if got else None
+    for kind, key in (("appearance", "clothing"), ("action", "action"), ("location", "location")):
+        these = [r for r in rows if r["type"] == kind]
+        out[key] = {"accuracy": sum(r["correct"] for r in these) / len(these), "n": len(these),
+                    "differs": _differs(these)} if these else None
     return out
 
 
+def _differs(rows: list[dict]) -> float | None:
+    """Of the pairs of clips whose truth differs, the share whose answers differ too (None: no such pair)."""
+    pairs = [(a, b) for i, a in enumerate(rows) for b in rows[i + 1:] if a["truth"] != b["truth"]]
+    return round(sum(a["answer"] != b["answer"] for a, b in pairs) / len(pairs), 3) if pairs else None
+
+
 def _plot(report: dict, png: Path) -> None:
+    """Existence per group; beside it, with a preset that describes, the other question types
+    (personalised, and the base asked about "the person")."""
+    kinds = [k for k in ("clothing", "action", "location") if report.get(k)]
+    fig = Figure(figsize=(9 if kinds else 5, 3.2))
+    axes = fig.subplots(1, 2 if kinds else 1, squeeze=False)[0]
+    ax = axes[0]
     groups = list(report["by_group"])
-    fig = Figure(figsize=(5, 3.2))
-    ax = fig.subplots()
     ax.bar(groups, [report["by_group"][g] for g in groups], color=["tab:green", "tab:blue", "tab:red"])
     ax.axhline(report["existence"]["accuracy"], ls="--", c="k", label=f"all: {report['existence']['accuracy']:.2f}")
     ax.set_ylim(0, 1)
-    ax.set_ylabel("existence accuracy")
-    ax.set_title(f"Is <{report['subject']}> in this video? (held-out clips)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Is <{report['subject']}> in this video? (held-out clips)", fontsize=9)
     ax.legend()
+    if kinds:
+        base = report["baselines"].get("base, asked about the person", {})
+        x = np.arange(len(kinds))
+        axes[1].bar(x - 0.2, [report[k]["accuracy"] for k in kinds], 0.4, label=f"<{report['subject']}>")
+        axes[1].bar(x + 0.2, [(base.get(k) or {}).get("accuracy", 0) for k in kinds], 0.4,
+                    label='base, "the person"')
+        axes[1].set_xticks(x, [f"{k}\n(n={report[k]['n']})" for k in kinds])
+        axes[1].set_ylim(0, 1)
+        axes[1].set_title("what the answers say (clips with the person)", fontsize=9)
+        axes[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(png, dpi=100)

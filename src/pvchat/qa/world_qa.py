@@ -8,6 +8,7 @@ regular, the way a base model should say them::
     appearance  What is <A> wearing?              <A> is wearing a red striped sweater and black trousers.
     action      What is <A> doing?                <A> is waving a hand.
     location    Where is <A> relative to <B>?     <A> is to the left of <B>.
+                (two people, one named)           <A> is to the right of the other person.
 
 With ``generic`` a one-person clip also gets the descriptive questions about "the person", so
 the base can be asked before anyone is personalised (the baseline of the benchmark).
@@ -27,6 +28,7 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
     "action": ("What is {a} doing?", "What is {a} doing in this video?", "Describe the action of {a}."),
     "location": ("Where is {a} relative to {b}?", "Is {a} to the left or to the right of {b}?"),
 }
+OTHER = "the other person"  # {b} of a location question about a clip of two, asked without naming the other
 
 
 def existence_answer(a: str, present: bool) -> str:
@@ -71,6 +73,8 @@ def world_clip_qa(truth: dict, names: Mapping[str, str], rng: random.Random, abs
                 b = token.get(r["other"])
                 if b is not None and r.get("horizontal"):
                     out.append(QARecord("location", ask("location", a=a, b=b), f"{a} is {r['horizontal']} {b}."))
+                if len(people) == 2 and r.get("horizontal"):  # a person learned alone, beside someone
+                    out.append(QARecord("location", ask("location", a=a, b=OTHER), f"{a} is {r['horizontal']} {OTHER}."))
     if "existence" in types:
         for name in absent:
             a = f"<{name}>"
