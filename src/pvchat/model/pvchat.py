@@ -260,7 +260,8 @@ class PVChat(nn.Module):
     def embed_inputs(self, input_ids, vision_features) -> tuple[torch.Tensor, VisualTokens]:
         """Token embeddings with the visual tokens written into the ``<video>`` placeholders."""
         embeds = self.llm.get_input_embeddings()(input_ids)  # (B, L, D_llm)
-        v = self.visual_tokens(vision_features, self.subject_mask(input_ids), order=self.mention_order(input_ids))
+        order = self.mention_order(input_ids)  # (B, S); subject_mask is order < L
+        v = self.visual_tokens(vision_features, order < input_ids.shape[1], order=order)
         visual, keep = v.tokens, v.keep
         slots = input_ids == self.template.video_id  # (B, L)
         if not torch.equal(slots.sum(1), keep.sum(1)):

@@ -32,8 +32,8 @@ not the 2 × 1464 of c_s): on the alignment clips' one-person samples, held out 
 linear probe names the action in 0.69 from u_s and 0.42 from c_s.
 "Others" are the other people the question names (their blocks' matches: "Where is <A> relative
 to <B>?" compares A with B, whoever else is in the clip), or, when it names one person, the
-clip's other present faces; l_s = ½ when there are none. The K = 2 + len(attributes) tokens r_s
-follow the block's N Q-former tokens, after the person's own token e(<s>) (R6), and the blocks
+clip's other present faces; l_s = ½ when there are none. The K tokens r_s (here, where, then
+L_a per attribute) follow the block's N Q-former tokens, after the person's own token e(<s>) (R6), and the blocks
 come in the order the question names the people (as the prompt's list of them), so "Where is <A>
 relative to <B>?" reads A's "left"/"right" in the first block whoever A is. Before, blocks came in
 the model's order of people and carried no name: left/right of two people learned together was
