@@ -264,6 +264,7 @@ def test_self_caption_rewrites_descriptions_in_the_bases_words(small_tiny, tmp_p
     assert self_caption(model, tmp_path / "manifest.jsonl", ["Ann"])[0] == path  # resumable
 
 
+
 def test_identity_anchor_primes_a_block_with_the_matching_face_or_with_nobody():
     from pvchat.model.identity import IdentityAnchor
     from pvchat.model.person_tower import EMB
@@ -370,9 +371,9 @@ def test_readout_names_the_matched_person_and_where_they_stand(small_tiny):
     (tokens.sum() + sum(v.sum() for v in logits.values())).backward()  # constant channels: a finite gradient
     assert all(torch.isfinite(k.grad).all() for k in model.qformer.anchor.keys)
     yes, no = readout.label_embeddings("here", E)[:, 0]
-    left, right = readout.label_embeddings("where", E)[:, 0]
+    left, right = readout.label_embeddings("where", E)[:, readout.where_side]
     assert torch.allclose(tokens[0, 0, 0], yes, atol=1e-3) and torch.allclose(tokens[0, 2, 0], no, atol=1e-3)
-    w = readout.ids_here.shape[1]  # the where token follows the here phrase
+    w = readout.ids_here.shape[1] + readout.where_side  # the where phrase follows the here phrase
     assert torch.allclose(tokens[0, 0, w], left, atol=1e-2) and torch.allclose(tokens[0, 1, w], right, atol=1e-2)
     ids, mask = readout.ids_action, readout.mask_action  # a phrase is its tokens in order, then blanks
     k = readout.attributes["action"].index("jumping")
@@ -414,8 +415,8 @@ def test_readout_left_right_is_against_the_person_the_question_names(small_tiny)
     for name, face in zip(cfg.subjects, faces):
         model.set_identity(name, face)
     E = word_embedding_matrix(model.llm)
-    left, right = model.readout.label_embeddings("where", E)[:, 0]
-    w = model.readout.ids_here.shape[1]  # the where token follows the here phrase
+    left, right = model.readout.label_embeddings("where", E)[:, model.readout.where_side]
+    w = model.readout.ids_here.shape[1] + model.readout.where_side  # the where phrase follows the here phrase
     match = model.qformer.anchor.match(raw, [0, 1])  # Ann, Ben
     alone, _ = model.readout(raw, match, E)  # each against everyone else
     named, _ = model.readout(raw, match, E, torch.tensor([[True, True]]))  # against each other
@@ -423,6 +424,18 @@ def test_readout_left_right_is_against_the_person_the_question_names(small_tiny)
     assert torch.allclose(named[0, 0, w], right, atol=1e-2) and torch.allclose(named[0, 1, w], left, atol=1e-2)
     only, _ = model.readout(raw, match, E, torch.tensor([[True, False]]))  # a question naming Ann alone
     assert torch.allclose(only[0, 0, w], left, atol=1e-2)
+    # (R5') the question is about the person it names first: only that block says where, the other ½
+    lead, _ = model.readout(raw, match, E, torch.tensor([[True, True]]), torch.tensor([[False, True]]))
+    assert torch.allclose(lead[0, 1, w], left, atol=1e-2)
+    assert torch.allclose(lead[0, 0, w], (left + right) / 2, atol=1e-2)
+    # ... and visual_tokens takes the lead from the prompt: "Where is <Ben> relative to <Ann>?" asks about Ben
+    ids = torch.tensor([model.prepare("Where is <Ben> relative to <Ann>?").input_ids])
+    order = model.mention_order(ids)
+    tokens = model.visual_tokens(raw, order < ids.shape[1], order=order).tokens[0]
+    G, N, K = cfg.qformer.num_general_queries, cfg.qformer.num_subject_queries, model.readout.num_tokens
+    ben, ann = G + K + N + 1, G + K + 2 * (N + 1) + K  # each block's readout (spliced as is), Ben's first
+    assert torch.allclose(tokens[ben + w].float(), left.float(), atol=1e-2)
+    assert torch.allclose(tokens[ann + w].float(), ((left + right) / 2).float(), atol=1e-2)
 
 
 def test_readout_warm_up_learns_attributes_from_the_truth(small_tiny, tmp_path):

@@ -221,10 +221,15 @@ class PVChat(nn.Module):
         block_keep = keep[:, G:].reshape(B, S, N)  # (B, S', N): whether the block is the sample's
         match = self.readout.anyone(vision_features)  # (B, 1, T, N_v + 1)
         named = block_keep.new_zeros(B, 1 + S)  # (R5) "others": the people the question names
+        lead = None  # (R5') the person it names first: the one it asks about
         if blocks:
             match = torch.cat([match, self.qformer.anchor.match(vision_features, blocks)], 1)  # (A1)
             named[:, 1:] = block_keep[..., 0]
-        read, _ = self.readout(vision_features, match, subject_tokens.word_embedding_matrix(self.llm), named)
+            if order is not None:
+                first = order[:, blocks]  # (B, S')
+                lead = named.clone()
+                lead[:, 1:] &= first == first.amin(1, keepdim=True)
+        read, _ = self.readout(vision_features, match, subject_tokens.word_embedding_matrix(self.llm), named, lead)
         read = read.to(tokens.dtype)  # (B, 1 + S', K, D_llm)
         K = read.shape[2]
         ids = torch.tensor([self.subject_ids[self.config.subjects[s]] for s in blocks], dtype=torch.long,
