@@ -21,3 +21,13 @@ def test_quick_demo_runs_end_to_end_and_reports(tmp_path, capsys):
     assert all(r["question"] == f"Is <{report['subject']}> in this video?" for r in report["transcript"])
     assert (tmp_path / "eval.png").stat().st_size > 0
     assert (tmp_path / "run" / "stage2" / "training.png").stat().st_size > 0
+
+
+def test_quick_demo_learns_with_the_presets_quick_recipe_where_it_has_one():
+    from pvchat.offline.demo import demo_recipe
+    from pvchat.train.stages import stage_recipes
+
+    assert demo_recipe("small", quick=True) == "small-quick" and demo_recipe("small", quick=False) == "small"
+    assert demo_recipe("face", quick=True) == "face"  # no face-quick: the quick demo shrinks the world only
+    quick, full = stage_recipes("small-quick"), stage_recipes("small")
+    assert quick[1].epochs < full[1].epochs

@@ -95,7 +95,7 @@ def test_values_are_checked_by_the_dataclass(tmp_path):
 
 
 def test_unknown_names_list_the_shipped_ones():
-    with pytest.raises(ConfigError, match="unknown synthesis recipe 'huge'; choose one of: demo, paper, tiny, or a YAML"):
+    with pytest.raises(ConfigError, match="unknown synthesis recipe 'huge'; choose one of: demo, paper, quick, tiny, or a YAML"):
         get_synth_recipe("huge")
     with pytest.raises(ConfigError, match="unknown training recipe 'huge'; choose one of: ablate, demo, face"):
         load_train_recipe("huge")

@@ -23,7 +23,7 @@ def demo(out: Path = Path("workspace/demo"), quick: bool = False, seed: int = 0,
 
     Args:
         out: where everything is written (re-running resumes).
-        quick: a smaller world and half the query clips.
+        quick: a smaller world and half the query clips (with small, also less training: recipe small-quick).
         seed: world and training seed.
         preset: the model (small: real pretrained parts, all question types; face: identity only).
     """

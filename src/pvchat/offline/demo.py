@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import pvchat.learn as pipeline
+from pvchat.choices import train_recipes
 from pvchat.eval.face_baseline import FaceBaseline
 from pvchat.eval.metrics import existence_accuracy
 from pvchat.faces import FaceEngine
@@ -43,12 +44,19 @@ def _write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
     write_video(path, frames, fps=fps)
 
 
+def demo_recipe(preset: str, quick: bool) -> str:
+    """The training recipe the demo learns with: the preset's own, or with ``quick`` its quick one
+    where it has one (``small-quick``: less data, fewer epochs)."""
+    return f"{preset}-quick" if quick and f"{preset}-quick" in train_recipes() else preset
+
+
 def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = True, preset: str = PRESET) -> dict:
     """The demo as a function: returns the report it also writes to ``out/report.json``."""
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n_people, n_queries = (8, 12) if quick else (12, 24)
+    recipe = demo_recipe(preset, quick)
     # a preset aligned on the offline world (small) is asked about people of the held-out face split only
     world = make_world(people=n_people, seed=seed, faces=face_split("held_out") if preset in DESCRIBES else None)
     subject, others = world.people[0], world.people[1:]
@@ -76,7 +84,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     pool.mkdir(exist_ok=True)
     for p in pool_people:
         Image.fromarray(world.portrait(p.id)).save(pool / f"{p.id}.png")
-    synth = pipeline.synth_recipe(preset)
+    synth = pipeline.synth_recipe(recipe)
     data = pipeline.synthesize(paths.analysis, name, paths.data, synth, pool=pool, verbose=progress)
     lap("synthesize", t)
     # 4. held-out queries: the subject, strangers, and the held-out people nearest to the subject
@@ -101,13 +109,13 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     describes = preset in DESCRIBES
     encoded: dict = {}  # query clip → features: the tower is frozen, so the base's and the learned model's are one
     base_rows = _ask(model, queries, name, generic=True, encoded=encoded) if describes else []
-    r1, r2, metrics = pipeline.train(model, paths.data / "manifest.jsonl", paths.run, preset, [name], resume=True,
+    r1, r2, metrics = pipeline.train(model, paths.data / "manifest.jsonl", paths.run, recipe, [name], resume=True,
                                      verbose=progress)
     lap("train", t)
     t = time.perf_counter()
     if not (paths.pack / CARD).is_file():  # what 'pvchat ask --pack OUT/pack' loads
-        pipeline.pack(model, [name], paths.pack, base, preset, data, metrics, reference=str(reference.resolve()),
-                      extra={"person": summary["subject"], "recipe": preset, "synthesize": synth})
+        pipeline.pack(model, [name], paths.pack, base, recipe, data, metrics, reference=str(reference.resolve()),
+                      extra={"person": summary["subject"], "recipe": recipe, "synthesize": synth})
     lap("pack", t)
 
     # 6. ask the learned model; the training-free face baseline answers existence
@@ -119,7 +127,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
                  for q in queries]
     lap("evaluate", t)
 
-    report = {"subject": name, "preset": preset, "world_people": n_people, "pool": [p.id for p in pool_people],
+    report = {"subject": name, "preset": preset, "recipe": recipe, "world_people": n_people, "pool": [p.id for p in pool_people],
               "held_out": [p.id for p in held_out], "hard_negatives": hard, "timings_s": timings,
               "train": {"stage1_steps": r1.steps, "stage1_loss": r1.final_loss, "stage1_s": round(r1.seconds, 1),
                         "stage2_steps": r2.steps, "stage2_loss": r2.final_loss, "stage2_s": round(r2.seconds, 1)},
