@@ -49,6 +49,7 @@ def run_seed(seed: int, queries: int, out: Path) -> dict:
     learn_s = time.perf_counter() - t0
 
     rows = {k: [] for k in KEYS}
+    transcript = []  # the location questions, as asked and answered
     chat = Chat([a.name, b.name], home=home)
 
     def ask(video: Path, question: str) -> str:
@@ -67,8 +68,11 @@ def run_seed(seed: int, queries: int, out: Path) -> dict:
         for who, other in ((a, b), (b, a)):
             t = truth[who.id]
             rel = next(x["horizontal"] for x in t["relations"] if x["other"] == other.id)
-            said = ask(path, f"Where is <{who.name}> relative to <{other.name}>?")
+            question = f"Where is <{who.name}> relative to <{other.name}>?"
+            said = ask(path, question)
             rows["location"].append(location_correct(said, rel))
+            transcript.append({"clip": pair.clip_id, "question": question, "truth": rel, "answer": said,
+                               "correct": rows["location"][-1]})
             rows["existence (pair clips)"].append(ask(path, f"Is <{who.name}> in this video?").lower().startswith("yes"))
             rows["clothing"].append(clothing_correct(ask(path, f"What is <{who.name}> wearing?"), t["outfit"]))
             rows["action"].append(action_correct(ask(path, f"What is <{who.name}> doing?"), t["action"]))
@@ -82,7 +86,7 @@ def run_seed(seed: int, queries: int, out: Path) -> dict:
         rows["existence (strangers)"].append(ask(path, f"Is <{who.name}> in this video?").lower().startswith("no"))
     scores = {k: round(sum(v) / len(v), 3) for k, v in rows.items() if v}
     return {"seed": seed, "people": [a.name, b.name], "learn_s": round(learn_s, 1), "scores": scores,
-            "n": {k: len(v) for k, v in rows.items()}}
+            "n": {k: len(v) for k, v in rows.items()}, "location_transcript": transcript}
 
 
 def main() -> None:
@@ -94,7 +98,7 @@ def main() -> None:
     per_seed = []
     for seed in args.seeds:
         per_seed.append(run_seed(seed, args.queries, args.out / f"seed{seed}"))
-        print(json.dumps(per_seed[-1]), flush=True)
+        print(json.dumps({k: v for k, v in per_seed[-1].items() if k != "location_transcript"}), flush=True)
     summary = {}
     for k in KEYS:
         vals = [r["scores"][k] for r in per_seed if k in r["scores"]]
