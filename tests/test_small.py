@@ -263,11 +263,12 @@ def test_self_caption_rewrites_descriptions_in_the_bases_words(small_tiny, tmp_p
     assert neg.qa == qa[:1] and list(feats) == [tmp_path / "pos.mp4"]
     assert self_caption(model, tmp_path / "manifest.jsonl", ["Ann"])[0] == path  # resumable
 
-    # people learned together: each asked by name, whatever the base calls them becomes their token
+    # people learned together: each asked by name in the base's own wording (once per type, whatever
+    # the clip's wording), and whatever the base calls them becomes their token
     from pvchat.qa.self_caption import as_named
 
     assert as_named("Vennile is waving a hand.", "Ben") == "<Ben> is waving a hand." and as_named("Yes.", "Ben") is None
-    both = [QARecord("appearance", "What is <Ann> wearing?", "<Ann> is wearing red."),
+    both = [QARecord("appearance", "Describe <Ann>'s outfit.", "<Ann> is wearing red."),
             QARecord("action", "What is <Ben> doing?", "<Ben> is talking."),
             QARecord("action", "What is <Ann> doing?", "<Ann> is nodding."),
             QARecord("location", "Where is <Ann> relative to <Ben>?", "<Ann> is to the left of <Ben>.")]
@@ -276,13 +277,15 @@ def test_self_caption_rewrites_descriptions_in_the_bases_words(small_tiny, tmp_p
     write_manifest(tmp_path / "pair" / "manifest.jsonl", [ClipRecord("two.mp4", ["Ann", "Ben"], both, kind="composed")])
     said = {"What is <Ann> wearing?": "Anna is wearing a navy sweater and blue jeans.",
             "What is <Ben> doing?": "Bennet is waving a hand.", "What is <Ann> doing?": "I cannot tell."}
+    asked = []
+    monkeypatch.setattr(model, "generate", lambda qs, **kw: asked.extend(qs) or [said[q] for q in qs])
     path, feats = self_caption(model, tmp_path / "pair" / "manifest.jsonl", ["Ann", "Ben"], progress=False)
     (two,) = read_manifest(path)
     assert [(q.type, q.answer) for q in two.qa] == [
         ("appearance", "<Ann> is wearing a navy sweater and blue jeans."),
         ("action", "<Ben> is waving a hand."),
         ("location", "<Ann> is to the left of <Ben>."),
-    ] and list(feats) == [tmp_path / "pair" / "two.mp4"]
+    ] and list(feats) == [tmp_path / "pair" / "two.mp4"] and sorted(asked) == sorted(said)
 
 
 def test_identity_anchor_primes_a_block_with_the_matching_face_or_with_nobody():

@@ -9,7 +9,7 @@ personalisation teaches who, not a new way of describing. Location questions of 
 clips (absolute positions, words the base was not aligned on) are left out.
 
 Clips of people learned together (``pvchat compose``) are described the same way, each person by
-name: the base is asked the clip's own question ("What is <Ann> wearing?"), its identity anchor
+name: the base is asked its own question about them ("What is <Ann> wearing?"), its identity anchor
 finding Ann by the key her reference started (model/identity.py), and whatever it calls her
 before " is " (her token is not trained yet) becomes ``<Ann>``. Their measured descriptions (a
 torso colour, the reference's motion) were not in the base's words: learned that way, two people
@@ -109,21 +109,23 @@ def self_caption(model, manifest: Path, names: list[str], out: Path | None = Non
 
 
 def _caption_named(model, record, feats: torch.Tensor, names: list[str]):
-    """A composed clip's appearance and action answers in the base's words, each asked as the clip
-    asks it (the question names the person); one the base does not answer "… is …" is left out."""
-    asked = []
-    for k, q in enumerate(record.qa):
-        who = [n for n in names if f"<{n}>" in q.question and n in record.people]
-        if q.type in PROMPTS and len(who) == 1:
-            asked.append((k, who[0]))
-    said = model.generate([record.qa[k].question for k, _ in asked], vision_features=feats.expand(len(asked), -1, -1, -1),
-                          max_new_tokens=40) if asked else []
-    answers = {k: as_named(a, n) for (k, n), a in zip(asked, said)}
+    """A composed clip's appearance and action answers in the base's words: per person the question
+    names, the base is asked once per type in its own wording (``PROMPTS`` with the person's token),
+    and that answer serves every wording of the clip; one it does not answer "… is …" is left out."""
+    def who(q: QARecord) -> str | None:
+        named = [n for n in names if f"<{n}>" in q.question and n in record.people]
+        return named[0] if q.type in PROMPTS and len(named) == 1 else None
+
+    asked = sorted({(q.type, who(q)) for q in record.qa if who(q) is not None})  # (type, name), each once
+    prompts = [PROMPTS[t].replace(GENERIC.lower(), f"<{n}>") for t, n in asked]  # "What is <Ann> wearing?"
+    said = model.generate(prompts, vision_features=feats.expand(len(asked), -1, -1, -1), max_new_tokens=40) if asked else []
+    answers = {key: as_named(a, key[1]) for key, a in zip(asked, said)}
     qa = []
-    for k, q in enumerate(record.qa):
+    for q in record.qa:
         if q.type in PROMPTS:
-            if answers.get(k) is None:
-                continue  # not asked (no one learned named), or no description: no made-up answer
-            q = QARecord(q.type, q.question, answers[k], q.label)
+            answer = answers.get((q.type, who(q)))
+            if answer is None:
+                continue  # not about one learned person present, or no description: no made-up answer
+            q = QARecord(q.type, q.question, answer, q.label)
         qa.append(q)
     return dataclasses.replace(record, qa=qa, provenance={**record.provenance, "captioner": "base"})
