@@ -40,10 +40,9 @@ A base realigned with R5' (and the where label as the answer's phrase, "to the l
 the right") said left/right of two held-out people 16/16 zero-shot and 16/16 learned together,
 but once personalised it answered some strangers "<Name> is in this video." (existence 0.75 and
 0.91 on two demo seeds, 1.00 before): it is not shipped; the shipped base was aligned before R5'.
-The K tokens r_s (here, where, then
-L_a per attribute) follow the block's N Q-former tokens, after the person's own token e(<s>) (R6), and the blocks
-come in the order the question names the people (as the prompt's list of them), so "Where is <A>
-relative to <B>?" reads A's "left"/"right" in the first block whoever A is. Before, blocks came in
+The K tokens r_s (here, where, then L_a per attribute) follow the block's N Q-former tokens,
+after the person's own token e(<s>) (R6), and the blocks come in the order the question names
+the people (as the prompt's list of them), so "Where is <A> relative to <B>?" reads A's "left"/"right" in the first block whoever A is. Before, blocks came in
 the model's order of people and carried no name: left/right of two people learned together was
 at chance (0.50, every answer "<A> is to the left of <B>"). The template asks for N + 1 + K
 placeholders per person. W_a and the MLP are trained once, in alignment, on the world's ground
@@ -113,8 +112,6 @@ class AttributeReadout(nn.Module):
             ids, mask = phrase_ids(tokenizer, labels)
             self.register_buffer(f"ids_{name}", ids, persistent=False)
             self.register_buffer(f"mask_{name}", mask, persistent=False)
-        # where in the where phrase the side is said (the first token in which the two labels differ)
-        self.where_side = int((self.ids_where[0] != self.ids_where[1]).nonzero()[0])
 
     @property
     def motion_width(self) -> int:

@@ -73,10 +73,7 @@ def self_caption(model, manifest: Path, names: list[str], out: Path | None = Non
     names = [names] if isinstance(names, str) else list(names)
     for r in tqdm(records, desc="self-caption", disable=not progress):
         if r.kind == "composed":  # people learned together: each described by the base, by name
-            clip = manifest.parent / r.clip
-            _, pixels = model.read_video(clip)
-            features[clip] = model.encode_video(pixels.unsqueeze(0))  # (1, T, N, C)
-            rewritten.append(_caption_named(model, r, features[clip], names))
+            rewritten.append(_caption_named(model, r, _encode(model, manifest.parent / r.clip, features), names))
             continue
         if len(r.people) > 1:  # several learned people: who and where, not what they wear or do
             rewritten.append(dataclasses.replace(r, qa=[q for q in r.qa if q.type in ("existence", "location")]))
@@ -85,10 +82,7 @@ def self_caption(model, manifest: Path, names: list[str], out: Path | None = Non
             rewritten.append(r)
             continue
         name = r.people[0]
-        clip = manifest.parent / r.clip
-        _, pixels = model.read_video(clip)
-        feats = model.encode_video(pixels.unsqueeze(0))  # (1, T, N, C)
-        features[clip] = feats
+        feats = _encode(model, manifest.parent / r.clip, features)
         types = [t for t in PROMPTS if any(q.type == t for q in r.qa)]
         said = dict(zip(types, model.generate([PROMPTS[t] for t in types], vision_features=feats.expand(len(types), -1, -1, -1),
                                               max_new_tokens=40)))
@@ -108,6 +102,13 @@ def self_caption(model, manifest: Path, names: list[str], out: Path | None = Non
     return out, features
 
 
+def _encode(model, clip: Path, features: dict[Path, torch.Tensor]) -> torch.Tensor:
+    """The clip's features (1, T, N, C), kept in ``features`` for stage 2."""
+    _, pixels = model.read_video(clip)
+    features[clip] = model.encode_video(pixels.unsqueeze(0))
+    return features[clip]
+
+
 def _caption_named(model, record, feats: torch.Tensor, names: list[str]):
     """A composed clip's appearance and action answers in the base's words: per person the question
     names, the base is asked once per type in its own wording (``PROMPTS`` with the person's token),
@@ -116,14 +117,15 @@ def _caption_named(model, record, feats: torch.Tensor, names: list[str]):
         named = [n for n in names if f"<{n}>" in q.question and n in record.people]
         return named[0] if q.type in PROMPTS and len(named) == 1 else None
 
-    asked = sorted({(q.type, who(q)) for q in record.qa if who(q) is not None})  # (type, name), each once
+    about = [who(q) for q in record.qa]  # the one learned person each descriptive question asks about
+    asked = sorted({(q.type, n) for q, n in zip(record.qa, about) if n is not None})  # (type, name), each once
     prompts = [PROMPTS[t].replace(GENERIC.lower(), f"<{n}>") for t, n in asked]  # "What is <Ann> wearing?"
     said = model.generate(prompts, vision_features=feats.expand(len(asked), -1, -1, -1), max_new_tokens=40) if asked else []
     answers = {key: as_named(a, key[1]) for key, a in zip(asked, said)}
     qa = []
-    for q in record.qa:
+    for q, n in zip(record.qa, about):
         if q.type in PROMPTS:
-            answer = answers.get((q.type, who(q)))
+            answer = answers.get((q.type, n))
             if answer is None:
                 continue  # not about one learned person present, or no description: no made-up answer
             q = QARecord(q.type, q.question, answer, q.label)
