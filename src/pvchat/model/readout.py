@@ -42,12 +42,13 @@ but once personalised it answered some strangers "<Name> is in this video." (exi
 0.91 on two demo seeds, 1.00 before): it is not shipped; the shipped base was aligned before R5'.
 The K tokens r_s (here, where, then L_a per attribute) follow the block's N Q-former tokens,
 after the person's own token e(<s>) (R6), and the blocks come in the order the question names
-the people (as the prompt's list of them), so "Where is <A> relative to <B>?" reads A's "left"/"right" in the first block whoever A is. Before, blocks came in
-the model's order of people and carried no name: left/right of two people learned together was
-at chance (0.50, every answer "<A> is to the left of <B>"). The template asks for N + 1 + K
-placeholders per person. W_a and the MLP are trained once, in alignment, on the world's ground
-truth (``pvchat.train.pretrain.warm_readout``); they are frozen afterwards, so a new person is
-read by the same classifier through their own identity key.
+the people (as the prompt's list of them), so "Where is <A> relative to <B>?" reads A's
+"left"/"right" in the first block whoever A is. Before, blocks came in the model's order of
+people and carried no name: left/right of two people learned together was at chance (0.50, every
+answer "<A> is to the left of <B>"). The template asks for N + 1 + K placeholders per person.
+W_a and the MLP are trained once, in alignment, on the world's ground truth
+(``pvchat.train.pretrain.warm_readout``); they are frozen afterwards, so a new person is read by
+the same classifier through their own identity key.
 """
 
 from __future__ import annotations
