@@ -160,6 +160,25 @@ def test_relative_location_answers_follow_the_slots(two, three):
     assert asked >= 4
 
 
+def test_one_subject_beside_strangers(world_people, tmp_path):
+    """One person with a pool and 2 people per clip: the person beside a stranger, and two strangers."""
+    root, people = world_people
+    name, analysis, _ = people[0]
+    manifest = compose_dataset([(name, analysis)], tmp_path / "data", clips=2, seed=0, progress=False,
+                               pool=root / "pool", people_per_clip=2, **SMALL)
+    recs = read_manifest(manifest)
+    assert sorted(r.people for r in recs) == [[], [name]]
+    for r in recs:
+        assert len(r.provenance["layout"]) == 2  # two people in every clip
+        labels = {q.label for q in r.qa if q.type == "existence"}
+        assert labels == {bool(r.people)}
+    with pytest.raises(InputError, match="needs a pool"):
+        compose_dataset([(name, analysis)], tmp_path / "x", clips=1, progress=False, people_per_clip=2, **SMALL)
+    with pytest.raises(InputError, match="from 2 .* to 3"):
+        compose_dataset([(people[0][0], people[0][1]), (people[1][0], people[1][1])], tmp_path / "y", clips=1,
+                        progress=False, pool=root / "pool", people_per_clip=4, **SMALL)
+
+
 def test_rerun_resumes_without_rewriting(two):
     manifest, subjects, pool = two
     clips = sorted((manifest.parent / "clips").glob("*.mp4"))

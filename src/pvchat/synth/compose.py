@@ -18,7 +18,9 @@ centre / right, shuffled per clip) over one shared background (:mod:`pvchat.synt
 Presence patterns cycle over every non-empty subset of the subjects (and the empty one when a
 pool is given), shuffled per round, so each subject is present in about half of the clips. With
 a pool, strangers stand in for the absent subjects, so how many people a clip shows does not give
-its answer away. A clip whose faces fail the check is drawn again. Each clip is written (mp4, then
+its answer away. ``people_per_clip`` above the number of subjects fills every clip with strangers
+up to it: one subject beside a stranger, or two strangers (the two-person clips a one-person
+training set otherwise lacks). A clip whose faces fail the check is drawn again. Each clip is written (mp4, then
 its record) before the next starts, so a re-run resumes; ``manifest.jsonl`` is assembled at the end.
 """
 
@@ -122,9 +124,15 @@ def _framed(identity: Identity) -> Identity:
                    boxes=[(x0 + k, y0 + k, x1 + k, y1 + k) for (x0, y0, x1, y1), k in zip(identity.boxes, m)])
 
 
-def _check_subjects(subjects) -> None:
-    if not 2 <= len(subjects) <= 3:
-        raise InputError(f"compose needs 2 or 3 subjects, got {len(subjects)} (one person: use 'pvchat synthesize')")
+def _check_subjects(subjects, per_clip: int | None = None, pool=None) -> None:
+    per_clip = len(subjects) if per_clip is None else per_clip
+    if not 1 <= len(subjects) <= 3 or (len(subjects) == 1 and per_clip < 2):
+        raise InputError(f"compose needs 2 or 3 subjects, got {len(subjects)} (one person: use 'pvchat synthesize', "
+                         "or give a pool and 2 or 3 people per clip)")
+    if not len(subjects) <= per_clip <= 3:
+        raise InputError(f"people per clip must be from {len(subjects)} (the subjects) to 3, got {per_clip}")
+    if per_clip > len(subjects) and pool is None:
+        raise InputError(f"{per_clip} people per clip with {len(subjects)} subject(s) needs a pool of strangers")
     names = [validate_name(name) for name, _ in subjects]
     if len(set(names)) != len(names):
         raise InputError(f"subject names repeat: {', '.join(names)}; give each person their own name")
@@ -268,14 +276,19 @@ def compose_dataset(
     fps: float = 8.0,
     qa: str = "paper",
     max_attempts: int = 4,
+    people_per_clip: int | None = None,
 ) -> Path:
     """Compose ``clips`` clips of 2–3 subjects (``(name, analysis dir)`` each) under ``out``;
     returns the manifest path. Resumes a partial ``out`` (and extends it when ``clips`` grows).
 
     ``pool``: a directory of other people's images/videos; strangers from it stand in for absent
     subjects, and some clips show none of the subjects. ``qa``: a QA recipe of :mod:`pvchat.qa`.
+    ``people_per_clip``: how many people every clip shows (default: one per subject); with more,
+    strangers from ``pool`` fill the rest, so one subject can be composed beside a stranger, and
+    two strangers together stand in for the clips without them.
     """
-    _check_subjects(subjects)
+    _check_subjects(subjects, people_per_clip, pool)
+    per_clip = len(subjects) if people_per_clip is None else people_per_clip
     if clips < 1 or num_frames < 1 or fps <= 0:
         raise InputError(f"bad clip settings: {clips} clips of {num_frames} frames at {fps} fps")
     if width % 2 or height % 2:
@@ -295,11 +308,14 @@ def compose_dataset(
     if pool is not None:
         bank = build_face_bank(pool, progress=progress)
         strangers = [s for s in bank if min(np.linalg.norm(s.embedding - p.embedding) for p in people) >= SAME_PERSON]
-        if not strangers:
-            raise InputError(f"{pool}: every pool person looks like one of the subjects; add other people")
+        if len(strangers) < per_clip:
+            raise InputError(f"{pool}: {len(strangers)} pool people look unlike the subjects; "
+                             f"clips of {per_clip} people need at least {per_clip}")
     settings = {"subjects": [[name, str(analysis)] for name, analysis in subjects],
                 "pool": str(pool) if pool is not None else None, "seed": seed, "num_frames": num_frames,
                 "width": width, "height": height, "fps": fps, "qa": qa}
+    if per_clip != len(subjects):  # (absent before, so older compositions resume)
+        settings["people_per_clip"] = per_clip
     if (out / "settings.json").exists() and read_json(out / "settings.json") != settings:
         raise InputError(f"{out} holds a composition with other settings; choose another directory")
     (out / "clips").mkdir(parents=True, exist_ok=True)
@@ -321,7 +337,7 @@ def compose_dataset(
         for attempt in range(max_attempts):
             rng = np.random.default_rng([seed, i, attempt])
             cast_people = [p for p, here in zip(people, present) if here]
-            for k in rng.permutation(len(strangers))[: len(people) - len(cast_people)] if strangers else []:
+            for k in rng.permutation(len(strangers))[: per_clip - len(cast_people)] if strangers else []:
                 if int(k) not in stand_ins:
                     stand_ins[int(k)] = _Person(None, _framed(strangers[k].identity("stranger")), strangers[k].source)
                 cast_people.append(stand_ins[int(k)])
