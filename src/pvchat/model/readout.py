@@ -40,6 +40,8 @@ A base realigned with R5' (and the where label as the answer's phrase, "to the l
 the right") said left/right of two held-out people 16/16 zero-shot and 16/16 learned together,
 but once personalised it answered some strangers "<Name> is in this video." (existence 0.75 and
 0.91 on two demo seeds, 1.00 before): it is not shipped; the shipped base was aligned before R5'.
+Those strangers were all in clips of two strangers, which one-person training data never shows
+(``bench/existence_parts.py``).
 The K tokens r_s (here, where, then L_a per attribute) follow the block's N Q-former tokens,
 after the person's own token e(<s>) (R6), and the blocks come in the order the question names
 the people (as the prompt's list of them), so "Where is <A> relative to <B>?" reads A's

@@ -20,8 +20,8 @@ pool is given), shuffled per round, so each subject is present in about half of 
 a pool, strangers stand in for the absent subjects, so how many people a clip shows does not give
 its answer away. ``people_per_clip`` above the number of subjects fills every clip with strangers
 up to it: one subject beside a stranger, or two strangers (the two-person clips a one-person
-training set otherwise lacks). A clip whose faces fail the check is drawn again. Each clip is written (mp4, then
-its record) before the next starts, so a re-run resumes; ``manifest.jsonl`` is assembled at the end.
+training set otherwise lacks). A clip whose faces fail the check is drawn again. Each clip is
+written (mp4, then its record) before the next starts, so a re-run resumes; ``manifest.jsonl`` is assembled at the end.
 """
 
 from __future__ import annotations
@@ -124,8 +124,7 @@ def _framed(identity: Identity) -> Identity:
                    boxes=[(x0 + k, y0 + k, x1 + k, y1 + k) for (x0, y0, x1, y1), k in zip(identity.boxes, m)])
 
 
-def _check_subjects(subjects, per_clip: int | None = None, pool=None) -> None:
-    per_clip = len(subjects) if per_clip is None else per_clip
+def _check_subjects(subjects, per_clip: int, pool) -> None:
     if not 1 <= len(subjects) <= 3 or (len(subjects) == 1 and per_clip < 2):
         raise InputError(f"compose needs 2 or 3 subjects, got {len(subjects)} (one person: use 'pvchat synthesize', "
                          "or give a pool and 2 or 3 people per clip)")
@@ -278,8 +277,9 @@ def compose_dataset(
     max_attempts: int = 4,
     people_per_clip: int | None = None,
 ) -> Path:
-    """Compose ``clips`` clips of 2–3 subjects (``(name, analysis dir)`` each) under ``out``;
-    returns the manifest path. Resumes a partial ``out`` (and extends it when ``clips`` grows).
+    """Compose ``clips`` clips of 1–3 subjects (``(name, analysis dir)`` each; one needs
+    ``people_per_clip`` of 2 or 3) under ``out``; returns the manifest path. Resumes a partial
+    ``out`` (and extends it when ``clips`` grows).
 
     ``pool``: a directory of other people's images/videos; strangers from it stand in for absent
     subjects, and some clips show none of the subjects. ``qa``: a QA recipe of :mod:`pvchat.qa`.
@@ -287,8 +287,8 @@ def compose_dataset(
     strangers from ``pool`` fill the rest, so one subject can be composed beside a stranger, and
     two strangers together stand in for the clips without them.
     """
-    _check_subjects(subjects, people_per_clip, pool)
     per_clip = len(subjects) if people_per_clip is None else people_per_clip
+    _check_subjects(subjects, per_clip, pool)
     if clips < 1 or num_frames < 1 or fps <= 0:
         raise InputError(f"bad clip settings: {clips} clips of {num_frames} frames at {fps} fps")
     if width % 2 or height % 2:
@@ -308,7 +308,9 @@ def compose_dataset(
     if pool is not None:
         bank = build_face_bank(pool, progress=progress)
         strangers = [s for s in bank if min(np.linalg.norm(s.embedding - p.embedding) for p in people) >= SAME_PERSON]
-        if len(strangers) < per_clip:
+        if not strangers:
+            raise InputError(f"{pool}: every pool person looks like one of the subjects; add other people")
+        if per_clip > len(subjects) and len(strangers) < per_clip:  # a clip without the subjects: strangers only
             raise InputError(f"{pool}: {len(strangers)} pool people look unlike the subjects; "
                              f"clips of {per_clip} people need at least {per_clip}")
     settings = {"subjects": [[name, str(analysis)] for name, analysis in subjects],
