@@ -1,5 +1,7 @@
 """pvchat synthesize: positives + hard negatives + QA -> manifest; resumable; clear errors."""
 
+import shutil
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -88,3 +90,23 @@ def test_text_driven_clip_without_motion_gets_no_action_question():
     assert _action(clip) is None
     facts = _person_facts("astro", clip, (20, 10, 40, 30), _action(clip))
     assert facts.action is None and facts.position == "centre"
+
+
+def test_pairs_join_two_person_clips_to_the_manifest(data, two_people_analysis, pool, tmp_path):
+    """learn.synthesize(pairs=N): N composed clips of two people (the person beside a stranger, two
+    strangers) join the person's own in one manifest; a re-run redoes nothing."""
+    from pvchat.learn import synthesize
+
+    out = tmp_path / "data"
+    shutil.copytree(data.parent, out)
+    summary = synthesize(two_people_analysis, "astro", out, RECIPE, pool=pool, pairs=2)
+    recs = read_manifest(out / "manifest.jsonl")
+    composed = [r for r in recs if r.kind == "composed"]
+    assert summary["pair_clips"] == 2 and summary["clips"] == len(recs) == 5 + 2
+    assert sorted(r.people for r in composed) == [[], ["astro"]]
+    for r in composed:
+        assert (out / r.clip).is_file() and len(r.provenance["layout"]) == 2
+        assert {q.label for q in r.qa if q.type == "existence"} == {bool(r.people)}
+    stamps = [p.stat().st_mtime_ns for p in sorted(out.rglob("*.mp4"))]
+    assert synthesize(two_people_analysis, "astro", out, RECIPE, pool=pool, pairs=2) == summary
+    assert [p.stat().st_mtime_ns for p in sorted(out.rglob("*.mp4"))] == stamps

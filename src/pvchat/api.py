@@ -177,7 +177,8 @@ def _learn(references: list[Path], names: list[str], home: Path, preset: str, re
     # positives and hard negatives from the offline world's people (one person); people learned
     # together: clips of them side by side, each cut out of their own reference
     if len(names) == 1:
-        data = pipeline.synthesize(paths.analysis, name, paths.data, synth, None, progress, cancel, lock)
+        data = pipeline.synthesize(paths.analysis, name, paths.data, synth, None, progress, cancel, lock,
+                                  pairs=pipeline.pair_clips(recipe))
     else:
         data = pipeline.compose(names, analyses, paths.data, recipe, synth, progress, cancel)
     pipeline.check_cancel(cancel, "stage1", name)

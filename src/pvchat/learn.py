@@ -19,6 +19,7 @@ The base model every person starts from is ``HOME/base/<preset>``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -31,10 +32,11 @@ from typing import Callable
 import torch
 
 from pvchat.choices import STAGES  # noqa: F401 (the stages progress reports name)
+from pvchat.data import ClipRecord, read_manifest, write_manifest
 from pvchat.errors import InputError, PVChatError
 from pvchat.faces.analysis_dir import load_embedding, write_analysis
 from pvchat.faces.analyze import analyze_video
-from pvchat.io import read_json
+from pvchat.io import read_json, write_json
 from pvchat.model.backbones import load_base
 from pvchat.model.backbones.learn import learn as learn_people
 from pvchat.model.presets import get_preset
@@ -82,6 +84,11 @@ def synth_recipe(recipe: str | Path) -> str:
     return str(chosen)
 
 
+def pair_clips(recipe: str | Path) -> int:
+    """How many two-person clips one person's training set gets besides its own (the recipe's ``pair_clips:``)."""
+    return load_train_recipe(recipe).pair_clips
+
+
 def check_weights(preset: str) -> None:
     """The preset's pretrained weights are at hand (carrier packages or the user's folders): a missing
     one is an :class:`InputError` before any work is done."""
@@ -122,9 +129,14 @@ def analyze(references: list[Path], analyses: list[Path], person: int | None = N
 
 def synthesize(analysis: Path, name: str, data: Path, recipe: str, pool: Pool | None = None,
                progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-               lock: int | None = None, verbose: bool = False) -> dict:
+               lock: int | None = None, verbose: bool = False, pairs: int = 0) -> dict:
     """Stage 2 for one person: positives from the reference, hard and random negatives from ``pool``
     (default :func:`default_pool`), QA; skipped when ``data/summary.json`` exists. Returns that summary.
+
+    ``pairs``: that many clips more of two people, the person beside a stranger or two strangers
+    (:func:`pvchat.synth.compose.compose_dataset`, two people per clip, into ``data/pairs``), joined
+    to ``data/manifest.jsonl``: one person's clips alone never show two people, and a model learned
+    on them alone said yes to clips of two strangers (``bench/existence_parts.py``).
 
     With ``cancel`` it runs in a child process (:func:`synthesize_in_child`, ``pool`` then a directory
     or None), so a cancel stops it at once; without, in this process (``verbose``: its progress bars).
@@ -139,7 +151,28 @@ def synthesize(analysis: Path, name: str, data: Path, recipe: str, pool: Pool | 
             synthesize_dataset(analysis, name, data, pool=default_pool(pool), recipe=recipe,
                                progress=verbose)
     summary = read_json(data / "summary.json")
+    if pairs and summary.get("pair_clips") != pairs:
+        check_cancel(cancel, "synthesize", name)
+        summary = _join_pairs(analysis, name, data, recipe, pool, pairs, verbose)
     _report(progress, "synthesize", 1.0, {"clips": summary.get("clips"), "qa_pairs": summary.get("qa_pairs")})
+    return summary
+
+
+def _join_pairs(analysis: Path, name: str, data: Path, recipe: str, pool: Pool | None, pairs: int,
+                verbose: bool) -> dict:
+    """Compose ``pairs`` two-person clips into ``data/pairs`` (resumable) and rewrite the manifest and
+    summary of ``data`` as its own clips and these together; the summary last, so a run cut off
+    between the two writes joins again."""
+    r = get_synth_recipe(recipe)
+    compose_dataset([(name, analysis)], data / "pairs", clips=pairs, seed=r.seed, progress=verbose,
+                    pool=default_pool(pool), num_frames=r.num_frames, fps=r.fps, qa=r.qa, people_per_clip=2)
+    own = [ClipRecord.from_dict(read_json(p)) for p in sorted((data / "records").glob("*.json"))]
+    composed = read_manifest(data / "pairs" / "manifest.jsonl")
+    records = own + [dataclasses.replace(rec, clip=f"pairs/{rec.clip}") for rec in composed]
+    write_manifest(data / "manifest.jsonl", records)
+    summary = {**read_json(data / "summary.json"), "clips": len(records), "pair_clips": len(composed),
+               "qa_pairs": sum(len(rec.qa) for rec in records)}
+    write_json(data / "summary.json", summary)
     return summary
 
 

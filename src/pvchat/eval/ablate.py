@@ -114,7 +114,8 @@ def prepare_subject(reference: Path, name: str, out: Path, recipe: str | Path, p
     ``out/data`` (each skipped when done). Returns the manifest path."""
     analysis, data = out / "analysis", out / "data"
     pipeline.analyze([reference], [analysis])
-    pipeline.synthesize(analysis, name, data, pipeline.synth_recipe(recipe), verbose=progress)
+    pipeline.synthesize(analysis, name, data, pipeline.synth_recipe(recipe), verbose=progress,
+                        pairs=pipeline.pair_clips(recipe))
     return data / "manifest.jsonl"
 
 

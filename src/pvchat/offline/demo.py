@@ -85,7 +85,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     for p in pool_people:
         Image.fromarray(world.portrait(p.id)).save(pool / f"{p.id}.png")
     synth = pipeline.synth_recipe(recipe)
-    data = pipeline.synthesize(paths.analysis, name, paths.data, synth, pool=pool, verbose=progress)
+    data = pipeline.synthesize(paths.analysis, name, paths.data, synth, pool=pool, verbose=progress,
+                               pairs=pipeline.pair_clips(recipe))
     lap("synthesize", t)
     # 4. held-out queries: the subject, strangers, and the held-out people nearest to the subject
     t = time.perf_counter()

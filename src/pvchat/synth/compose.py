@@ -51,7 +51,7 @@ from pvchat.synth.base import Identity
 from pvchat.synth.classic import ClassicGenerator, nearest_face
 from pvchat.synth.identity import identity_from_analysis
 from pvchat.synth.motion import MOTIONS, animate
-from pvchat.synth.negatives import SAME_PERSON, build_face_bank
+from pvchat.synth.negatives import SAME_PERSON, Pool, build_face_bank, pool_label
 from pvchat.synth.pipeline import MOTION_WORDS, dedupe_qa
 from pvchat.video import read_frames_uniform, write_video
 
@@ -268,7 +268,7 @@ def compose_dataset(
     clips: int = 16,
     seed: int = 0,
     progress: bool = True,
-    pool: str | Path | None = None,
+    pool: Pool | None = None,
     num_frames: int = 16,
     width: int = 384,
     height: int = 256,
@@ -281,7 +281,8 @@ def compose_dataset(
     ``people_per_clip`` of 2 or 3) under ``out``; returns the manifest path. Resumes a partial
     ``out`` (and extends it when ``clips`` grows).
 
-    ``pool``: a directory of other people's images/videos; strangers from it stand in for absent
+    ``pool``: a directory of other people's images/videos (or them in memory, as ``(source, frames)``,
+    e.g. :func:`pvchat.offline.pool.world_pool`); strangers from it stand in for absent
     subjects, and some clips show none of the subjects. ``qa``: a QA recipe of :mod:`pvchat.qa`.
     ``people_per_clip``: how many people every clip shows (default: one per subject); with more,
     strangers from ``pool`` fill the rest, so one subject can be composed beside a stranger, and
@@ -307,14 +308,15 @@ def compose_dataset(
     strangers: list = []
     if pool is not None:
         bank = build_face_bank(pool, progress=progress)
+        where = pool if isinstance(pool, (str, Path)) else "the pool"
         strangers = [s for s in bank if min(np.linalg.norm(s.embedding - p.embedding) for p in people) >= SAME_PERSON]
         if not strangers:
-            raise InputError(f"{pool}: every pool person looks like one of the subjects; add other people")
+            raise InputError(f"{where}: every pool person looks like one of the subjects; add other people")
         if per_clip > len(subjects) and len(strangers) < per_clip:  # a clip without the subjects: strangers only
-            raise InputError(f"{pool}: {len(strangers)} pool people look unlike the subjects; "
+            raise InputError(f"{where}: {len(strangers)} pool people look unlike the subjects; "
                              f"clips of {per_clip} people need at least {per_clip}")
     settings = {"subjects": [[name, str(analysis)] for name, analysis in subjects],
-                "pool": str(pool) if pool is not None else None, "seed": seed, "num_frames": num_frames,
+                "pool": pool_label(pool) if pool is not None else None, "seed": seed, "num_frames": num_frames,
                 "width": width, "height": height, "fps": fps, "qa": qa}
     if per_clip != len(subjects):  # (absent before, so older compositions resume)
         settings["people_per_clip"] = per_clip

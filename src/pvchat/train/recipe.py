@@ -101,6 +101,7 @@ class TrainRecipe:
     synthesize: str | None = None  # synthesis recipe of pvchat learn (None: the one named like this recipe, else demo)
     captioner: str | None = None  # "base": the base describes the positives in its own words (qa/self_caption.py)
     compose_clips: int | None = None  # clips of people learned together (None: pvchat.learn.COMPOSED_CLIPS)
+    pair_clips: int = 0  # one person: clips more of two people, the person beside a stranger or two strangers
 
     def __post_init__(self) -> None:
         for name, stage in (("stage1", 1), ("stage2", 2)):
@@ -115,6 +116,8 @@ class TrainRecipe:
         if self.compose_clips is not None and (not isinstance(self.compose_clips, int)
                                                or isinstance(self.compose_clips, bool) or self.compose_clips < 1):
             raise ConfigError(f"compose_clips must be an integer >= 1, got {self.compose_clips!r}")
+        if not isinstance(self.pair_clips, int) or isinstance(self.pair_clips, bool) or self.pair_clips < 0:
+            raise ConfigError(f"pair_clips must be an integer >= 0, got {self.pair_clips!r}")
 
 
 def load_train_recipe(recipe: str | os.PathLike | TrainRecipe) -> TrainRecipe:
