@@ -177,19 +177,14 @@ def _join_pairs(analysis: Path, name: str, data: Path, recipe: str, pool: Pool |
 
 
 def compose(names: list[str], analyses: list[Path], data: Path, recipe: str | Path, synth: str,
-            progress: ProgressFn | None = None, cancel: threading.Event | None = None,
-            pool: Pool | None = None) -> dict:
+            progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> dict:
     """Stage 2 for 2-3 people learned together: clips of them side by side, each cut out of their own
-    reference (:func:`pvchat.synth.compose.compose_dataset`); skipped when ``data/summary.json`` exists.
-    Strangers from ``pool`` (default :func:`default_pool`) stand in for the people a clip leaves out,
-    and some clips show none of them, so how many people a clip shows does not answer "Is <A> here?"
-    (learned without, two people were told present in a quarter of clips of two strangers)."""
+    reference (:func:`pvchat.synth.compose.compose_dataset`); skipped when ``data/summary.json`` exists."""
     if not (data / "summary.json").is_file():
         check_cancel(cancel, "synthesize", "+".join(names))
         _report(progress, "synthesize", 0.0)
         clips = load_train_recipe(recipe).compose_clips or COMPOSED_CLIPS
-        compose_dataset(list(zip(names, analyses)), data, clips=clips, progress=False, qa=get_synth_recipe(synth).qa,
-                        pool=default_pool(pool))
+        compose_dataset(list(zip(names, analyses)), data, clips=clips, progress=False, qa=get_synth_recipe(synth).qa)
     summary = read_json(data / "summary.json")
     _report(progress, "synthesize", 1.0, {"clips": summary.get("clips"), "qa_pairs": summary.get("qa_pairs")})
     return summary
