@@ -83,6 +83,11 @@ def test_values_are_checked_by_the_dataclass(tmp_path):
     p.write_text("captioner: bse\n")
     with pytest.raises(ConfigError, match="captioner must be base"):
         load_train_recipe(p)
+    for text in ("pair_clips: -1\n", "pair_clips: many\n", "pair_clips: true\n"):
+        p.write_text(text)
+        with pytest.raises(ConfigError, match="pair_clips must be an integer >= 0"):
+            load_train_recipe(p)
+    assert load_train_recipe("small").pair_clips == 8 and load_train_recipe("face").pair_clips == 0
     p.write_text("stage1: {stage: 2}\n")
     with pytest.raises(ConfigError, match="stage1.stage must be 1"):
         load_train_recipe(p)

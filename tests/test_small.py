@@ -394,9 +394,9 @@ def test_readout_names_the_matched_person_and_where_they_stand(small_tiny):
     (tokens.sum() + sum(v.sum() for v in logits.values())).backward()  # constant channels: a finite gradient
     assert all(torch.isfinite(k.grad).all() for k in model.qformer.anchor.keys)
     yes, no = readout.label_embeddings("here", E)[:, 0]
-    left, right = readout.label_embeddings("where", E)[:, 0]
+    left, right = readout.label_embeddings("where", E)[:, readout.where_side]
     assert torch.allclose(tokens[0, 0, 0], yes, atol=1e-3) and torch.allclose(tokens[0, 2, 0], no, atol=1e-3)
-    w = readout.ids_here.shape[1]  # the where token follows the here phrase
+    w = readout.ids_here.shape[1] + readout.where_side  # the where phrase follows the here phrase
     assert torch.allclose(tokens[0, 0, w], left, atol=1e-2) and torch.allclose(tokens[0, 1, w], right, atol=1e-2)
     ids, mask = readout.ids_action, readout.mask_action  # a phrase is its tokens in order, then blanks
     k = readout.attributes["action"].index("jumping")
@@ -438,8 +438,8 @@ def test_readout_left_right_is_against_the_person_the_question_names(small_tiny)
     for name, face in zip(cfg.subjects, faces):
         model.set_identity(name, face)
     E = word_embedding_matrix(model.llm)
-    left, right = model.readout.label_embeddings("where", E)[:, 0]
-    w = model.readout.ids_here.shape[1]  # the where token follows the here phrase
+    left, right = model.readout.label_embeddings("where", E)[:, model.readout.where_side]
+    w = model.readout.ids_here.shape[1] + model.readout.where_side  # the where phrase follows the here phrase
     match = model.qformer.anchor.match(raw, [0, 1])  # Ann, Ben
     alone, _ = model.readout(raw, match, E)  # each against everyone else
     named, _ = model.readout(raw, match, E, torch.tensor([[True, True]]))  # against each other

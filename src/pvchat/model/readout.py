@@ -16,7 +16,8 @@ embeddings, so the LLM copies words it already knows instead of decoding a new c
         r_{s,a,l}= Σ_i p_{s,a,i} ē_l(w_{a,i}),  l = 1..L_a   ē_l(w): the label's l-th token's input embedding,
                                                  0 past its end; L_a: the longest label of a          (R3)
         h_s      = mean_t (1 − m_{s,t,∅});  r_{s,here} = h_s ē(Yes) + (1 − h_s) ē(No)                  (R4)
-        δ_s      = x̄(others) − x̄(s);  l_s = σ(κ δ_s);  r_{s,where} = l_s ē(left) + (1 − l_s) ē(right) (R5)
+        δ_s      = x̄(others) − x̄(s);  l_s = σ(κ δ_s);
+        r_{s,where,l} = l_s ē_l(to the left) + (1 − l_s) ē_l(to the right)                            (R5)
         block_s  = [q_{s,1..N} ; e(<s>) ; r_{s,here} ; r_{s,where} ; r_{s,a} …]                          (R6)
 
 The same K tokens also follow the general queries, read with a match that takes every present
@@ -36,21 +37,22 @@ clip's other present faces; l_s = ½ when there are none. A question that names 
 is about the first it names ("Where is <A> relative to <B>?"): only that person's block says
 where; the others named say ½ (R5'). With both saying it, A "left" and B "right", the LLM had two
 opposite words to copy and said "left" whatever the layout (two people learned together: 0.50).
-A base realigned with R5' (and the where label as the answer's phrase, "to the left"/"to
-the right") said left/right of two held-out people 16/16 zero-shot and 16/16 learned together,
-but once personalised it answered some strangers "<Name> is in this video." (existence 0.75 and
-0.91 on two demo seeds, 1.00 before): it is not shipped; the shipped base was aligned before R5'.
-Those strangers were all in clips of two strangers, which one-person training data never shows
-(``bench/existence_parts.py``).
-The K tokens r_s (here, where, then L_a per attribute) follow the block's N Q-former tokens,
-after the person's own token e(<s>) (R6), and the blocks come in the order the question names
-the people (as the prompt's list of them), so "Where is <A> relative to <B>?" reads A's
-"left"/"right" in the first block whoever A is. Before, blocks came in the model's order of
-people and carried no name: left/right of two people learned together was at chance (0.50, every
-answer "<A> is to the left of <B>"). The template asks for N + 1 + K placeholders per person.
-W_a and the MLP are trained once, in alignment, on the world's ground truth
-(``pvchat.train.pretrain.warm_readout``); they are frozen afterwards, so a new person is read by
-the same classifier through their own identity key.
+The where label is the answer's own phrase, "to the left" / "to the right", not the bare word, so
+the LLM writing "<A> is to the" meets "to the" in the block and copies what follows it (what
+induction heads of a pretrained LM do): zero-shot on the base aligned before R5', "relative to
+the other person" went from 13/16 to 14/16 with it. The base realigned with R5' and these labels
+(what ships) said left/right of two held-out people 16/16 zero-shot and learned together. Learned
+from one person's clips alone it told some clips of two strangers "<Name> is in this video."; one
+person's training set now holds clips of two people too (``pair_clips`` of the recipe,
+``bench/existence_parts.py``). The K tokens r_s (here, where, then L_a per attribute) follow the
+block's N Q-former tokens, after the person's own token e(<s>) (R6), and the blocks come in the
+order the question names the people (as the prompt's list of them), so "Where is <A> relative to
+<B>?" reads A's "left"/"right" in the first block whoever A is. Before, blocks came in the model's
+order of people and carried no name: left/right of two people learned together was at chance
+(0.50, every answer "<A> is to the left of <B>"). The template asks for N + 1 + K placeholders
+per person. W_a and the MLP are trained once, in alignment, on the world's ground
+truth (``pvchat.train.pretrain.warm_readout``); they are frozen afterwards, so a new person is
+read by the same classifier through their own identity key.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from torch import nn
 from pvchat.errors import ConfigError
 
 HERE_WORDS = ("Yes", "No")
-WHERE_WORDS = ("left", "right")
+WHERE_WORDS = ("to the left", "to the right")  # as answers say it: "… is to the" finds "to the" here and copies on
 SHARPNESS = 30.0  # κ of (R5): a tenth of the frame between centres gives l = 0.95
 HIDDEN = 512
 MOTION_HIDDEN = 128
@@ -115,6 +117,8 @@ class AttributeReadout(nn.Module):
             ids, mask = phrase_ids(tokenizer, labels)
             self.register_buffer(f"ids_{name}", ids, persistent=False)
             self.register_buffer(f"mask_{name}", mask, persistent=False)
+        # where in the where phrase the side is said (the first token in which the two labels differ)
+        self.where_side = int((self.ids_where[0] != self.ids_where[1]).nonzero()[0])
 
     @property
     def motion_width(self) -> int:
