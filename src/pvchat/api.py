@@ -178,7 +178,7 @@ def _learn(references: list[Path], names: list[str], home: Path, preset: str, re
     # together: clips of them side by side, each cut out of their own reference
     if len(names) == 1:
         data = pipeline.synthesize(paths.analysis, name, paths.data, synth, None, progress, cancel, lock,
-                                  pairs=pipeline.pair_clips(recipe))
+                                   pairs=pipeline.pair_clips(recipe))
     else:
         data = pipeline.compose(names, analyses, paths.data, recipe, synth, progress, cancel)
     pipeline.check_cancel(cancel, "stage1", name)
