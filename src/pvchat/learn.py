@@ -148,20 +148,20 @@ def synthesize(analysis: Path, name: str, data: Path, recipe: str, pool: Pool | 
             synthesize_in_child(analysis, name, data, recipe, lambda f, i: _report(progress, "synthesize", f, i),
                                 cancel, lock, pool=pool)
         else:
-            synthesize_dataset(analysis, name, data, pool=default_pool(pool), recipe=recipe,
-                               progress=verbose)
+            pool = default_pool(pool)  # built once: the pair clips below draw their strangers from it too
+            synthesize_dataset(analysis, name, data, pool=pool, recipe=recipe, progress=verbose)
     summary = read_json(data / "summary.json")
     if pairs and summary.get("pair_clips") != pairs:
         check_cancel(cancel, "synthesize", name)
-        summary = _join_pairs(analysis, name, data, recipe, pool, pairs, verbose)
+        summary = _join_pairs(analysis, name, data, recipe, pool, pairs, summary, verbose)
     _report(progress, "synthesize", 1.0, {"clips": summary.get("clips"), "qa_pairs": summary.get("qa_pairs")})
     return summary
 
 
 def _join_pairs(analysis: Path, name: str, data: Path, recipe: str, pool: Pool | None, pairs: int,
-                verbose: bool) -> dict:
+                summary: dict, verbose: bool) -> dict:
     """Compose ``pairs`` two-person clips into ``data/pairs`` (resumable) and rewrite the manifest and
-    summary of ``data`` as its own clips and these together; the summary last, so a run cut off
+    ``summary`` of ``data`` as its own clips and these together; the summary last, so a run cut off
     between the two writes joins again."""
     r = get_synth_recipe(recipe)
     compose_dataset([(name, analysis)], data / "pairs", clips=pairs, seed=r.seed, progress=verbose,
@@ -170,7 +170,7 @@ def _join_pairs(analysis: Path, name: str, data: Path, recipe: str, pool: Pool |
     composed = read_manifest(data / "pairs" / "manifest.jsonl")
     records = own + [dataclasses.replace(rec, clip=f"pairs/{rec.clip}") for rec in composed]
     write_manifest(data / "manifest.jsonl", records)
-    summary = {**read_json(data / "summary.json"), "clips": len(records), "pair_clips": len(composed),
+    summary = {**summary, "clips": len(records), "pair_clips": len(composed),
                "qa_pairs": sum(len(rec.qa) for rec in records)}
     write_json(data / "summary.json", summary)
     return summary

@@ -51,7 +51,7 @@ from pvchat.synth.base import Identity
 from pvchat.synth.classic import ClassicGenerator, nearest_face
 from pvchat.synth.identity import identity_from_analysis
 from pvchat.synth.motion import MOTIONS, animate
-from pvchat.synth.negatives import SAME_PERSON, Pool, build_face_bank, pool_label
+from pvchat.synth.negatives import SAME_PERSON, Pool, build_face_bank, pool_label, pool_name
 from pvchat.synth.pipeline import MOTION_WORDS, dedupe_qa
 from pvchat.video import read_frames_uniform, write_video
 
@@ -308,12 +308,11 @@ def compose_dataset(
     strangers: list = []
     if pool is not None:
         bank = build_face_bank(pool, progress=progress)
-        where = pool if isinstance(pool, (str, Path)) else "the pool"
         strangers = [s for s in bank if min(np.linalg.norm(s.embedding - p.embedding) for p in people) >= SAME_PERSON]
         if not strangers:
-            raise InputError(f"{where}: every pool person looks like one of the subjects; add other people")
+            raise InputError(f"{pool_name(pool)}: every pool person looks like one of the subjects; add other people")
         if per_clip > len(subjects) and len(strangers) < per_clip:  # a clip without the subjects: strangers only
-            raise InputError(f"{where}: {len(strangers)} pool people look unlike the subjects; "
+            raise InputError(f"{pool_name(pool)}: {len(strangers)} pool people look unlike the subjects; "
                              f"clips of {per_clip} people need at least {per_clip}")
     settings = {"subjects": [[name, str(analysis)] for name, analysis in subjects],
                 "pool": pool_label(pool) if pool is not None else None, "seed": seed, "num_frames": num_frames,

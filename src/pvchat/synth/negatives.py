@@ -89,6 +89,11 @@ def pool_label(pool: Pool) -> str | list[str]:
     return str(pool) if isinstance(pool, (str, Path)) else [source for source, _ in pool]
 
 
+def pool_name(pool: Pool) -> str:
+    """How an error names the pool: its directory, or "the pool" for people in memory."""
+    return str(pool) if isinstance(pool, (str, Path)) else "the pool"
+
+
 def build_face_bank(pool: Pool | None, progress: bool = True) -> list[PoolPerson]:
     """Embed every pool person; files without a detectable face are left out."""
     if pool is None:
@@ -101,7 +106,7 @@ def build_face_bank(pool: Pool | None, progress: bool = True) -> list[PoolPerson
         if person is not None:
             bank.append(person)
     if not bank:
-        raise InputError(f"{pool if isinstance(pool, (str, Path)) else 'the pool'}: no face found in any pool file")
+        raise InputError(f"{pool_name(pool)}: no face found in any pool file")
     return bank
 
 
