@@ -491,6 +491,41 @@ def test_readout_warm_up_learns_attributes_from_the_truth(small_tiny, tmp_path):
         warm_readout(model, bad, tmp_path, features, steps=1, progress=False)
 
 
+def test_readout_action_reads_small_motions_beside_large_ones(small_tiny, tmp_path):
+    """(R2b): the action is told by a motion number a hundred times smaller than another that varies at
+    random (a nod's pitch beside a walk's drift); the readout standardises each number by the
+    alignment samples' statistics, so it learns the small one, and ships the statistics with itself."""
+    from pvchat.data import ClipRecord
+    from pvchat.model.person_tower import EMB, TRACK
+    from pvchat.train.alignment import alignment_state
+    from pvchat.train.pretrain import identity_keys_from_features, warm_readout
+
+    cfg = small_tiny
+    cfg.subjects = ["Ann"]
+    torch.manual_seed(0)
+    model = PVChat.from_config(cfg)
+    labels = cfg.readout
+    gen = torch.Generator().manual_seed(1)
+    records, features = [], {}
+    for i in range(80):
+        f = torch.zeros(1, 2, model.vision.num_patches, TOKEN_DIM)
+        f[..., 4, PRESENT], f[..., 4, EMB] = 1.0, 0.3
+        f[..., 4, TRACK] = 0.01 * (i % 2) + 0.002 * torch.rand(1, generator=gen)  # the action's own number
+        f[..., 4, TRACK + 1] = 3.0 * torch.randn(1, generator=gen)  # another, large and random
+        features[tmp_path / f"c{i}.mp4"] = f
+        truth = {a: v[0] for a, v in labels.items()} | {"action": labels["action"][i % 2]}
+        records.append(ClipRecord(f"c{i}.mp4", ["Ann"], [], stage=[2], provenance={"attributes": {"Ann": truth}}))
+    identity_keys_from_features(model, records, tmp_path, features)
+    out = warm_readout(model, records, tmp_path, features, steps=200, batch_size=16, held_out=0.3, progress=False)
+    assert out["accuracy"]["action"] == 1.0
+    readout = model.readout
+    k = 4 * len(readout.frame_channels)  # the clip channels' means follow the frame channels' statistics
+    assert float(readout.motion_scale[k]) == pytest.approx(0.005, abs=0.002) and readout.motion_scale[k + 1] > 1
+    shipped = alignment_state(model)
+    assert torch.equal(shipped["readout.motion_scale"], readout.motion_scale)
+    assert torch.equal(shipped["readout.motion_mean"], readout.motion_mean)
+
+
 def test_small_readout_labels_are_the_worlds_words():
     """The small preset's readout names what the offline world dresses and does, as its answers say it."""
     from pvchat.offline.world.actions import ACTIONS

@@ -375,6 +375,7 @@ def warm_readout(model: PVChat, records: list[ClipRecord], root: Path, features:
         raise ConfigError("warm_readout found no clip with attribute labels of the model's people")
     c, y, test = torch.stack(pooled), torch.tensor(targets), torch.tensor(test)
     train_c, train_y = c[~test], y[~test]
+    readout.fit_motion_scale(train_c)  # (R2b)'s standardisation, from the samples it learns on
     params = list(readout.parameters())
     readout.requires_grad_(True).train()
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05)
