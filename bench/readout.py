@@ -35,6 +35,7 @@ def read_seed(model, out: Path, seed: int, clips: int) -> list[dict]:
     from pvchat.offline.world.api import World
     from pvchat.offline.world.faces import face_split
     from pvchat.offline.world.people import make_people
+    from pvchat.train.pretrain import readout_truth
     from pvchat.video import write_video
 
     faces = face_split("held_out")
@@ -53,8 +54,7 @@ def read_seed(model, out: Path, seed: int, clips: int) -> list[dict]:
             raw = model.encode_video(model.read_video(path)[1].unsqueeze(0))  # (1, T, N, C)
             logits = readout.classify(readout.pool(raw, readout.anyone(raw)))
         said = {a: readout.attributes[a][int(v[0, 0].argmax())] for a, v in logits.items()}
-        rows.append({"clip": path.name, "truth": {**{a: truth["outfit"][a] for a in said if a != "action"},
-                                                   "action": truth["action_phrase"]}, "said": said})
+        rows.append({"clip": path.name, "truth": readout_truth(truth), "said": said})
     return rows
 
 

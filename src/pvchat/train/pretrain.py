@@ -151,6 +151,12 @@ ALIGN_OUTFIT_CHANGE = 1.0
 OUTFIT_ATTRIBUTES = ("top_colour", "pattern", "top", "bottom_colour", "bottom")
 
 
+def readout_truth(person: dict) -> dict[str, str]:
+    """What the attribute readout (model/readout.py) learns to name of a person of a world clip's
+    truth: each of their outfit's attributes, and their action as answers say it."""
+    return {**{a: person["outfit"][a] for a in OUTFIT_ATTRIBUTES}, "action": person["action_phrase"]}
+
+
 def write_align_data(out: Path, people, clips: int, seed: int = 0, max_qa: int = 6, progress: bool = True) -> Path:
     """World clips of ``people`` (1–3 each) with QA of all four types from their ground truth.
 
@@ -176,8 +182,7 @@ def write_align_data(out: Path, people, clips: int, seed: int = 0, max_qa: int =
         absent = rng.sample(sorted(set(names.values()) - set(present)), 1)
         qa = world_clip_qa(rendered.truth, names, rng, absent=absent, generic=True)
         qa = rng.sample(qa, min(max_qa, len(qa)))
-        attributes = {names[p["id"]]: {**{a: p["outfit"][a] for a in OUTFIT_ATTRIBUTES}, "action": p["action_phrase"]}
-                      for p in rendered.truth["people"]}  # what the readout learns to name (model/readout.py)
+        attributes = {names[p["id"]]: readout_truth(p) for p in rendered.truth["people"]}
         records.append(ClipRecord(rel, present, qa, kind="align", stage=[2],
                                   provenance={"world_seed": seed + 11, "clip": spec.clip_id, "attributes": attributes}))
     write_manifest(out / "manifest.jsonl", records)
