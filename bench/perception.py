@@ -35,10 +35,10 @@ ATTRIBUTES = ("colour", "kind", "action")
 
 
 def parts():
-    from pvchat.model.person_tower import BOX, CNN_DIM, COLOUR, EMB, TOKEN_DIM, TRACK
+    from pvchat.model.person_tower import BOX, CNN_DIM, COLOUR, EMB, SNIPPET, TOKEN_DIM, TRACK
 
     return {"body CNN": (0, CNN_DIM), "face embedding": (EMB, BOX), "face geometry": (BOX, COLOUR),
-            "torso colour": (COLOUR, TRACK), "track motion": (TRACK, TOKEN_DIM), "all": (0, TOKEN_DIM)}
+            "torso colour": (COLOUR, TRACK), "track motion": (TRACK, SNIPPET), "snippet": (SNIPPET, TOKEN_DIM), "all": (0, TOKEN_DIM)}
 
 
 def make_data(out: Path, clips: int) -> list[dict]:

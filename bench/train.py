@@ -82,7 +82,8 @@ def bench(name: str, manifest: Path, repeats: int, epochs: int, work: Path) -> d
     cfg, frames = config(name)
     torch.manual_seed(0)
     model = PVChat.from_config(cfg)
-    ds = QADataset(manifest, stage=2, num_frames=frames, image_size=model.vision.image_size)
+    ds = QADataset(manifest, stage=2, num_frames=frames, image_size=model.vision.image_size,
+                   snippet=model.frames_per_step)
     times: dict[bool, list[float]] = {True: [], False: []}
     for cache in (True, False):  # warm-up
         step_times(model, ds, cache, 2, work / "warm")

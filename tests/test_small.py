@@ -12,7 +12,19 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from pvchat import weights
 from pvchat.errors import InputError
-from pvchat.model.person_tower import PRESENT, TOKEN_DIM, PersonTower, pool_scene, track
+from pvchat.model.person_tower import (
+    BOX,
+    MOTION,
+    PRESENT,
+    SNIPPET,
+    SNIPPET_COLS,
+    SNIPPET_WIDTH,
+    TOKEN_DIM,
+    PersonTower,
+    pool_scene,
+    snippet_regions,
+    track,
+)
 from pvchat.model.presets import get_preset
 from pvchat.model.prompt import SYSTEM
 from pvchat.model.pvchat import PVChat
@@ -79,9 +91,36 @@ def test_person_tower_tokens_a_face_and_its_grid():
     assert pooled.shape == (1, 2, 4 + 2, TOKEN_DIM) and torch.allclose(coarse(pixels), pooled, atol=1e-5)
     assert out[0, :, 49, PRESENT].tolist() == [1.0, 1.0]  # the face, tracked into slot 0 in both frames
     assert out[0, :, 50, PRESENT].tolist() == [0.0, 0.0] and not out[0, :, 50].any()  # an empty slot is zeros
-    assert out[0, 1, 49, -4:].abs().sum() > 0  # motion since the previous frame (the mirrored face moved)
+    assert out[0, 1, 49, MOTION:MOTION + 4].abs().sum() > 0  # motion since the previous frame (the mirrored face moved)
+    assert not out[0, :, 49, SNIPPET:].any()  # one frame per step: no snippet differences
     with pytest.raises(Exception, match="train_last_k"):
         tower.set_trainable(1)
+
+
+def test_a_snippet_tower_reads_what_moves_between_a_step_and_its_next_frame_and_where():
+    """Two frames per step: the tokens are those of each step's first frame, and the snippet channels
+    hold the difference to the next frame in the cells around the face where something changed."""
+    from skimage import data
+
+    face = data.astronaut()[:300, 100:400]
+    single = PersonTower(None, image_size=288, max_people=1, grid=2)
+    pair = PersonTower(None, image_size=288, max_people=1, grid=2, snippet=2)
+    pair.cnn.load_state_dict(single.cnn.state_dict())
+    moved = face.copy()
+    still = single(to_model_input(face[None], size=288)[None])  # (1, 1, 5, D)
+    box = (still[0, 0, 4, BOX:BOX + 4] * 288).tolist()  # the face box the tower found
+    cell = len(SNIPPET_COLS) + 4  # the grid's second row (head height), last column (far right)
+    right = snippet_regions(box, 288, 288)[cell]
+    x0, y0, x1, y1 = (round(v * 300 / 288) for v in right)
+    moved[y0:y1, x0:x1] = 255 - moved[y0:y1, x0:x1]  # something moves there in the next frame
+    out = pair(to_model_input(np.stack([face, moved, face, face]), size=288)[None])  # 2 steps of 2 frames
+    assert out.shape == (1, 2, 5, TOKEN_DIM)
+    assert torch.allclose(out[0, 0, :, :SNIPPET], still[0, 0, :, :SNIPPET], atol=1e-5)  # the step reads its first frame
+    diff = out[0, :, 4, SNIPPET:SNIPPET + SNIPPET_WIDTH]  # (2, 22)
+    assert not diff[1].any()  # the second step's next frame is the same
+    assert diff[0, cell] > 1.0 and diff[0, cell] == diff[0].max() and diff[0, len(SNIPPET_COLS)] == 0  # right, not left
+    with pytest.raises(InputError, match="snippets of 2"):
+        pair(to_model_input(np.stack([face, face, face]), size=288)[None])
 
 
 def test_an_untrained_body_reader_reads_as_the_frozen_cnn_and_trains_on_labels():
@@ -353,9 +392,12 @@ def test_words_warm_up_learns_clip_specific_words_and_reports_held_out_recall(sm
     torch.manual_seed(0)
     model = PVChat.from_config(cfg)
     records, features = [], {}
+    noise = torch.Generator().manual_seed(1)
     for i in range(20):
         colour = "red" if i % 2 else "blue"
-        f = torch.zeros(1, 2, model.vision.num_patches, TOKEN_DIM)
+        # dense like the tower's tokens: all-zero ones leave the vision LayerNorm a few huge channels,
+        # and the warm-up's loss then rose or fell by the random init alone
+        f = 0.1 * torch.randn(1, 2, model.vision.num_patches, TOKEN_DIM, generator=noise)
         f[..., 4, PRESENT], f[..., 4, EMB] = 1.0, 0.3
         f[..., 4, 0] = 1.0 if colour == "red" else -1.0
         features[tmp_path / f"c{i}.mp4"] = f

@@ -38,6 +38,23 @@ def test_round_trip_and_probe(clip):
     assert np.abs(frames.astype(int) - _frames().astype(int)).mean() < 3
 
 
+def test_snippets_follow_each_step_with_its_next_frames_as_read_and_as_the_dataset_gives_them(clip):
+    from pvchat.data import ClipRecord, QADataset, QARecord
+
+    assert V.snippet_indices(30, 8) == V.uniform_indices(30, 8)
+    assert V.snippet_indices(30, 4, 2) == [i + d for i in V.uniform_indices(30, 4) for d in (0, 1)]
+    assert V.snippet_indices(3, 8, 2)[-2:] == [2, 2]  # the last frame has no next: clamped
+    with pytest.raises(ValueError, match="snippet"):
+        V.snippet_indices(30, 4, 0)
+    frames = V.read_frames_uniform(clip, 4, snippet=2)
+    assert [round(_level(f)) for f in frames] == V.snippet_indices(30, 4, 2)
+    record = ClipRecord(clip.name, ["Ann"], [QARecord("existence", "Is <Ann> here?", "Yes.")], stage=[1, 2])
+    still = QADataset([record], stage=1, image_size=32, root=clip.parent, snippet=2).frames(clip)
+    assert still.shape == (2, 3, 32, 32) and torch.equal(still[0], still[1])  # a still: the same frame twice
+    moving = QADataset([record], stage=2, num_frames=4, image_size=32, root=clip.parent, snippet=2).frames(clip)
+    assert moving.shape == (8, 3, 32, 32) and not torch.equal(moving[0], moving[1])
+
+
 def test_odd_size_is_padded_to_even(tmp_path):
     src = _frames(n=5, h=33, w=51)
     V.write_video(tmp_path / "odd.mp4", src, fps=5)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -99,17 +100,19 @@ class QADataset(Dataset):
         image_size: the vision tower's input size.
         root: directory that relative clip paths are resolved against.
         types: restrict to these QA types (default: the stage's types).
+        snippet: k, consecutive frames per step the vision tower reads (``PVChat.frames_per_step``).
     """
 
     def __init__(self, records: list[ClipRecord] | str | Path, stage: int, num_frames: int = 8,
-                 image_size: int = 224, root: str | Path | None = None, types: tuple[str, ...] | None = None):
+                 image_size: int = 224, root: str | Path | None = None, types: tuple[str, ...] | None = None,
+                 snippet: int = 1):
         if isinstance(records, (str, Path)):
             root = Path(records).parent if root is None else root
             records = read_manifest(records)
         if stage not in STAGE_TYPES:
             raise InputError(f"stage must be 1 or 2, got {stage}")
         self.root = Path(root or ".")
-        self.stage, self.num_frames, self.image_size = stage, num_frames, image_size
+        self.stage, self.num_frames, self.image_size, self.snippet = stage, num_frames, image_size, snippet
         bad = set(types or ()) - set(QA_TYPES)
         if bad:
             raise InputError(f"unknown QA types {sorted(bad)}; valid: {', '.join(QA_TYPES)}")
@@ -126,8 +129,12 @@ class QADataset(Dataset):
         return len(self.samples)
 
     def frames(self, clip: Path) -> torch.Tensor:
-        """(T, 3, S, S) float: the first frame for stage 1, T uniform frames for stage 2."""
-        arr = read_first_frame(clip)[None] if self.stage == 1 else read_frames_uniform(clip, self.num_frames)
+        """(T·k, 3, S, S) float: the first frame for stage 1 (a still: k copies), T uniform snippets of
+        k frames for stage 2."""
+        if self.stage == 1:
+            arr = np.repeat(read_first_frame(clip)[None], self.snippet, axis=0)
+        else:
+            arr = read_frames_uniform(clip, self.num_frames, self.snippet)
         return to_model_input(arr, size=self.image_size)
 
     def __getitem__(self, i: int) -> Sample:

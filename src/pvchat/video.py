@@ -204,20 +204,30 @@ def _count_packets(path: str | os.PathLike) -> int:
             raise InputError(f"{path}: corrupt or truncated video ({_one_line(e)})") from None
 
 
-def read_frames_uniform(path: str | os.PathLike, num_frames: int = 8) -> np.ndarray:
-    """``num_frames`` frames spread over the video as the official loader does (paper §4.1: T = 8).
+def snippet_indices(num_total: int, num_frames: int = 8, snippet: int = 1) -> list[int]:
+    """:func:`uniform_indices`, each followed by the ``snippet - 1`` frames after it (clamped to the
+    last): T snippets of consecutive frames, as Temporal Segment Networks sample (Wang et al., 2016),
+    so motion faster than the gap between the T steps is still seen (a wave, a mouth that talks)."""
+    if snippet < 1:
+        raise ValueError(f"snippet must be >= 1 (got {snippet})")
+    return [min(i + d, num_total - 1) for i in uniform_indices(num_total, num_frames) for d in range(snippet)]
 
-    Returns (T, H, W, 3) uint8 RGB. ``N`` is the header's frame count (mp4/mov) or else a count of
-    packets (mkv, webm; no decoding). One streaming decode pass; if ``N`` overstates the frames
-    that decode, a second pass uses the decoded count.
+
+def read_frames_uniform(path: str | os.PathLike, num_frames: int = 8, snippet: int = 1) -> np.ndarray:
+    """``num_frames`` frames spread over the video as the official loader does (paper §4.1: T = 8),
+    each with the ``snippet - 1`` frames after it (:func:`snippet_indices`).
+
+    Returns (T·snippet, H, W, 3) uint8 RGB, step-major. ``N`` is the header's frame count (mp4/mov)
+    or else a count of packets (mkv, webm; no decoding). One streaming decode pass; if ``N``
+    overstates the frames that decode, a second pass uses the decoded count.
     """
     total = _header_frames(path) or _count_packets(path)
-    indices = uniform_indices(total, num_frames)
+    indices = snippet_indices(total, num_frames, snippet)
     kept, decoded = _pick(path, indices)
     if len(kept) < len(set(indices)):  # header overstated the length: redo with the true count
-        indices = uniform_indices(decoded, num_frames)
+        indices = snippet_indices(decoded, num_frames, snippet)
         kept, _ = _pick(path, indices)
-    return np.stack([kept[i] for i in indices])  # (T, H, W, 3)
+    return np.stack([kept[i] for i in indices])  # (T·snippet, H, W, 3)
 
 
 def iter_frames(

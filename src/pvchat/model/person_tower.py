@@ -2,13 +2,14 @@
 
 No pretrained video ViT ships offline; EfficientNet-Lite0 (ImageNet) and dlib's face networks do
 (``pvchat.weights``). A frame becomes G grid tokens and F person tokens, all frozen, all of
-width D = 1280 + 184 = 1464::
+width D = 1280 + 206 = 1486::
 
     frame (S×S) ─┬─ EfficientNet-Lite0 at 224 px ─► 7×7 grid of 1280-d features, pooled to g×g  (g², D)
                  └─ dlib: faces, 68 landmarks, 128-d embedding; tracked across the clip
                     per person: EfficientNet over the body crop (face box widened, head to waist)
                                 ⧺ [embedding 128 | box 4 | present | pose 3 | mouth | motion 4 | …
-                                   | torso colour 30 | the track's motion over the clip 10]          (F, D)
+                                   | torso colour 30 | the track's motion over the clip 10
+                                   | the snippet's frame difference around the person 22]            (F, D)
 
     token layout  [0:1280]    CNN feature: grid cell, or mean over the person's body crop
                   [1280:1408] dlib embedding (person tokens)
@@ -20,6 +21,16 @@ width D = 1280 + 184 = 1464::
                   [1454:1464] the track over the whole clip (same in each of its frames): spread of the
                               face centre x, y, of mouth opening, yaw, pitch; net displacement x, y;
                               frame-difference energy left of, right of and above the body (arms)
+                  [1464:1486] with ``snippet`` = 2 frames per step (Temporal Segment Networks' RGB
+                              difference): mean |next frame − this frame| in a 4×5 grid of cells around
+                              the face (rows from above the head to the waist, columns from beyond the
+                              left arm to beyond the right), then over the mouth and over the eyes
+
+The steps are T frames spread over the clip, seconds apart in real footage: a wave or a talking
+mouth can be in the same phase at every step (in the offline world a wave's period, 3–5 frames,
+is near the step, 2–3 frames). The snippet's next frame sees the motion itself: the shipped
+readout names the action of 150 one-person clips of held-out people in 0.89 ± 0.03 with these
+channels and 0.75 ± 0.05 without (``bench/readout.py``; waving a hand 24/25 against 7/25).
 
 A person keeps their slot for the whole clip (greedy tracking by embedding distance, then box
 overlap), so the Q-former can read one person's motion across frames; the subject queries find
@@ -45,11 +56,15 @@ from pvchat.faces import FaceEngine
 from pvchat.model.body_reader import BodyReader, frozen_maps
 
 CNN_DIM = 1280
-EXTRA_DIM = 184
+EXTRA_DIM = 206
 TOKEN_DIM = CNN_DIM + EXTRA_DIM
 EMB, BOX, PRESENT, GRID, CELL, POSE, MOUTH, MOTION = 1280, 1408, 1412, 1413, 1414, 1416, 1419, 1420
-COLOUR, TRACK = 1424, 1454  # torso colour (30), the track's clip-level motion (10)
-FRAME_MOTION = [*range(BOX, BOX + 4), *range(POSE, MOTION + 4)]  # how a person moves frame by frame: box, pose, mouth, motion
+COLOUR, TRACK, SNIPPET = 1424, 1454, 1464  # torso colour (30), the track's clip-level motion (10), snippet (22)
+SNIPPET_ROWS = ((-2.5, -0.5), (-0.5, 0.5), (0.5, 2.0), (2.0, 3.5))  # face heights from the face centre
+SNIPPET_COLS = ((-3.5, -1.5), (-1.5, -0.5), (-0.5, 0.5), (0.5, 1.5), (1.5, 3.5))  # face widths
+SNIPPET_WIDTH = len(SNIPPET_ROWS) * len(SNIPPET_COLS) + 2  # the grid, the mouth, the eyes
+# how a person moves frame by frame: box, pose, mouth, motion, the snippet's differences
+FRAME_MOTION = [*range(BOX, BOX + 4), *range(POSE, MOTION + 4), *range(SNIPPET, SNIPPET + SNIPPET_WIDTH)]
 CLIP_MOTION = list(range(TRACK, TRACK + 10))  # ... and over the clip
 LITE_MEAN, LITE_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # EfficientNet-Lite's input scaling
 SAME_PERSON = 0.6  # dlib's verification threshold
@@ -117,6 +132,29 @@ def arm_regions(face_box, width: int, height: int) -> list[tuple[int, int, int, 
     return out
 
 
+def snippet_regions(face_box, width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Where the snippet's differences are read around a face: the 4×5 grid (SNIPPET_ROWS × SNIPPET_COLS,
+    row-major), the mouth (lower face) and the eyes."""
+    x0, y0, x1, y1 = face_box
+    w, h = x1 - x0, y1 - y0
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    boxes = [(cx + c0 * w, cy + r0 * h, cx + c1 * w, cy + r1 * h) for r0, r1 in SNIPPET_ROWS for c0, c1 in SNIPPET_COLS]
+    boxes += [(x0 + 0.2 * w, y0 + 0.6 * h, x1 - 0.2 * w, y1), (x0 + 0.1 * w, y0 + 0.2 * h, x1 - 0.1 * w, y0 + 0.5 * h)]
+    out = []
+    for bx0, by0, bx1, by1 in boxes:
+        bx0, by0 = int(np.clip(bx0, 0, width - 1)), int(np.clip(by0, 0, height - 1))
+        out.append((bx0, by0, int(np.clip(bx1, bx0 + 1, width)), int(np.clip(by1, by0 + 1, height))))
+    return out
+
+
+def snippet_motion(frame: np.ndarray, following: np.ndarray, face_box) -> np.ndarray:
+    """(S, S, 3) uint8 frames a snippet apart and a face box on the first → (SNIPPET_WIDTH,): 10 × the
+    mean absolute difference (of [0, 1] intensities) in each of :func:`snippet_regions`."""
+    diff = np.abs(following.astype(np.int16) - frame.astype(np.int16)).mean(-1)  # (S, S)
+    return np.array([10 * diff[y0:y1, x0:x1].mean() / 255.0
+                     for x0, y0, x1, y1 in snippet_regions(face_box, diff.shape[1], diff.shape[0])], np.float32)
+
+
 def track_motion(rgb: np.ndarray, slots: list[list], k: int, S: int) -> np.ndarray:
     """(10,) how track ``k`` moves over the clip (see the layout above); zeros if seen in < 2 frames."""
     seen = [(t, f) for t, frame in enumerate(slots) if (f := frame[k]) is not None]
@@ -161,7 +199,7 @@ def track(frames_faces: list[list], max_people: int) -> list[list]:
 
 
 class PersonTower(nn.Module):
-    """(B, T, 3, S, S) ImageNet-normalised frames → (B, T, 49 + F, 1424) frozen tokens.
+    """(B, T·k, 3, S, S) ImageNet-normalised frames, k = ``snippet`` per step → (B, T, g² + F, D) frozen tokens.
 
     Args:
         weights: a safetensors file of EfficientNet-Lite0 weights (``pvchat.weights``); ``None``
@@ -173,12 +211,17 @@ class PersonTower(nn.Module):
             their own tokens; fewer scene tokens leave the Q-former's cross-attention less to search).
         body_reader: read body crops through a :class:`BodyReader` (``self.reader``: a copy of the
             CNN's last blocks until trained weights are loaded) instead of the CNN itself.
+        snippet: k, consecutive frames per step (:func:`pvchat.video.snippet_indices`); the first is
+            read, the second only for the snippet channels (0 with k = 1).
     """
 
     def __init__(self, weights: str | Path | None = None, image_size: int = 288, max_people: int = 3,
                  crop_size: int = 160, grid: int = 7, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                 body_reader: bool = False):
+                 body_reader: bool = False, snippet: int = 1):
         super().__init__()
+        if snippet not in (1, 2):
+            raise ConfigError(f"person tower snippet must be 1 or 2 frames per step, got {snippet}")
+        self.frames_per_step = snippet
 
         if max_people < 1:
             raise ConfigError(f"person tower needs max_people >= 1, got {max_people}")
@@ -242,8 +285,9 @@ class PersonTower(nn.Module):
             return self._cnn(crops01).mean((2, 3))
         return self.reader(frozen_maps(self.cnn, (crops01 - self.lite_mean) / self.lite_std, self.reader.cut))
 
-    def _person_tokens(self, rgb: np.ndarray, x01: torch.Tensor) -> torch.Tensor:
-        """(T, S, S, 3) uint8 and the same frames in [0, 1] → (T, F, D) person tokens."""
+    def _person_tokens(self, rgb: np.ndarray, x01: torch.Tensor, following: np.ndarray | None = None) -> torch.Tensor:
+        """(T, S, S, 3) uint8 and the same frames in [0, 1] (and each step's next frame, (T, S, S, 3)
+        uint8, or None) → (T, F, D) person tokens."""
         T, S = rgb.shape[0], rgb.shape[1]
         engine = self.engine
         # dlib releases the GIL while detecting: the frames are searched on torch's intra-op threads' count
@@ -274,6 +318,8 @@ class PersonTower(nn.Module):
                 prev[k] = (centre, (yaw, pitch))
                 tx0, ty0, tx1, ty1 = torso_box(f.box, S, S)
                 tok[COLOUR:COLOUR + 30] = torch.from_numpy(colour_features(rgb[t, ty0:ty1, tx0:tx1]))
+                if following is not None:
+                    tok[SNIPPET:SNIPPET + SNIPPET_WIDTH] = torch.from_numpy(snippet_motion(rgb[t], following[t], f.box))
                 crops.append(body_crop(x01[t:t + 1], f.box, self.crop_size))
                 where.append((t, k))
         for k in range(self.max_people):
@@ -289,18 +335,28 @@ class PersonTower(nn.Module):
 
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, T, 3, S, S) → (B, T, g² + F, D)."""
-        B, T, C, H, W = pixel_values.shape
+        """(B, T·k, 3, S, S), k consecutive frames per step → (B, T, g² + F, D)."""
+        B, Tk, C, H, W = pixel_values.shape
+        k = self.frames_per_step
         if (H, W) != (self.image_size, self.image_size):
             raise InputError(f"frames are {H}×{W} but the person tower expects {self.image_size}×{self.image_size}")
-        x01 = (pixel_values.reshape(B * T, C, H, W).float().cpu() * self.in_std.cpu() + self.in_mean.cpu()).clamp(0, 1)
+        if Tk % k:
+            raise InputError(f"{Tk} frames do not make snippets of {k} (the tower reads {k} frames per step)")
+        T = Tk // k
+        x01 = (pixel_values.float().cpu() * self.in_std.cpu() + self.in_mean.cpu()).clamp(0, 1)
+        x01 = x01.reshape(B, T, k, C, H, W)
+        nxt = None if k == 1 else x01[:, :, 1].reshape(B * T, C, H, W)  # each step's next frame
+        x01 = x01[:, :, 0].reshape(B * T, C, H, W)
         # grid tokens: the whole frame at 224 px, pooled to g×g                          (B·T, g², D)
         small = nn.functional.interpolate(x01, size=(224, 224), mode="bilinear", align_corners=False)
         grid_tokens = scene_tokens(self._cnn(small), self.grid)
         G = self.grid**2
         # person tokens, tracked over each clip                                           (B·T, F, D)
-        rgb = (x01 * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy().reshape(B, T, H, W, 3)
-        people = torch.cat([self._person_tokens(rgb[b], x01[b * T:(b + 1) * T]) for b in range(B)])
+        def uint8(x):
+            return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy().reshape(B, T, H, W, 3)
+        rgb, following = uint8(x01), None if nxt is None else uint8(nxt)
+        people = torch.cat([self._person_tokens(rgb[b], x01[b * T:(b + 1) * T], None if following is None else following[b])
+                            for b in range(B)])
         tokens = torch.cat([grid_tokens, people], dim=1)  # (B·T, g² + F, D)
         return tokens.reshape(B, T, G + self.max_people, TOKEN_DIM).to(pixel_values.device)
 

@@ -111,10 +111,11 @@ def readout_labels() -> dict[str, list[str]]:
 def small() -> PVChatConfig:
     """Real pretrained parts that ship offline (pvchat.weights), in the paper's shape."""
     return PVChatConfig(
-        # EfficientNet-Lite0 grid tokens + one token per tracked person (face, body crop, pose, motion);
+        # EfficientNet-Lite0 grid tokens + one token per tracked person (face, body crop, pose, motion; each
+        # step a snippet of 2 frames, so motion between steps is seen);
         # body crops through the body reader, which `pvchat pretrain` trains on what people wear
         vision=VisionConfig(model_type="person", weights="efficientnet-lite0",
-                            config=dict(image_size=288, max_people=3, crop_size=160, grid=2, body_reader=True)),
+                            config=dict(image_size=288, max_people=3, crop_size=160, grid=2, body_reader=True, snippet=2)),
         qformer=QFormerConfig(
             hidden_size=256, num_layers=4, num_heads=8, intermediate_size=1024, dropout=0.0, attention_dropout=0.0,
             routing="remoh", routed_layers=[2, 3], num_shared_heads=5, top_k=2,

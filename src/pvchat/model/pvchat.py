@@ -181,11 +181,18 @@ class PVChat(nn.Module):
         return list(self.config.subjects)
 
     # ------------------------------------------------------------- encoding
+    @property
+    def frames_per_step(self) -> int:
+        """k, the consecutive frames the vision tower reads per time step (1 but for a snippet tower)."""
+        return getattr(self.vision, "frames_per_step", 1)
+
     def read_video(self, path: str | Path):
-        """The frames this model samples from a video file (``config.num_frames`` uniformly):
-        ``(frames (T, H, W, 3) uint8, pixel_values (T, 3, S, S))``; InputError if unreadable."""
-        frames = read_frames_uniform(path, self.config.num_frames)
-        return frames, to_model_input(frames, size=self.vision.image_size)
+        """The frames this model samples from a video file (``config.num_frames`` uniformly, each with
+        the next k - 1 frames for the tower): ``(frames (T, H, W, 3) uint8, one per step,
+        pixel_values (T·k, 3, S, S))``; InputError if unreadable."""
+        k = self.frames_per_step
+        frames = read_frames_uniform(path, self.config.num_frames, k)
+        return frames[::k], to_model_input(frames, size=self.vision.image_size)
 
     def encode_video(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, T, 3, H, W) → per-frame vision features (B, T, N_v, C_v). Cacheable while the tower is frozen."""

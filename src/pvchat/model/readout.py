@@ -29,12 +29,14 @@ clip, x̄ the face-box centre across the frame (weighted by the match). z are th
 per-frame motion channels (face box, head pose, mouth opening, frame-to-frame motion) and k its
 clip-level track channels (model/person_tower.py); u_s summarises them over the matched frames:
 mean, spread, least-squares slope over time (walking, sitting down) and mean absolute change
-between consecutive frames (nodding, talking, jumping). The action reads u_s alone (58 numbers,
-not the 2 × 1464 of c_s): on the alignment clips' one-person samples, held out by person, a
-linear probe names the action in 0.69 from u_s and 0.42 from c_s. Its numbers are of unlike kinds
+between consecutive frames (nodding, talking, jumping); z includes the snippet channels, what
+changed between each step and the frame after it around the person (model/person_tower.py). The
+action reads u_s alone (146 numbers, not the 2 × 1486 of c_s): on the alignment clips' one-person
+samples, held out by person, a linear probe named the action in 0.69 from u_s (58 numbers then,
+before the snippet channels) and 0.42 from c_s. Its numbers are of unlike kinds
 and scales (a centre that travels a third of the frame, a mouth that opens a few pixels), so they
 are standardised with statistics fixed in alignment (:meth:`AttributeReadout.fit_motion_scale`),
-not by a LayerNorm: a LayerNorm rescales each sample by its own spread across those 58 numbers, so a
+not by a LayerNorm: a LayerNorm rescales each sample by its own spread across those numbers, so a
 walk's large drift shrinks a nod's small one. Retrained on the same alignment samples, the
 readout named the action of 150 one-person clips of held-out people in 0.72 with the LayerNorm
 and 0.80 standardised; ``bench/readout.py`` scores the shipped one.

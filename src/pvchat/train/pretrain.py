@@ -132,7 +132,8 @@ def pretrain_base(base: Path, work: Path, preset: str = "face", exclude: set[str
     model = PVChat.from_config(cfg)
     recipe = stage2(epochs=epochs, batch_size=batch_size, num_frames=PRETRAIN_FRAMES, lr_subject=lr,
                     lr_qformer=lr, lr_lora=lr, seed=seed, checkpoint_every=200)
-    ds = QADataset(manifest, stage=2, num_frames=PRETRAIN_FRAMES, image_size=model.vision.image_size)
+    ds = QADataset(manifest, stage=2, num_frames=PRETRAIN_FRAMES, image_size=model.vision.image_size,
+                   snippet=model.frames_per_step)
     result = train(model, ds, recipe, work / "train", resume=True, progress=progress)
     model.save_pretrained(base)
     write_json(work / "pretrain.json", {"preset": preset, "people": len(people), "clips": clips,
@@ -289,7 +290,7 @@ def _features_worker(args) -> int:
         dest = Path(out) / (Path(clip).stem + ".safetensors")
         if dest.is_file():
             continue
-        pixels = to_model_input(read_frames_uniform(clip, num_frames), size=tower.image_size)
+        pixels = to_model_input(read_frames_uniform(clip, num_frames, tower.frames_per_step), size=tower.image_size)
         feats = tower(pixels.unsqueeze(0))[0].to(torch.float16).contiguous()  # (T, N, C)
         with atomic_path(dest) as tmp:
             save_file({"features": feats}, str(tmp))
@@ -518,7 +519,8 @@ def align_base(out: Path, preset: str = "small", clips: int = 480, warm_steps: i
     if getattr(model.vision, "reader", None) is not None:  # 0. the body reader learns what people wear
         reader = out / "body_reader.safetensors"
         reader_card = train_reader(model.vision, people, reader, seed=seed, progress=progress)
-    ds = QADataset(manifest, stage=2, num_frames=cfg.num_frames, image_size=model.vision.image_size)
+    ds = QADataset(manifest, stage=2, num_frames=cfg.num_frames, image_size=model.vision.image_size,
+                   snippet=model.frames_per_step)
     feats = extract_features(model.config, ds.clips, out / ("features" if reader is None else "features-reader"),
                              workers=workers, progress=progress, reader=reader)
     records = read_manifest(manifest)

@@ -139,11 +139,11 @@ def learn_stages(model: PVChat, manifest: Path, out: Path, recipe: str | Path = 
         return None if on_step is None else (lambda step, total, record: on_step(stage, step, total, record))
 
     records = read_manifest(manifest)
-    ds1 = QADataset(records, stage=1, image_size=size, root=manifest.parent)
+    ds1 = QADataset(records, stage=1, image_size=size, root=manifest.parent, snippet=model.frames_per_step)
     res1 = train(model, ds1, r1, out / "stage1", subjects=subjects, resume=resume, progress=progress,
                  on_step=hook("stage1"), cancel=cancel)
     ds2 = QADataset(records, stage=2, num_frames=min(r2.num_frames, model.config.max_frames), image_size=size,
-                    root=manifest.parent)
+                    root=manifest.parent, snippet=model.frames_per_step)
     res2 = train(model, ds2, r2, out / "stage2", subjects=subjects, resume=resume, progress=progress,
                  on_step=hook("stage2"), cancel=cancel,
                  features=features if ds2.num_frames == model.config.num_frames else None)
