@@ -131,6 +131,20 @@ def test_truncated_checkpoint_is_a_clear_error(model, tmp_path):
         PVChat.from_pretrained(tmp_path / "nothing")
 
 
+def test_weights_of_other_shapes_are_one_line_naming_the_version(model, tmp_path):
+    """A model saved by an earlier pvchat whose layers had other widths: one line, what to do."""
+    from safetensors.torch import load_file, save_file
+
+    model.save_pretrained(tmp_path / "m")
+    w = tmp_path / "m" / "model.safetensors"
+    state = load_file(str(w))
+    state["vision_norm.weight"] = torch.ones(state["vision_norm.weight"].shape[0] - 3)
+    save_file(state, str(w))
+    with pytest.raises(InputError, match="another version of pvchat") as err:
+        PVChat.from_pretrained(tmp_path / "m")
+    assert "\n" not in str(err.value) and "vision_norm.weight" in str(err.value)
+
+
 @pytest.mark.parametrize("routing", ["mha", "moh"])
 def test_ablation_routing_modes_train(routing):
     cfg = get_preset("tiny")

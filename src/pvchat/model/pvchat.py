@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import _remove_duplicate_names, load_model, save_file
 from torch import nn
 from transformers import DynamicCache
@@ -389,9 +390,24 @@ class PVChat(nn.Module):
         if model.subject_ids != meta["subject_ids"]:
             raise InputError(f"{directory}: subject token ids differ from the saved ones")
         try:
+            with safe_open(str(directory / WEIGHTS_NAME), "pt") as f:
+                saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as e:  # safetensors raises several types for truncated files
+            raise InputError(f"{directory / WEIGHTS_NAME}: unreadable weights ({e.__class__.__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        wanted = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        differ = [k for k in saved if k in wanted and saved[k] != wanted[k]]
+        if differ:  # e.g. saved by an earlier pvchat whose tower made narrower tokens
+            k = differ[0]
+            raise InputError(f"{directory}: saved by another version of pvchat ({len(differ)} tensors of other shapes, "
+                             f"e.g. {k} {saved[k]} where this version builds {wanted[k]}); move it aside and build "
+                             f"it again (a base in HOME/base is rebuilt by the next learn; people learned on it "
+                             f"are learned again)")
+        try:
             missing, unexpected = load_model(model, str(directory / WEIGHTS_NAME), strict=False)
         except Exception as e:  # safetensors raises several types for truncated files
-            raise InputError(f"{directory / WEIGHTS_NAME}: unreadable weights ({e.__class__.__name__}: {e})") from None
+            raise InputError(f"{directory / WEIGHTS_NAME}: unreadable weights ({e.__class__.__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''})") from None
         if missing or unexpected:
             raise InputError(f"{directory}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
         return model
