@@ -8,7 +8,6 @@ together and answer.
 
 import time
 
-import numpy as np
 import pytest
 import torch
 
@@ -17,7 +16,7 @@ from pvchat.model.person_tower import PRESENT
 from pvchat.model.presets import get_preset
 from pvchat.model.prompt import SYSTEM
 from pvchat.model.pvchat import PVChat
-from pvchat.video import to_model_input
+from pvchat.video import snippet_indices, to_model_input
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +46,7 @@ def test_real_small_preset_reads_a_clip_and_answers(small):
     assert small.template.chatml_text("Hi", [], "", 0).replace("<video>" * small.template.G + "\n", "") == ref
     world = make_world(people=3, seed=5, faces=face_split("held_out"), num_frames=16, max_people_per_clip=1)
     frames = world.render_clip(0).frames
-    idx = np.linspace(0, len(frames) - 1, small.config.num_frames).round().astype(int)
+    idx = snippet_indices(len(frames), small.config.num_frames, small.frames_per_step)  # 8 steps of 2 frames
     feats = small.encode_video(to_model_input(frames[idx], size=small.vision.image_size)[None])
     assert feats.shape[:2] == (1, 8) and feats[0, :, 4, PRESENT].sum() >= 6  # the person found in most frames
     answer = small.generate(["What is the person wearing?"], vision_features=feats, max_new_tokens=12)[0]
