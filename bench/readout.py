@@ -6,9 +6,10 @@ The readout (model/readout.py) names what a person wears and does; the LLM copie
 its accuracy is close to what the base can say at all. This scores it where the demo asks: world
 clips of one person each, of people of the ``held_out`` face split (never seen in alignment), read
 as the model reads any video (8 steps of 16 frames, each with its next frame: the shipped base's
-tower), the readout taking the one person present (``AttributeReadout.anyone``, what the base says about "the person"). Per world
-seed (other people, clothes and actions) and attribute: accuracy beside the majority label's share;
-per action, how often it is named right, and the action confusion matrix summed over the seeds.
+tower), the readout taking the one person present (``AttributeReadout.anyone``, what the base says
+about "the person"). Per world seed (other people, clothes and actions) and attribute: accuracy
+beside the majority label's share; per action, how often it is named right, and the action
+confusion matrix summed over the seeds.
 
 Writes bench/results/readout.json and readout.png. Clips stay in ``--out`` (a rerun reuses them).
 """
