@@ -10,7 +10,10 @@ clips to ask about. Through :class:`pvchat.api.Chat`, as ``pvchat ask`` and the 
 * generated tokens per second of those answers;
 * the baseline, in the same process: the same LLM (SmolLM2 with the pack's LoRA) generating the
   same number of tokens from the text prompt alone, no video, so the ratio is what the visual tokens,
-  the Q-former and the readout add per question.
+  the Q-former and the readout add per question;
+* all the clips' questions answered together (``PVChat.generate``, one left-padded batch, what the
+  demo and the self-captioning do) against the same questions one by one (``PVChat.stream``), both
+  on cached features in this process: seconds, the speed-up, and how many answers are the same.
 
 Writes bench/results/ask_speed.json.
 """
@@ -73,6 +76,19 @@ def main() -> None:
            "tokens_per_s": round(statistics.median(rates), 1),
            "llm_alone_tokens_per_s": round(statistics.median(base_rates), 1)}
     out["ratio_vs_llm_alone"] = round(out["tokens_per_s"] / out["llm_alone_tokens_per_s"], 3)
+    # every question about every clip: one by one, then all in one batch
+    questions = [q.format(n=name) for _ in args.videos for q in QUESTIONS]
+    feats = torch.cat([chat._video(v)[1] for v in args.videos for _ in QUESTIONS])
+    t = time.perf_counter()
+    alone = [([""] + list(model.stream(q, feats[i : i + 1], max_new_tokens=chat.max_new_tokens)))[-1]
+             for i, q in enumerate(questions)]
+    one_by_one = time.perf_counter() - t
+    t = time.perf_counter()
+    together = model.generate(questions, vision_features=feats, max_new_tokens=chat.max_new_tokens)
+    batched = time.perf_counter() - t
+    out.update({"questions": len(questions), "one_by_one_s": round(one_by_one, 2), "together_s": round(batched, 2),
+                "together_speedup": round(one_by_one / batched, 2),
+                "same_answers": sum(a == b for a, b in zip(alone, together)) / len(questions)})
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ask_speed.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out))

@@ -109,6 +109,30 @@ def test_generate_answers_text(model):
     assert len(hist) == 1
 
 
+def test_questions_answered_together_are_answered_as_one_by_one(model):
+    """generate decodes a batch of left-padded prompts at once; each answer is the one stream gives
+    alone (prompts of other lengths, a history, one video serving several questions)."""
+    model.eval()
+    torch.manual_seed(3)
+    feats = model.encode_video(torch.randn(3, 4, 3, 32, 32))
+    questions = ["Is <sks> in the video?", "What is <Anna> doing here, and where is <sks> relative to <Anna>?", "Why?"]
+    histories = [None, None, [("Is <sks> here?", "Yes, <sks> is here.")]]
+    alone = [([""] + list(model.stream(q, feats[i : i + 1], h, max_new_tokens=12)))[-1]
+             for i, (q, h) in enumerate(zip(questions, histories))]
+    assert model.generate(questions, vision_features=feats, histories=histories, max_new_tokens=12) == alone
+    one_video = [([""] + list(model.stream(q, feats[:1], max_new_tokens=12)))[-1] for q in questions]
+    assert model.generate(questions, vision_features=feats[:1], max_new_tokens=12) == one_video
+    assert len(set(alone)) > 1  # the answers differ: the test compares something
+    # SmolLM2 pads with its turn-closing token: the padding must not read as closed turns (which
+    # would hide who the question names from the Q-former)
+    pad = model.tokenizer.pad_token
+    model.tokenizer.pad_token = model.tokenizer.convert_ids_to_tokens(model.template.close_id)
+    try:
+        assert model.generate(questions, vision_features=feats, histories=histories, max_new_tokens=12) == alone
+    finally:
+        model.tokenizer.pad_token = pad
+
+
 def test_save_load_round_trip(model, tmp_path):
     model.eval()
     with torch.no_grad():

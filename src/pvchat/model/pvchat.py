@@ -44,7 +44,7 @@ from pvchat.model.internvideo2_vit import InternVideo2Tower
 from pvchat.model.losses import SparsityController, routed_modules
 from pvchat.model.person_tower import BOX, CLIP_MOTION, EMB, FRAME_MOTION, PRESENT, PersonTower
 from pvchat.model.projector import AnswerWords, WordProjector, answer_words, answer_words_loss, build_projector
-from pvchat.model.prompt import IGNORE_INDEX, ChatTemplate, EncodedPrompt, validate_name
+from pvchat.model.prompt import IGNORE_INDEX, ChatTemplate, EncodedPrompt, pad_batch, validate_name
 from pvchat.model.qformer import QFormer
 from pvchat.model.readout import AttributeReadout
 from pvchat.model.tokenizer import build_tiny_tokenizer, ensure_chat_tokens
@@ -254,12 +254,17 @@ class PVChat(nn.Module):
         full_keep = torch.cat([keep[:, :G], keep.new_ones(B, K), per_keep.flatten(1)], 1)
         return VisualTokens(tokens, full_keep, stats, words, keep)
 
-    def mention_order(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def mention_order(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, S) long: where the first text turn first names each subject, L where it does not (the
-        order of the prompt's ``[PERSON] <A> [/PERSON] …`` list)."""
+        order of the prompt's ``[PERSON] <A> [/PERSON] …`` list). ``attention_mask`` marks padding,
+        which may be the turn's closing token (SmolLM2 pads with ``<|im_end|>``): left padding of
+        that kind must not count as closed turns."""
         ids = torch.tensor([self.subject_ids[n] for n in self.config.subjects], device=input_ids.device, dtype=torch.long)
         B, L = input_ids.shape
-        head = (input_ids == self.template.close_id).cumsum(1) < 2  # the video turn and the first text turn
+        closes = input_ids == self.template.close_id
+        if attention_mask is not None:
+            closes = closes & attention_mask.bool()
+        head = closes.cumsum(1) < 2  # the video turn and the first text turn
         hit = (input_ids[:, :, None] == ids[None, None, :]) & head[:, :, None]  # (B, L, S)
         pos = torch.arange(L, device=input_ids.device)[None, :, None].expand_as(hit)
         return torch.where(hit, pos, L).amin(1) if len(ids) else input_ids.new_zeros(B, 0)
@@ -270,10 +275,10 @@ class PVChat(nn.Module):
         ("... to the left of <B>") is not in play and gets no query block."""
         return self.mention_order(input_ids) < input_ids.shape[1]
 
-    def embed_inputs(self, input_ids, vision_features) -> tuple[torch.Tensor, VisualTokens]:
+    def embed_inputs(self, input_ids, vision_features, attention_mask=None) -> tuple[torch.Tensor, VisualTokens]:
         """Token embeddings with the visual tokens written into the ``<video>`` placeholders."""
         embeds = self.llm.get_input_embeddings()(input_ids)  # (B, L, D_llm)
-        order = self.mention_order(input_ids)  # (B, S); subject_mask is order < L
+        order = self.mention_order(input_ids, attention_mask)  # (B, S); subject_mask is order < L
         v = self.visual_tokens(vision_features, order < input_ids.shape[1], order=order)
         visual, keep = v.tokens, v.keep
         slots = input_ids == self.template.video_id  # (B, L)
@@ -301,7 +306,7 @@ class PVChat(nn.Module):
                 raise ConfigError("forward needs pixel_values or vision_features")
             vision_features = self.encode_video(pixel_values)
         # 2–3. Q-former + projector, spliced into the LLM's input embeddings             (B, L, D_llm)
-        embeds, visual = self.embed_inputs(input_ids, vision_features)
+        embeds, visual = self.embed_inputs(input_ids, vision_features, attention_mask)
         stats = visual.stats
         # 4. the LLM; CE on the answer tokens (labels are −100 elsewhere). With labels, the head
         #    runs only at the positions that predict an answer token (any row of the batch): the
@@ -328,8 +333,8 @@ class PVChat(nn.Module):
     @torch.no_grad()
     def stream(self, question: str, vision_features: torch.Tensor, history: list[tuple[str, str]] | None = None,
                max_new_tokens: int = 64) -> Iterator[str]:
-        """The one decoder (chat, ask, the web app, the demo, eval, ablations): greedy with the KV cache
-        over one video's features (1, T, N, C); yields the answer as it grows, one token at a time.
+        """The one decoder (:func:`greedy_batch`) as chat, ask and the web app use it: greedy with the
+        KV cache over one video's features (1, T, N, C); yields the answer as it grows, one token at a time.
         Control tokens the model may emit are dropped from the text (people's ``<name>`` tokens stay),
         so an answer can go back into the history."""
         enc = self.prepare(question, history=history)
@@ -350,16 +355,26 @@ class PVChat(nn.Module):
         histories: list[list[tuple[str, str]]] | None = None,
         max_new_tokens: int = 64,
     ) -> list[str]:
-        """Answer one question per video (row of ``pixel_values`` / ``vision_features``) with :meth:`stream`."""
+        """Answer one question per video (row of ``pixel_values`` / ``vision_features``; one row
+        serves every question), all at once: the decoder of :meth:`stream` over the batch, the
+        prompts left-padded. The answers are :meth:`stream`'s last ones; the batch costs about one
+        question's time, since a small LLM's decoding step is bound by reading its weights."""
         if vision_features is None:
             vision_features = self.encode_video(pixel_values)
+        if len(vision_features) == 1:
+            vision_features = vision_features.expand(len(questions), *vision_features.shape[1:])
         histories = histories or [None] * len(questions)
-        answers = []
-        for i, (question, history) in enumerate(zip(questions, histories)):
-            grown = [""]  # every partial answer; the last is the whole
-            grown.extend(self.stream(question, vision_features[i : i + 1], history, max_new_tokens))
-            answers.append(grown[-1])
-        return answers
+        batch = pad_batch([self.prepare(q, history=h) for q, h in zip(questions, histories)],
+                          self.tokenizer.pad_token_id or 0, left=True)
+        ids, mask = batch["input_ids"].to(vision_features.device), batch["attention_mask"].to(vision_features.device)
+        embeds, _ = self.embed_inputs(ids, vision_features, mask)
+        eos = self.tokenizer.eos_token_id
+        tokens: list[list[int]] = [[] for _ in questions]
+        for step in greedy_batch(self.llm, embeds, mask, eos, max_new_tokens):
+            for row, token in zip(tokens, step.tolist()):
+                if token != eos:
+                    row.append(token)
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in tokens]
 
     @torch.no_grad()
     def sparsity_step(self) -> None:
@@ -416,8 +431,17 @@ class PVChat(nn.Module):
 @torch.no_grad()
 def greedy_tokens(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, eos_id: int,
                   max_new_tokens: int) -> Iterator[int]:
-    """Greedy decoding of a causal LM from input embeddings (1, L, D), with a ``DynamicCache`` filled
-    in place; yields token ids until ``eos_id``. The prompt's pass computes the last position's logits only."""
+    """:func:`greedy_batch` of one prompt (1, L, D): yields token ids until ``eos_id``."""
+    for step in greedy_batch(llm, embeds, mask, eos_id, max_new_tokens):
+        yield int(step[0])
+
+
+def greedy_batch(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, eos_id: int,
+                 max_new_tokens: int) -> Iterator[torch.Tensor]:
+    """Greedy decoding of a causal LM from input embeddings (B, L, D), left-padded (``mask`` 0 on
+    the padding), with a ``DynamicCache`` filled in place; yields each step's token ids (B,) until
+    every row has given ``eos_id`` (a finished row gets ``eos_id`` after that). The prompt's pass
+    computes the last position's logits only."""
     hf = llm.get_base_model() if hasattr(llm, "get_base_model") else llm  # under LoRA
     try:
         cache = DynamicCache(config=hf.config)  # sliding-window layers as the model has them
@@ -425,15 +449,21 @@ def greedy_tokens(llm: nn.Module, embeds: torch.Tensor, mask: torch.Tensor, eos_
         cache = DynamicCache()
     # transformers 5.x renamed the argument ``past_key_values`` (now deprecated) to ``cache``
     kv = {"cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values": cache}
-    out = llm(inputs_embeds=embeds, attention_mask=mask, use_cache=True, logits_to_keep=1, **kv)
+    padded = not bool(mask.all())
+    positions = (mask.long().cumsum(1) - 1).clamp(min=0)  # each row counts from its first real token
+    where = {"position_ids": positions} if padded else {}  # without padding: the model's own positions
+    out = llm(inputs_embeds=embeds, attention_mask=mask, use_cache=True, logits_to_keep=1, **where, **kv)
+    done = torch.zeros(len(embeds), dtype=torch.bool, device=embeds.device)
     for _ in range(max_new_tokens):
-        token = int(out.logits[0, -1].argmax())
-        if token == eos_id:
+        token = out.logits[:, -1].argmax(-1).masked_fill(done, eos_id)  # (B,)
+        done = done | (token == eos_id)
+        if bool(done.all()):
             return
         yield token
-        mask = torch.cat([mask, mask.new_ones(1, 1)], dim=1)
-        out = llm(input_ids=torch.tensor([[token]], device=embeds.device), attention_mask=mask, use_cache=True,
-                  logits_to_keep=1, **kv)
+        mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
+        positions = positions[:, -1:] + 1
+        where = {"position_ids": positions} if padded else {}
+        out = llm(input_ids=token[:, None], attention_mask=mask, use_cache=True, logits_to_keep=1, **where, **kv)
 
 
 def save_deterministic(model: nn.Module, path: Path) -> None:

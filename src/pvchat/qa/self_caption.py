@@ -26,6 +26,8 @@ were described right in 0.50 (clothing) and 0.38 (action) of questions.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -35,6 +37,7 @@ from pvchat.data import QARecord, read_manifest, write_manifest
 
 PROMPTS = {"appearance": "What is the person wearing?", "action": "What is the person doing?"}
 GENERIC = "The person"
+BATCH = 16  # questions the base answers at once
 
 
 def as_named(answer: str, name: str) -> str | None:
@@ -69,11 +72,15 @@ def self_caption(model, manifest: Path, names: list[str], out: Path | None = Non
     features: dict[Path, torch.Tensor] = {}
     was_training = model.training
     model.eval()
-    rewritten = []
+    rewritten: list = []
+    # (where its record goes, the prompts, the clip's features, answers → record): asked together below
+    asks: list[tuple[int, list[str], torch.Tensor, Callable]] = []
     names = [names] if isinstance(names, str) else list(names)
     for r in tqdm(records, desc="self-caption", disable=not progress):
         if r.kind == "composed":  # people learned together: each described by the base, by name
-            rewritten.append(_caption_named(model, r, _encode(model, manifest.parent / r.clip, features), names))
+            prompts, finish = _named(r, names)
+            asks.append((len(rewritten), prompts, _encode(model, manifest.parent / r.clip, features), finish))
+            rewritten.append(None)
             continue
         if len(r.people) > 1:  # several learned people: who and where, not what they wear or do
             rewritten.append(dataclasses.replace(r, qa=[q for q in r.qa if q.type in ("existence", "location")]))
@@ -81,25 +88,41 @@ def self_caption(model, manifest: Path, names: list[str], out: Path | None = Non
         if r.kind != "positive" or len(r.people) != 1 or r.people[0] not in names:
             rewritten.append(r)
             continue
-        name = r.people[0]
-        feats = _encode(model, manifest.parent / r.clip, features)
         types = [t for t in PROMPTS if any(q.type == t for q in r.qa)]
-        said = dict(zip(types, model.generate([PROMPTS[t] for t in types], vision_features=feats.expand(len(types), -1, -1, -1),
-                                              max_new_tokens=40)))
-        qa = []
-        for q in r.qa:
-            if q.type == "location":
-                continue
-            if q.type in said:
-                answer = as_subject(said[q.type], name)
-                if answer is None:
-                    continue  # the base did not describe the person: no made-up answer
-                q = QARecord(q.type, q.question, answer, q.label)
-            qa.append(q)
-        rewritten.append(dataclasses.replace(r, qa=qa, provenance={**r.provenance, "captioner": "base"}))
+        asks.append((len(rewritten), [PROMPTS[t] for t in types], _encode(model, manifest.parent / r.clip, features),
+                     functools.partial(_described, r, types)))
+        rewritten.append(None)
+    flat = [(prompt, feats) for _, prompts, feats, _ in asks for prompt in prompts]
+    said = []
+    for start in range(0, len(flat), BATCH):  # one left-padded batch per BATCH questions (PVChat.generate)
+        chunk = flat[start : start + BATCH]
+        said += model.generate([q for q, _ in chunk], vision_features=torch.cat([f for _, f in chunk]), max_new_tokens=40)
+    k = 0
+    for at, prompts, _, finish in asks:
+        rewritten[at] = finish(said[k : k + len(prompts)])
+        k += len(prompts)
     model.train(was_training)
     write_manifest(out, rewritten)
     return out, features
+
+
+def _described(record, types: list[str], said: list[str]):
+    """A one-person positive with its appearance and action answers in the base's words (``said``,
+    one per type of ``types``, about "the person"); a question the base did not answer about the
+    person is left out, and so are location questions."""
+    name = record.people[0]
+    answers = dict(zip(types, said))
+    qa = []
+    for q in record.qa:
+        if q.type == "location":
+            continue
+        if q.type in answers:
+            answer = as_subject(answers[q.type], name)
+            if answer is None:
+                continue  # the base did not describe the person: no made-up answer
+            q = QARecord(q.type, q.question, answer, q.label)
+        qa.append(q)
+    return dataclasses.replace(record, qa=qa, provenance={**record.provenance, "captioner": "base"})
 
 
 def _encode(model, clip: Path, features: dict[Path, torch.Tensor]) -> torch.Tensor:
@@ -109,10 +132,11 @@ def _encode(model, clip: Path, features: dict[Path, torch.Tensor]) -> torch.Tens
     return features[clip]
 
 
-def _caption_named(model, record, feats: torch.Tensor, names: list[str]):
-    """A composed clip's appearance and action answers in the base's words: per person the question
+def _named(record, names: list[str]) -> tuple[list[str], Callable]:
+    """A composed clip's appearance and action questions in the base's words: per person the question
     names, the base is asked once per type in its own wording (``PROMPTS`` with the person's token),
-    and that answer serves every wording of the clip; one it does not answer "… is …" is left out."""
+    and that answer serves every wording of the clip; one it does not answer "… is …" is left out.
+    Returns the prompts and what turns their answers into the record."""
     def who(q: QARecord) -> str | None:
         named = [n for n in names if f"<{n}>" in q.question and n in record.people]
         return named[0] if q.type in PROMPTS and len(named) == 1 else None
@@ -120,14 +144,17 @@ def _caption_named(model, record, feats: torch.Tensor, names: list[str]):
     about = [who(q) for q in record.qa]  # the one learned person each descriptive question asks about
     asked = sorted({(q.type, n) for q, n in zip(record.qa, about) if n is not None})  # (type, name), each once
     prompts = [PROMPTS[t].replace(GENERIC.lower(), f"<{n}>") for t, n in asked]  # "What is <Ann> wearing?"
-    said = model.generate(prompts, vision_features=feats.expand(len(asked), -1, -1, -1), max_new_tokens=40) if asked else []
-    answers = {key: as_named(a, key[1]) for key, a in zip(asked, said)}
-    qa = []
-    for q, n in zip(record.qa, about):
-        if q.type in PROMPTS:
-            answer = answers.get((q.type, n))
-            if answer is None:
-                continue  # not about one learned person present, or no description: no made-up answer
-            q = QARecord(q.type, q.question, answer, q.label)
-        qa.append(q)
-    return dataclasses.replace(record, qa=qa, provenance={**record.provenance, "captioner": "base"})
+
+    def finish(said: list[str]):
+        answers = {key: as_named(a, key[1]) for key, a in zip(asked, said)}
+        qa = []
+        for q, n in zip(record.qa, about):
+            if q.type in PROMPTS:
+                answer = answers.get((q.type, n))
+                if answer is None:
+                    continue  # not about one learned person present, or no description: no made-up answer
+                q = QARecord(q.type, q.question, answer, q.label)
+            qa.append(q)
+        return dataclasses.replace(record, qa=qa, provenance={**record.provenance, "captioner": "base"})
+
+    return prompts, finish
