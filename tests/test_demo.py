@@ -24,10 +24,11 @@ def test_quick_demo_runs_end_to_end_and_reports(tmp_path, capsys):
 
 
 def test_quick_demo_learns_with_the_presets_quick_recipe_where_it_has_one():
-    from pvchat.offline.demo import demo_recipe
+    from pvchat.choices import default_recipe
     from pvchat.train.stages import stage_recipes
 
-    assert demo_recipe("small", quick=True) == "small-quick" and demo_recipe("small", quick=False) == "small"
-    assert demo_recipe("face", quick=True) == "face"  # no face-quick: the quick demo shrinks the world only
+    assert default_recipe("small", quick=True) == "small-quick" and default_recipe("small") == "small"
+    assert default_recipe("face", quick=True) == "face"  # no face-quick: the quick demo shrinks the world only
+    assert default_recipe("tiny") == "demo"  # a preset without a recipe of its name learns with the demo's
     quick, full = stage_recipes("small-quick"), stage_recipes("small")
     assert quick[1].epochs < full[1].epochs

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pvchat.learn as pipeline
 from pvchat.chat import Answer, Chat, pack_names  # noqa: F401 (API)
+from pvchat.choices import PRESET, default_recipe
 from pvchat.errors import InputError
 from pvchat.faces.analysis_dir import write_analysis
 from pvchat.faces.analyze import analyze_video
@@ -75,8 +76,8 @@ def learn(
     reference: Path | list[Path],
     name: str | list[str],
     home: Path = DEFAULT_HOME,
-    preset: str = "face",
-    recipe: str = "face",
+    preset: str = PRESET,
+    recipe: str | None = None,
     person: int | None = None,
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
@@ -97,8 +98,8 @@ def learn(
         name: what questions call the person (``<name>``; a list for people learned together).
         home: the workspace.
         preset: model preset (its subject-free base is built once under ``HOME/base/<preset>``).
-        recipe: training recipe, a name or a YAML path; a ``synthesize:`` key in it picks the synthesis
-            recipe (default: the one of the same name, else demo).
+        recipe: training recipe, a name or a YAML path (default: the preset's own, :func:`default_recipe`);
+            a ``synthesize:`` key in it picks the synthesis recipe (default: the one of the same name, else demo).
         person: which person of the reference to learn (0 = seen most; see :func:`find_people`).
         progress: ``progress(stage, fraction, info)``; stage in :data:`STAGES`; during stage1/stage2
             info is the latest training log record (loss, lm, spr, hae, sparsity, ...) plus ``total``.
@@ -107,6 +108,7 @@ def learn(
             (:mod:`pvchat.model.backbones` lists the families); its training restarts when resumed.
     """
     references = [Path(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
+    recipe = default_recipe(preset) if recipe is None else recipe
     names = list(name) if isinstance(name, (list, tuple)) else [name]
     if not 1 <= len(names) <= 3 or len(names) != len(references):
         raise InputError(f"learn one person from one video, or 2-3 people together with one video each; "

@@ -25,6 +25,8 @@ def load_target(target: str) -> Any:
 
 # pvchat.model.presets.PRESETS
 PRESETS = ("demo", "face", "paper", "small", "tiny")
+# the preset `pvchat demo`, `learn`, `serve` and pvchat.api.learn use when none is given (README, Status)
+PRESET = "face"
 # pvchat.synth.base.GENERATORS: positive-clip generators of `pvchat synthesize`
 GENERATORS = ("classic", "consisid", "liveportrait", "personalvideo", "photomaker")
 # pvchat.synth.pipeline.SYNTH_RECIPES (pvchat/recipes/synth/*.yaml): how much data `pvchat synthesize` makes
@@ -46,3 +48,10 @@ def train_recipes() -> tuple[str, ...]:
     """The training recipes shipped in ``pvchat/recipes/train`` (``NAME.yaml``), by name (what
     :func:`pvchat.train.stages.recipe_path` accepts besides a YAML path)."""
     return recipes.names("train")
+
+
+def default_recipe(preset: str, quick: bool = False) -> str:
+    """The training recipe a preset learns with when none is given: the one of the same name (else
+    ``demo``); with ``quick``, its quick one where it has one (``small-quick``: less data, fewer epochs)."""
+    own = preset if preset in train_recipes() else "demo"
+    return f"{own}-quick" if quick and f"{own}-quick" in train_recipes() else own

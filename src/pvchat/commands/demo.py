@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pvchat.choices import PRESETS
+from pvchat.choices import PRESET, PRESETS
 from pvchat.commands import OneOf
 
 
 def demo(out: Path = Path("workspace/demo"), quick: bool = False, seed: int = 0,
-         preset: Annotated[str, OneOf(PRESETS)] = "face") -> int:
+         preset: Annotated[str, OneOf(PRESETS)] = PRESET) -> int:
     """Learn one person of the offline world from one reference video, then question held-out clips.
 
     Renders a small world of real faces, analyses the person's reference video, synthesizes a

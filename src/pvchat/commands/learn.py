@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Annotated
 
-from pvchat.choices import PRESETS, train_recipes
+from pvchat.choices import PRESET, PRESETS, train_recipes
 from pvchat.commands import OneOf
 
 
@@ -46,8 +46,8 @@ class _Bars:
             bar.close()
 
 
-def learn(reference: list[Path], *, name: list[str], person: int | None = None, preset: Annotated[str, OneOf(PRESETS)] = "face",
-          recipe: Annotated[str, OneOf(train_recipes(), "a YAML path")] = "face", home: Path | None = None,
+def learn(reference: list[Path], *, name: list[str], person: int | None = None, preset: Annotated[str, OneOf(PRESETS)] = PRESET,
+          recipe: Annotated[str, OneOf(train_recipes(), "a YAML path")] | None = None, home: Path | None = None,
           base: Path | None = None) -> int:
     """Learn a person from one reference video: analyze, synthesize, train two stages, write a concept pack.
 
@@ -69,8 +69,8 @@ def learn(reference: list[Path], *, name: list[str], person: int | None = None, 
         name: what questions call the person: <NAME> (letters, digits, '_' or '-'); repeat it for
             people learned together, in the order of the videos.
         person: which person of the reference to learn (0 = seen most; 'pvchat analyze' lists them).
-        preset: model preset (face, the default, learns identity).
-        recipe: training recipe.
+        preset: model preset (face learns identity; small also what the person wears and does).
+        recipe: training recipe (default: the preset's own).
         home: the workspace (default: $PVCHAT_HOME or ./workspace).
         base: a local Hugging Face video LLM directory to personalise instead of the preset's model
             (families: instructblipvideo, llava_onevision, qwen2_vl, qwen2_5_vl, qwen3_vl, smolvlm); --recipe

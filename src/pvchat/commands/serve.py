@@ -8,14 +8,14 @@ import threading
 from pathlib import Path
 from typing import Annotated
 
-from pvchat.choices import PRESETS, train_recipes
+from pvchat.choices import PRESET, PRESETS, default_recipe, train_recipes
 from pvchat.commands import OneOf
 from pvchat.errors import ConfigError
 
 
 def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, auth_token: str | None = None,
-          preset: Annotated[str, OneOf(PRESETS)] = "face",
-          recipe: Annotated[str, OneOf(train_recipes(), "a YAML path")] = "face", max_upload_mb: float = 200.0,
+          preset: Annotated[str, OneOf(PRESETS)] = PRESET,
+          recipe: Annotated[str, OneOf(train_recipes(), "a YAML path")] | None = None, max_upload_mb: float = 200.0,
           max_seconds: float = 600.0, base: Path | None = None) -> int:
     """Start the web app: enroll people, list and forget them, chat about videos, inspect heads.
 
@@ -36,7 +36,7 @@ def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, a
         auth_token: password for the page (else $PVCHAT_AUTH_TOKEN, which other users of the machine
             cannot read off the process list); required off localhost.
         preset: model preset new people are learned on.
-        recipe: training recipe for new people.
+        recipe: training recipe for new people (default: the preset's own).
         max_upload_mb: largest video upload accepted, in MB.
         max_seconds: longest video accepted, in seconds.
         base: a local Hugging Face video LLM directory new people are learned on instead of the preset's model.
@@ -59,6 +59,7 @@ def serve(home: Path | None = None, host: str = "127.0.0.1", port: int = 7860, a
         from pvchat.model.backbones import family_of  # lazy (--help): torch, the backbone registry
 
         family_of(base)  # not a model directory, or an unsupported family: one line before serving
+    recipe = default_recipe(preset) if recipe is None else recipe
     service, app = build(home, preset, recipe, limits, base)
     shown = f"[{host}]" if ":" in host else host
     print(f"pvchat serve: http://{shown}:{port}  (home {home.resolve()}, preset {preset}, recipe {recipe})",

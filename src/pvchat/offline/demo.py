@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 import pvchat.learn as pipeline
-from pvchat.choices import train_recipes
+from pvchat.choices import PRESET, default_recipe
 from pvchat.eval.face_baseline import FaceBaseline
 from pvchat.eval.metrics import existence_accuracy
 from pvchat.faces import FaceEngine
@@ -36,18 +36,12 @@ from pvchat.qa.world_qa import OTHER, action_correct, clothing_correct, location
 from pvchat.video import write_video
 from pvchat.workspace import PersonPaths, base_dir
 
-PRESET = "face"  # the default model preset (small once it meets its numbers: README, Status); recipe of the same name
 DESCRIBES = ("small",)  # presets whose answers describe the clip (appearance and action are asked)
+ASK_BATCH = 16  # questions answered at once (PVChat.generate): decoding a small LLM costs about the same for 1 or 16
 
 
 def _write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
     write_video(path, frames, fps=fps)
-
-
-def demo_recipe(preset: str, quick: bool) -> str:
-    """The training recipe the demo learns with: the preset's own, or with ``quick`` its quick one
-    where it has one (``small-quick``: less data, fewer epochs)."""
-    return f"{preset}-quick" if quick and f"{preset}-quick" in train_recipes() else preset
 
 
 def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = True, preset: str = PRESET) -> dict:
@@ -56,7 +50,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n_people, n_queries = (8, 12) if quick else (12, 24)
-    recipe = demo_recipe(preset, quick)
+    recipe = default_recipe(preset, quick)
     # a preset aligned on the offline world (small) is asked about people of the held-out face split only
     world = make_world(people=n_people, seed=seed, faces=face_split("held_out") if preset in DESCRIBES else None)
     subject, others = world.people[0], world.people[1:]
@@ -173,29 +167,39 @@ def _ask(model, queries: list[dict], name: str, describe: bool = True, generic: 
     model.eval()
     who = "the person" if generic else f"<{name}>"
     encoded = {} if encoded is None else encoded
-    rows = []
+    rows, features, checks = [], [], []  # one question each; answered together in batches below
+
+    def ask(row: dict, feats: torch.Tensor, check=None) -> None:
+        rows.append(row)
+        features.append(feats)
+        checks.append(check)
+
     for q in queries:
         if q["path"] not in encoded:
             with torch.no_grad():
                 encoded[q["path"]] = model.encode_video(model.read_video(q["path"])[1].unsqueeze(0))
-        features = encoded[q["path"]]
+        feats = encoded[q["path"]]
         if not generic:
-            question = f"Is {who} in this video?"
-            rows.append({**{k: v for k, v in q.items() if k != "truth"}, "type": "existence", "question": question,
-                         "answer": model.generate([question], vision_features=features, max_new_tokens=32)[0]})
+            ask({**{k: v for k, v in q.items() if k != "truth"}, "type": "existence",
+                 "question": f"Is {who} in this video?"}, feats)
         if describe and q["truth"] is not None:
             truth = q["truth"]
-            for kind, question in (("appearance", f"What is {who} wearing?"), ("action", f"What is {who} doing?")):
-                said = model.generate([question], vision_features=features, max_new_tokens=40)[0]
-                ok = clothing_correct(said, truth["outfit"]) if kind == "appearance" else action_correct(said, truth["action"])
-                rows.append({**q, "type": kind, "question": question, "answer": said, "correct": ok,
-                             "truth": truth["wearing"] if kind == "appearance" else truth["action_phrase"]})
+            ask({**q, "type": "appearance", "question": f"What is {who} wearing?", "truth": truth["wearing"]}, feats,
+                lambda said, outfit=truth["outfit"]: clothing_correct(said, outfit))
+            ask({**q, "type": "action", "question": f"What is {who} doing?", "truth": truth["action_phrase"]}, feats,
+                lambda said, action=truth["action"]: action_correct(said, action))
             side = [r["horizontal"] for r in truth.get("relations", []) if r.get("horizontal")]
             if not generic and len(q["people"]) == 2 and side:
-                question = f"Where is {who} relative to {OTHER}?"
-                said = model.generate([question], vision_features=features, max_new_tokens=32)[0]
-                rows.append({**q, "type": "location", "question": question, "answer": said,
-                             "correct": location_correct(said, side[0]), "truth": f"{side[0]} {OTHER}"})
+                ask({**q, "type": "location", "question": f"Where is {who} relative to {OTHER}?",
+                     "truth": f"{side[0]} {OTHER}"}, feats, lambda said, side=side[0]: location_correct(said, side))
+    for start in range(0, len(rows), ASK_BATCH):
+        batch = slice(start, start + ASK_BATCH)
+        said = model.generate([r["question"] for r in rows[batch]], vision_features=torch.cat(features[batch]),
+                              max_new_tokens=40)
+        for row, check, answer in zip(rows[batch], checks[batch], said):
+            row["answer"] = answer
+            if check is not None:
+                row["correct"] = check(answer)
     for r in rows:
         r.pop("path", None)
     return rows

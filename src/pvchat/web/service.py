@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from pvchat.choices import PRESET, default_recipe
 from pvchat.errors import InputError
 from pvchat.io import file_sha256
 from pvchat.model.prompt import names_in, validate_name
@@ -49,11 +50,11 @@ class WebService:
             in this process.
     """
 
-    def __init__(self, home: Path, preset: str = "face", recipe: str = "face", limits: UploadLimits | None = None,
+    def __init__(self, home: Path, preset: str = PRESET, recipe: str | None = None, limits: UploadLimits | None = None,
                  api: Any = None, max_chats: int = 2, isolate: bool | None = None, base: Path | None = None):
         self.home = Path(home)
         self.base = None if base is None else str(base)
-        self.preset, self.recipe = preset, recipe
+        self.preset, self.recipe = preset, default_recipe(preset) if recipe is None else recipe
         self.limits = limits or UploadLimits()
         self.api = api if api is not None else importlib.import_module("pvchat.api")
         self.isolate = isinstance(self.api, types.ModuleType) if isolate is None else bool(isolate)
