@@ -120,6 +120,7 @@ def test_questions_answered_together_are_answered_as_one_by_one(model):
     alone = [([""] + list(model.stream(q, feats[i : i + 1], h, max_new_tokens=12)))[-1]
              for i, (q, h) in enumerate(zip(questions, histories))]
     assert model.generate(questions, vision_features=feats, histories=histories, max_new_tokens=12) == alone
+    assert model.generate(questions, vision_features=feats, histories=histories, max_new_tokens=12, batch_size=2) == alone
     one_video = [([""] + list(model.stream(q, feats[:1], max_new_tokens=12)))[-1] for q in questions]
     assert model.generate(questions, vision_features=feats[:1], max_new_tokens=12) == one_video
     assert len(set(alone)) > 1  # the answers differ: the test compares something

@@ -354,27 +354,32 @@ class PVChat(nn.Module):
         vision_features: torch.Tensor | None = None,
         histories: list[list[tuple[str, str]]] | None = None,
         max_new_tokens: int = 64,
+        batch_size: int = 16,
     ) -> list[str]:
         """Answer one question per video (row of ``pixel_values`` / ``vision_features``; one row
-        serves every question), all at once: the decoder of :meth:`stream` over the batch, the
-        prompts left-padded. The answers are :meth:`stream`'s last ones; the batch costs about one
-        question's time, since a small LLM's decoding step is bound by reading its weights."""
+        serves every question), ``batch_size`` at a time: the decoder of :meth:`stream` over each
+        batch, the prompts left-padded. The answers are :meth:`stream`'s last ones; a batch costs
+        about one question's time, since a small LLM's decoding step is bound by reading its weights."""
         if vision_features is None:
             vision_features = self.encode_video(pixel_values)
         if len(vision_features) == 1:
             vision_features = vision_features.expand(len(questions), *vision_features.shape[1:])
         histories = histories or [None] * len(questions)
-        batch = pad_batch([self.prepare(q, history=h) for q, h in zip(questions, histories)],
-                          self.tokenizer.pad_token_id or 0, left=True)
-        ids, mask = batch["input_ids"].to(vision_features.device), batch["attention_mask"].to(vision_features.device)
-        embeds, _ = self.embed_inputs(ids, vision_features, mask)
         eos = self.tokenizer.eos_token_id
-        tokens: list[list[int]] = [[] for _ in questions]
-        for step in greedy_batch(self.llm, embeds, mask, eos, max_new_tokens):
-            for row, token in zip(tokens, step.tolist()):
-                if token != eos:
-                    row.append(token)
-        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in tokens]
+        answers = []
+        for start in range(0, len(questions), batch_size):
+            rows = slice(start, start + batch_size)
+            batch = pad_batch([self.prepare(q, history=h) for q, h in zip(questions[rows], histories[rows])],
+                              self.tokenizer.pad_token_id or 0, left=True)
+            ids, mask = (batch[k].to(vision_features.device) for k in ("input_ids", "attention_mask"))
+            embeds, _ = self.embed_inputs(ids, vision_features[rows], mask)
+            tokens: list[list[int]] = [[] for _ in range(len(ids))]
+            for step in greedy_batch(self.llm, embeds, mask, eos, max_new_tokens):
+                for row, token in zip(tokens, step.tolist()):
+                    if token != eos:
+                        row.append(token)
+            answers += [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in tokens]
+        return answers
 
     @torch.no_grad()
     def sparsity_step(self) -> None:

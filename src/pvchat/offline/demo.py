@@ -37,7 +37,6 @@ from pvchat.video import write_video
 from pvchat.workspace import PersonPaths, base_dir
 
 DESCRIBES = ("small",)  # presets whose answers describe the clip (appearance and action are asked)
-ASK_BATCH = 16  # questions answered at once (PVChat.generate): decoding a small LLM costs about the same for 1 or 16
 
 
 def _write_clip(path: Path, frames: np.ndarray, fps: float) -> None:
@@ -167,7 +166,7 @@ def _ask(model, queries: list[dict], name: str, describe: bool = True, generic: 
     model.eval()
     who = "the person" if generic else f"<{name}>"
     encoded = {} if encoded is None else encoded
-    rows, features, checks = [], [], []  # one question each; answered together in batches below
+    rows, features, checks = [], [], []  # one question each; answered together (PVChat.generate batches them)
 
     def ask(row: dict, feats: torch.Tensor, check=None) -> None:
         rows.append(row)
@@ -192,14 +191,11 @@ def _ask(model, queries: list[dict], name: str, describe: bool = True, generic: 
             if not generic and len(q["people"]) == 2 and side:
                 ask({**q, "type": "location", "question": f"Where is {who} relative to {OTHER}?",
                      "truth": f"{side[0]} {OTHER}"}, feats, lambda said, side=side[0]: location_correct(said, side))
-    for start in range(0, len(rows), ASK_BATCH):
-        batch = slice(start, start + ASK_BATCH)
-        said = model.generate([r["question"] for r in rows[batch]], vision_features=torch.cat(features[batch]),
-                              max_new_tokens=40)
-        for row, check, answer in zip(rows[batch], checks[batch], said):
-            row["answer"] = answer
-            if check is not None:
-                row["correct"] = check(answer)
+    said = model.generate([r["question"] for r in rows], vision_features=torch.cat(features), max_new_tokens=40) if rows else []
+    for row, check, answer in zip(rows, checks, said):
+        row["answer"] = answer
+        if check is not None:
+            row["correct"] = check(answer)
     for r in rows:
         r.pop("path", None)
     return rows

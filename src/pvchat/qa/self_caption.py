@@ -37,7 +37,6 @@ from pvchat.data import QARecord, read_manifest, write_manifest
 
 PROMPTS = {"appearance": "What is the person wearing?", "action": "What is the person doing?"}
 GENERIC = "The person"
-BATCH = 16  # questions the base answers at once
 
 
 def as_named(answer: str, name: str) -> str | None:
@@ -92,11 +91,9 @@ def self_caption(model, manifest: Path, names: list[str], out: Path | None = Non
         asks.append((len(rewritten), [PROMPTS[t] for t in types], _encode(model, manifest.parent / r.clip, features),
                      functools.partial(_described, r, types)))
         rewritten.append(None)
-    flat = [(prompt, feats) for _, prompts, feats, _ in asks for prompt in prompts]
-    said = []
-    for start in range(0, len(flat), BATCH):  # one left-padded batch per BATCH questions (PVChat.generate)
-        chunk = flat[start : start + BATCH]
-        said += model.generate([q for q, _ in chunk], vision_features=torch.cat([f for _, f in chunk]), max_new_tokens=40)
+    questions = [prompt for _, prompts, _, _ in asks for prompt in prompts]
+    rows = [feats.expand(len(prompts), -1, -1, -1) for _, prompts, feats, _ in asks]  # each clip, once per prompt
+    said = model.generate(questions, vision_features=torch.cat(rows), max_new_tokens=40) if questions else []
     k = 0
     for at, prompts, _, finish in asks:
         rewritten[at] = finish(said[k : k + len(prompts)])
