@@ -1,14 +1,16 @@
 """The training loop on a tiny manifest: it learns, logs, plots, and resumes bit-exactly."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from pvchat.data import QADataset, QARecord, read_manifest
-from pvchat.errors import InputError
+from pvchat.errors import ConfigError, InputError
 from pvchat.model.presets import get_preset
 from pvchat.model.pvchat import PVChat
-from pvchat.train.loop import TrainingError, parameter_groups, read_log, train
+from pvchat.train.loop import TrainingError, autocast_dtype, parameter_groups, read_log, train
 from pvchat.train.recipe import StageRecipe, stage2
 
 
@@ -102,7 +104,6 @@ def test_cosine_schedule_goes_from_lr_to_a_tenth():
 
 
 def test_recipe_numbers_are_checked(manifest, tmp_path):
-    from pvchat.errors import ConfigError
     from pvchat.train.recipe import load_recipes
 
     p = tmp_path / "r.yaml"
@@ -138,6 +139,23 @@ def test_bf16_autocast_runs_on_cpu_with_fp32_master_weights(manifest, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(TrainingError, match="fp16 needs a GPU"):
             train(_model(), ds, _recipe(epochs=1, mixed_precision="fp16"), tmp_path / "fp16", progress=False)
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(manifest, tmp_path, monkeypatch):
+    cpu = torch.device("cpu")
+    assert autocast_dtype("no", cpu) is None and autocast_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert autocast_dtype("auto", cpu) is None  # emulated bf16 would be slower than fp32
+    ds = QADataset(manifest, stage=2, num_frames=4, image_size=32, types=("existence",))
+    train(_model(), ds, _recipe(epochs=1, mixed_precision="auto"), tmp_path / "fp32", progress=False)
+    assert json.loads((tmp_path / "fp32" / "summary.json").read_text())["precision"] == "float32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert autocast_dtype("auto", cpu) is torch.bfloat16
+    train(_model(), ds, _recipe(epochs=1, mixed_precision="auto"), tmp_path / "bf16", progress=False)
+    assert json.loads((tmp_path / "bf16" / "summary.json").read_text())["precision"] == "bfloat16"
+    with pytest.raises(ConfigError, match="no, bf16, fp16, auto"):
+        stage2(mixed_precision="fp8")
 
 
 @pytest.mark.gpu

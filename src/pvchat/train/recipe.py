@@ -16,6 +16,8 @@ from typing import Any
 from pvchat import recipes
 from pvchat.errors import ConfigError
 
+PRECISIONS = ("no", "bf16", "fp16", "auto")
+
 # paper supp.: 8 epochs in all for one person, 16 for two, 24 for three; stage 1 is one of them
 STAGE2_EPOCHS = {1: 7, 2: 15, 3: 23}
 
@@ -43,7 +45,7 @@ class StageRecipe:
     seed: int = 0
     checkpoint_every: int = 50
     cache_features: bool = True  # frozen vision features computed once per clip
-    mixed_precision: str = "no"  # "bf16" on GPU (fp32 master weights; autocast)
+    mixed_precision: str = "no"  # autocast, fp32 master weights: "bf16", "fp16" (GPU), "auto" (autocast_dtype)
     schedule: str = "constant"  # learning rates: "constant", or "cosine" from lr down to lr/10 over the stage
 
     def __post_init__(self):
@@ -59,8 +61,8 @@ class StageRecipe:
                 raise ConfigError(f"recipe field {name} must be an integer, got {getattr(self, name)!r}")
         if self.stage not in (1, 2):
             raise ConfigError(f"stage must be 1 or 2, got {self.stage}")
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ConfigError(f"mixed_precision must be one of: no, bf16, fp16; got {self.mixed_precision!r}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ConfigError(f"mixed_precision must be one of: {', '.join(PRECISIONS)}; got {self.mixed_precision!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"schedule must be one of: constant, cosine; got {self.schedule!r}")
         if self.batch_size < 1:
