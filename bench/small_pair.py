@@ -3,8 +3,9 @@
     python bench/small_pair.py [--seeds 0 1] [--queries 12] [--out workspace/bench-pair]
 
 Per seed: a world of people from the held-out face split (never seen by the shipped base), one
-reference video each of two of them, ``pvchat.api.learn([a, b], [A, B], preset="small")`` (composed
-clips, one model, one pack, exactly what ``pvchat learn a.mp4 b.mp4 --name A --name B`` runs),
+reference video each of two of them, ``pvchat.api.learn([a, b], [A, B], preset="small", pool=...)``
+(composed clips with strangers of a pool of align-split people, one model, one pack, exactly what
+``pvchat learn a.mp4 b.mp4 --name A --name B --pool DIR`` runs),
 then held-out clips of the two side by side (either order) asked, through the pack as users ask:
 
 * "Where is <A> relative to <B>?" (and the reverse): left/right as the ground truth says (ours);
@@ -28,6 +29,8 @@ KEYS = ("location", "existence (pair clips)", "existence (strangers)", "clothing
 
 
 def run_seed(seed: int, queries: int, out: Path) -> dict:
+    from PIL import Image
+
     from pvchat.api import Chat, learn
     from pvchat.offline.world.api import make_world
     from pvchat.offline.world.faces import face_split
@@ -45,7 +48,15 @@ def run_seed(seed: int, queries: int, out: Path) -> dict:
             write_video(path, world.render_reference(p.id).frames, fps=world.fps)
         refs.append(path)
     t0 = time.perf_counter()
-    learn(refs, [a.name, b.name], home=home, preset="small", recipe="small")
+    # the pool (negatives, strangers in composed clips): people of the align split, so no face of
+    # the query clips is among them (learn's default pool, the offline world's people, holds them all)
+    pool = out / "pool"
+    if not pool.is_dir():
+        others = make_world(people=20, seed=seed + 100, faces=face_split("align"))
+        pool.mkdir(parents=True)
+        for p in others.people:
+            Image.fromarray(others.portrait(p.id)).save(pool / f"{p.id}.png")
+    learn(refs, [a.name, b.name], home=home, preset="small", recipe="small", pool=pool)
     learn_s = time.perf_counter() - t0
 
     rows = {k: [] for k in KEYS}

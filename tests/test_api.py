@@ -15,11 +15,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from PIL import Image
 
 from pvchat import cli
 from pvchat.api import Chat, find_people, forget, learn, list_people
+from pvchat.data import read_manifest
 from pvchat.errors import InputError, PVChatError
-from pvchat.io import load_tensors, write_json
+from pvchat.io import load_tensors, read_json, write_json
 from pvchat.pack import CARD, TENSORS, pack_size_estimate, trained_parameters, write_pack
 from pvchat.train.stages import with_subjects
 from pvchat.video import to_model_input
@@ -355,8 +357,19 @@ def test_two_people_learned_together_one_pack_one_question(learned, tmp_path):
     home = tmp_path / "home"
     with pytest.raises(InputError, match="one video each"):
         learn(refs[:1], ["Ann", "Ben"], home=home, preset="tiny", recipe=recipe)
-    card = learn(refs, ["Ann", "Ben"], home=home, preset="tiny", recipe=recipe)
+    pool = tmp_path / "pool"  # the world's other two people stand in for who is absent
+    pool.mkdir()
+    for p in world.people[2:]:
+        Image.fromarray(world.portrait(p.id)).save(pool / f"{p.id}.png")
+    with pytest.raises(InputError, match="no such directory"):
+        learn(refs, ["Ann", "Ben"], home=home, preset="tiny", recipe=recipe, pool=tmp_path / "nowhere")
+    card = learn(refs, ["Ann", "Ben"], home=home, preset="tiny", recipe=recipe, pool=pool)
     assert card["names"] == ["Ann", "Ben"] and (home / "people" / "Ann+Ben" / "pack" / CARD).is_file()
+    data = home / "people" / "Ann+Ben" / "data"
+    composed = read_manifest(data / "manifest.jsonl")
+    assert read_json(data / "settings.json")["pool"] == str(pool)
+    assert all(len(r.provenance["layout"]) == 2 for r in composed)  # strangers fill the clips
+    assert any(len(r.people) < 2 for r in composed)
     assert [p["names"] for p in list_people(home)] == [["Ann", "Ben"]]
     chat = Chat(["Ann", "Ben"], home=home)  # both names resolve to the one pack
     answer = chat.ask(learned.query, "Where is <Ann> relative to <Ben>?")

@@ -179,6 +179,21 @@ def test_one_subject_beside_strangers(world_people, tmp_path):
                         progress=False, pool=root / "pool", people_per_clip=4, **SMALL)
 
 
+def test_clips_of_strangers_only_show_a_hard_negative(world_people, tmp_path):
+    """hard_strangers: a clip without the person casts one of the pool people nearest its face."""
+    from pvchat.faces.analysis_dir import load_embedding
+    from pvchat.synth.negatives import build_face_bank, rank_by_similarity
+
+    root, people = world_people
+    name, analysis, _ = people[0]
+    nearest = rank_by_similarity(build_face_bank(root / "pool", progress=False), load_embedding(analysis))[0][1]
+    manifest = compose_dataset([(name, analysis)], tmp_path / "data", clips=2, seed=0, progress=False,
+                               pool=root / "pool", people_per_clip=2, hard_strangers=1, **SMALL)
+    strangers_only = [r for r in read_manifest(manifest) if not r.people]
+    assert len(strangers_only) == 1
+    assert nearest.source in {e["source"] for e in strangers_only[0].provenance["layout"]}
+
+
 def test_rerun_resumes_without_rewriting(two):
     manifest, subjects, pool = two
     clips = sorted((manifest.parent / "clips").glob("*.mp4"))

@@ -82,6 +82,7 @@ def learn(
     progress: ProgressFn | None = None,
     cancel: threading.Event | None = None,
     base: Path | None = None,
+    pool: Path | None = None,
 ) -> dict:
     """Learn ``name`` from one reference video (or 2–3 people together, one video each); returns the
     concept pack's card.
@@ -106,6 +107,8 @@ def learn(
         cancel: set it to stop at the next step with :class:`Cancelled` ("cancelled"); files stay resumable.
         base: a local Hugging Face video LLM directory to personalise instead of the preset's model
             (:mod:`pvchat.model.backbones` lists the families); its training restarts when resumed.
+        pool: a directory of other people's images or videos: the hard and random negatives, and the
+            strangers beside the people in composed clips (default: the offline world's people).
     """
     references = [Path(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
     recipe = default_recipe(preset) if recipe is None else recipe
@@ -122,7 +125,8 @@ def learn(
         with hold(paths.root / LOCK, f"{who} is being learned by another process right now; wait for it to "
                   f"finish or stop it") as lock:
             try:
-                return _learn(references, names, Path(home), preset, recipe, person, progress, cancel, lock, base)
+                return _learn(references, names, Path(home), preset, recipe, person, progress, cancel, lock, base,
+                              pool)
             except BaseException:
                 _drop_unstarted(paths)
                 raise
@@ -139,7 +143,8 @@ def _drop_unstarted(paths: PersonPaths) -> None:
 
 
 def _learn(references: list[Path], names: list[str], home: Path, preset: str, recipe: str | Path, person: int | None,
-           progress: ProgressFn | None, cancel: threading.Event | None, lock: int, base: Path | None = None) -> dict:
+           progress: ProgressFn | None, cancel: threading.Event | None, lock: int, base: Path | None = None,
+           pool: Path | None = None) -> dict:
     """:func:`learn` while holding the people's lock (``lock``, its descriptor: the synthesis child inherits it)."""
     t0 = time.perf_counter()
     paths = group_paths(names, home)
@@ -157,6 +162,10 @@ def _learn(references: list[Path], names: list[str], home: Path, preset: str, re
                 "recipe": pipeline.recipe_setting(recipe), "person": person, "synthesize": synth}
     if base is not None:
         settings.update(preset=None, base=str(Path(base).resolve()))
+    if pool is not None:  # (absent before, so people learned on the default pool resume)
+        if not Path(pool).is_dir():
+            raise InputError(f"{pool}: no such directory (the pool is a directory of other people's images or videos)")
+        settings["pool"] = str(Path(pool).resolve())
     if len(names) > 1:
         settings.update(reference=None, references=[str(r.resolve()) for r in references], names=names)
     if paths.started() and paths.settings.is_file():
@@ -179,10 +188,10 @@ def _learn(references: list[Path], names: list[str], home: Path, preset: str, re
     # positives and hard negatives from the offline world's people (one person); people learned
     # together: clips of them side by side, each cut out of their own reference
     if len(names) == 1:
-        data = pipeline.synthesize(paths.analysis, name, paths.data, synth, None, progress, cancel, lock,
+        data = pipeline.synthesize(paths.analysis, name, paths.data, synth, pool, progress, cancel, lock,
                                    pairs=pipeline.pair_clips(recipe))
     else:
-        data = pipeline.compose(names, analyses, paths.data, recipe, synth, progress, cancel)
+        data = pipeline.compose(names, analyses, paths.data, recipe, synth, progress, cancel, pool)
     pipeline.check_cancel(cancel, "stage1", name)
     if base is not None:  # the user's video LLM: its own stages and pack (pvchat.model.backbones)
         extra = {"person": summary["subject"], "recipe": settings["recipe"], "synthesize": synth,

@@ -136,7 +136,8 @@ def synthesize(analysis: Path, name: str, data: Path, recipe: str, pool: Pool | 
     ``pairs``: that many clips more of two people, the person beside a stranger or two strangers
     (:func:`pvchat.synth.compose.compose_dataset`, two people per clip, into ``data/pairs``), joined
     to ``data/manifest.jsonl``: one person's clips alone never show two people, and a model learned
-    on them alone said yes to clips of two strangers (``bench/existence_parts.py``).
+    on them alone said yes to clips of two strangers (``bench/existence_parts.py``). One of the two
+    strangers is one of the recipe's hard negatives (the pool people nearest the person's face).
 
     With ``cancel`` it runs in a child process (:func:`synthesize_in_child`, ``pool`` then a directory
     or None), so a cancel stops it at once; without, in this process (``verbose``: its progress bars).
@@ -165,7 +166,8 @@ def _join_pairs(analysis: Path, name: str, data: Path, recipe: str, pool: Pool |
     between the two writes joins again."""
     r = get_synth_recipe(recipe)
     compose_dataset([(name, analysis)], data / "pairs", clips=pairs, seed=r.seed, progress=verbose,
-                    pool=default_pool(pool), num_frames=r.num_frames, fps=r.fps, qa=r.qa, people_per_clip=2)
+                    pool=default_pool(pool), num_frames=r.num_frames, fps=r.fps, qa=r.qa, people_per_clip=2,
+                    hard_strangers=r.hard_negatives)
     own = [ClipRecord.from_dict(read_json(p)) for p in sorted((data / "records").glob("*.json"))]
     composed = read_manifest(data / "pairs" / "manifest.jsonl")
     records = own + [dataclasses.replace(rec, clip=f"pairs/{rec.clip}") for rec in composed]
@@ -177,14 +179,21 @@ def _join_pairs(analysis: Path, name: str, data: Path, recipe: str, pool: Pool |
 
 
 def compose(names: list[str], analyses: list[Path], data: Path, recipe: str | Path, synth: str,
-            progress: ProgressFn | None = None, cancel: threading.Event | None = None) -> dict:
+            progress: ProgressFn | None = None, cancel: threading.Event | None = None,
+            pool: Pool | None = None) -> dict:
     """Stage 2 for 2-3 people learned together: clips of them side by side, each cut out of their own
-    reference (:func:`pvchat.synth.compose.compose_dataset`); skipped when ``data/summary.json`` exists."""
+    reference (:func:`pvchat.synth.compose.compose_dataset`); skipped when ``data/summary.json`` exists.
+    Strangers from ``pool`` (default :func:`default_pool`) stand in for the people a clip leaves out,
+    one of them a hard negative (nearest the people's faces) where the clip shows none of them, so
+    how many people a clip shows does not answer "Is <A> here?" (composed without strangers, two
+    people learned together were told present in a quarter of clips of two strangers)."""
     if not (data / "summary.json").is_file():
         check_cancel(cancel, "synthesize", "+".join(names))
         _report(progress, "synthesize", 0.0)
         clips = load_train_recipe(recipe).compose_clips or COMPOSED_CLIPS
-        compose_dataset(list(zip(names, analyses)), data, clips=clips, progress=False, qa=get_synth_recipe(synth).qa)
+        synth_recipe = get_synth_recipe(synth)
+        compose_dataset(list(zip(names, analyses)), data, clips=clips, progress=False, qa=synth_recipe.qa,
+                        pool=default_pool(pool), hard_strangers=synth_recipe.hard_negatives)
     summary = read_json(data / "summary.json")
     _report(progress, "synthesize", 1.0, {"clips": summary.get("clips"), "qa_pairs": summary.get("qa_pairs")})
     return summary

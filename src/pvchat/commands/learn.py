@@ -48,7 +48,7 @@ class _Bars:
 
 def learn(reference: list[Path], *, name: list[str], person: int | None = None, preset: Annotated[str, OneOf(PRESETS)] = PRESET,
           recipe: Annotated[str, OneOf(train_recipes(), "a YAML path")] | None = None, home: Path | None = None,
-          base: Path | None = None) -> int:
+          base: Path | None = None, pool: Path | None = None) -> int:
     """Learn a person from one reference video: analyze, synthesize, train two stages, write a concept pack.
 
     Everything goes under HOME/people/NAME/ (analysis, data, run, pack). Two or three people are
@@ -69,12 +69,14 @@ def learn(reference: list[Path], *, name: list[str], person: int | None = None, 
         name: what questions call the person: <NAME> (letters, digits, '_' or '-'); repeat it for
             people learned together, in the order of the videos.
         person: which person of the reference to learn (0 = seen most; 'pvchat analyze' lists them).
-        preset: model preset (face learns identity; small also what the person wears and does).
+        preset: model preset (small sees what the person wears and does; face learns identity only).
         recipe: training recipe (default: the preset's own).
         home: the workspace (default: $PVCHAT_HOME or ./workspace).
         base: a local Hugging Face video LLM directory to personalise instead of the preset's model
             (families: instructblipvideo, llava_onevision, qwen2_vl, qwen2_5_vl, qwen3_vl, smolvlm); --recipe
             paper suits a pretrained one.
+        pool: a directory of other people's images or videos, the negatives and the strangers beside
+            the person in two-person clips (default: the offline world's people).
     """
     # lazy, so that `pvchat --help` stays fast: torch, transformers, dlib (the whole pipeline)
     from pvchat.api import DEFAULT_HOME, STAGES, learn as learn_person
@@ -92,7 +94,7 @@ def learn(reference: list[Path], *, name: list[str], person: int | None = None, 
     try:
         card = learn_person(reference if len(reference) > 1 else reference[0], name if len(name) > 1 else name[0],
                             home=home, preset=preset, recipe=recipe, person=person, progress=bars, cancel=cancel,
-                            base=base)
+                            base=base, pool=pool)
     finally:
         bars.close()
         if previous is not None:

@@ -276,6 +276,7 @@ def compose_dataset(
     qa: str = "paper",
     max_attempts: int = 4,
     people_per_clip: int | None = None,
+    hard_strangers: int = 0,
 ) -> Path:
     """Compose ``clips`` clips of 1–3 subjects (``(name, analysis dir)`` each; one needs
     ``people_per_clip`` of 2 or 3) under ``out``; returns the manifest path. Resumes a partial
@@ -286,7 +287,10 @@ def compose_dataset(
     subjects, and some clips show none of the subjects. ``qa``: a QA recipe of :mod:`pvchat.qa`.
     ``people_per_clip``: how many people every clip shows (default: one per subject); with more,
     strangers from ``pool`` fill the rest, so one subject can be composed beside a stranger, and
-    two strangers together stand in for the clips without them.
+    two strangers together stand in for the clips without them. ``hard_strangers``: in a clip
+    without any subject, one stranger is one of the ``hard_strangers`` pool people whose faces are
+    nearest the subjects' (the paper's hard negatives, here beside another person: a one-person
+    pack trained on random pairs said yes to clips of a look-alike beside a stranger).
     """
     per_clip = len(subjects) if people_per_clip is None else people_per_clip
     _check_subjects(subjects, per_clip, pool)
@@ -314,11 +318,15 @@ def compose_dataset(
         if per_clip > len(subjects) and len(strangers) < per_clip:  # a clip without the subjects: strangers only
             raise InputError(f"{pool_name(pool)}: {len(strangers)} pool people look unlike the subjects; "
                              f"clips of {per_clip} people need at least {per_clip}")
+    nearest = sorted(range(len(strangers)), key=lambda k: min(np.linalg.norm(strangers[k].embedding - p.embedding)
+                                                              for p in people))[:hard_strangers]
     settings = {"subjects": [[name, str(analysis)] for name, analysis in subjects],
                 "pool": pool_label(pool) if pool is not None else None, "seed": seed, "num_frames": num_frames,
                 "width": width, "height": height, "fps": fps, "qa": qa}
     if per_clip != len(subjects):  # (absent before, so older compositions resume)
         settings["people_per_clip"] = per_clip
+    if nearest:  # (likewise)
+        settings["hard_strangers"] = len(nearest)
     if (out / "settings.json").exists() and read_json(out / "settings.json") != settings:
         raise InputError(f"{out} holds a composition with other settings; choose another directory")
     (out / "clips").mkdir(parents=True, exist_ok=True)
@@ -340,10 +348,14 @@ def compose_dataset(
         for attempt in range(max_attempts):
             rng = np.random.default_rng([seed, i, attempt])
             cast_people = [p for p, here in zip(people, present) if here]
-            for k in rng.permutation(len(strangers))[: per_clip - len(cast_people)] if strangers else []:
-                if int(k) not in stand_ins:
-                    stand_ins[int(k)] = _Person(None, _framed(strangers[k].identity("stranger")), strangers[k].source)
-                cast_people.append(stand_ins[int(k)])
+            picks = [int(k) for k in rng.permutation(len(strangers))] if strangers else []
+            if nearest and not cast_people:  # strangers only: one of them looks like a subject
+                hard = int(rng.choice(nearest))
+                picks = [hard] + [k for k in picks if k != hard]
+            for k in picks[: per_clip - len(cast_people)]:
+                if k not in stand_ins:
+                    stand_ins[k] = _Person(None, _framed(strangers[k].identity("stranger")), strangers[k].source)
+                cast_people.append(stand_ins[k])
             casts = _cast(cast_people, rng, num_frames, height, sprite_width(width))
             background = str(rng.choice(sorted(BACKGROUNDS)))
             fh = float(np.clip(rng.uniform(0.22, 0.3) * height, MIN_FACE, 0.45 * width / 3))
