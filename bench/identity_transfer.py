@@ -1,6 +1,6 @@
 """Is identity lost in the Q-former? A new person on the face preset's features, Q-former + yes/no head only.
 
-    .venv/bin/pvchat demo                      # writes workspace/demo (data, queries, report.json)
+    .venv/bin/pvchat demo --preset face        # writes workspace/demo (data, queries, report.json)
     python bench/identity_transfer.py [--demo workspace/demo] [--clips 250] [--steps 1500] [--seeds 0 1]
 
 The demo's model answers every clip alike; this isolates the part of PVChat that should carry

@@ -26,7 +26,7 @@ def load_target(target: str) -> Any:
 # pvchat.model.presets.PRESETS
 PRESETS = ("demo", "face", "paper", "small", "tiny")
 # the preset `pvchat demo`, `learn`, `serve` and pvchat.api.learn use when none is given (README, Status)
-PRESET = "face"
+PRESET = "small"
 # pvchat.synth.base.GENERATORS: positive-clip generators of `pvchat synthesize`
 GENERATORS = ("classic", "consisid", "liveportrait", "personalvideo", "photomaker")
 # pvchat.synth.pipeline.SYNTH_RECIPES (pvchat/recipes/synth/*.yaml): how much data `pvchat synthesize` makes

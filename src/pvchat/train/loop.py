@@ -278,7 +278,7 @@ def autocast_dtype(mixed_precision: str, device: torch.device) -> torch.dtype | 
 
     ``auto`` is bf16 where the hardware computes it natively, fp32 elsewhere (emulated bf16 is slower
     than fp32): a CUDA GPU that supports bf16, or a CPU with AVX512-BF16 or AMX, where oneDNN runs
-    bf16 matmuls at about twice the fp32 rate (the small preset's training step ×2.0 on 2 EPYC
+    bf16 matmuls at about twice the fp32 rate (the small preset's training step ×1.9 on 2 EPYC
     cores: bench/precision.py). The master weights stay fp32 either way."""
     if mixed_precision != "auto":
         return {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mixed_precision]
