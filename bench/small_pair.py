@@ -29,9 +29,8 @@ KEYS = ("location", "existence (pair clips)", "existence (strangers)", "clothing
 
 
 def run_seed(seed: int, queries: int, out: Path) -> dict:
-    from PIL import Image
-
     from pvchat.api import Chat, learn
+    from pvchat.offline.pool import save_pool
     from pvchat.offline.world.api import make_world
     from pvchat.offline.world.faces import face_split
     from pvchat.offline.world.render import Cast
@@ -53,9 +52,7 @@ def run_seed(seed: int, queries: int, out: Path) -> dict:
     pool = out / "pool"
     if not pool.is_dir():
         others = make_world(people=20, seed=seed + 100, faces=face_split("align"))
-        pool.mkdir(parents=True)
-        for p in others.people:
-            Image.fromarray(others.portrait(p.id)).save(pool / f"{p.id}.png")
+        save_pool(others, others.people, pool)
     learn(refs, [a.name, b.name], home=home, preset="small", recipe="small", pool=pool)
     learn_s = time.perf_counter() - t0
 

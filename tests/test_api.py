@@ -15,7 +15,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from PIL import Image
 
 from pvchat import cli
 from pvchat.api import Chat, find_people, forget, learn, list_people
@@ -343,6 +342,7 @@ def test_forget(learned, tmp_path, capsys):
 
 
 def test_two_people_learned_together_one_pack_one_question(learned, tmp_path):
+    from pvchat.offline.pool import save_pool
     from pvchat.offline.world.api import make_world
     from pvchat.video import write_video
 
@@ -357,10 +357,7 @@ def test_two_people_learned_together_one_pack_one_question(learned, tmp_path):
     home = tmp_path / "home"
     with pytest.raises(InputError, match="one video each"):
         learn(refs[:1], ["Ann", "Ben"], home=home, preset="tiny", recipe=recipe)
-    pool = tmp_path / "pool"  # the world's other two people stand in for who is absent
-    pool.mkdir()
-    for p in world.people[2:]:
-        Image.fromarray(world.portrait(p.id)).save(pool / f"{p.id}.png")
+    pool = save_pool(world, world.people[2:], tmp_path / "pool")  # they stand in for who is absent
     with pytest.raises(InputError, match="no such directory"):
         learn(refs, ["Ann", "Ben"], home=home, preset="tiny", recipe=recipe, pool=tmp_path / "nowhere")
     card = learn(refs, ["Ann", "Ben"], home=home, preset="tiny", recipe=recipe, pool=pool)

@@ -4,7 +4,6 @@ import re
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from pvchat import cli
 from pvchat.data import QADataset, read_manifest
@@ -22,6 +21,7 @@ def world_people(tmp_path_factory):
     from pvchat.faces.analysis_dir import load_embedding, write_analysis
     from pvchat.faces.analyze import analyze_video
     from pvchat.faces.records import AnalyzeSettings
+    from pvchat.offline.pool import save_pool
     from pvchat.offline.world.api import make_world
     from pvchat.video import write_video
 
@@ -34,9 +34,7 @@ def world_people(tmp_path_factory):
         analysis = write_analysis(analyze_video(root / f"{p.id}.mp4", settings=AnalyzeSettings(workers=1),
                                                 progress=False), root / f"an_{p.id}")
         people.append((p.name, analysis, load_embedding(analysis)))
-    (root / "pool").mkdir()
-    for p in world.people[3:]:
-        Image.fromarray(world.portrait(p.id)).save(root / "pool" / f"{p.id}.png")
+    save_pool(world, world.people[3:], root / "pool")
     return root, people
 
 

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from pvchat.errors import InputError
 from pvchat.eval.recipe import GROUPS, UNITS, BenchmarkRecipe, load_recipe
 from pvchat.io import atomic_dir, read_json, read_jsonl, write_json, write_text
+from pvchat.offline.pool import save_pool
 
 # a client of the offline world: the benchmark is rendered from it (reading one needs none of it, but
 # lives here beside its writer)
@@ -189,10 +189,9 @@ def build_benchmark(out: str | os.PathLike, recipe: str | os.PathLike | Benchmar
     total = len(subject_people) * 2 + len(others) + rcp.num_clips
     with atomic_dir(out, overwrite=overwrite) as tmp, tqdm(total=total, desc="benchmark", unit="item",
                                                          disable=not progress) as bar:
-        for d in ("references", "pool", "clips"):
+        for d in ("references", "clips"):
             (tmp / d).mkdir()
-        for p in pool:
-            Image.fromarray(world.portrait(p.id)).save(tmp / "pool" / f"{p.id}.png")
+        save_pool(world, pool, tmp / "pool")
         # hard negatives: the query people nearest to each subject person by dlib portrait embedding
         emb = {}
         for p in subject_people + others:

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from PIL import Image
 
 import pvchat.learn as pipeline
 from pvchat.choices import PRESET, default_recipe
@@ -29,6 +28,7 @@ from pvchat.eval.face_baseline import FaceBaseline
 from pvchat.eval.metrics import existence_accuracy
 from pvchat.faces import FaceEngine
 from pvchat.io import write_json
+from pvchat.offline.pool import save_pool
 from pvchat.offline.world.api import World, make_world
 from pvchat.offline.world.faces import face_split
 from pvchat.pack import CARD
@@ -73,10 +73,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, progress: bool = Tru
     lap("analyze", t)
     # 3. synthesize: positives from the reference, negatives from the pool's people
     t = time.perf_counter()
-    pool = out / "pool"
-    pool.mkdir(exist_ok=True)
-    for p in pool_people:
-        Image.fromarray(world.portrait(p.id)).save(pool / f"{p.id}.png")
+    pool = save_pool(world, pool_people, out / "pool")
     synth = pipeline.synth_recipe(recipe)
     data = pipeline.synthesize(paths.analysis, name, paths.data, synth, pool=pool, verbose=progress,
                                pairs=pipeline.pair_clips(recipe))

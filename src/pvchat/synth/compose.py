@@ -310,16 +310,20 @@ def compose_dataset(
             raise InputError(f"{p.name} ({p.source}) and {q.name} ({q.source}) look like the same person "
                              f"(face distance {d:.2f} < {SAME_PERSON}); compose different people")
     strangers: list = []
+    away: list[float] = []  # each stranger's face distance to the nearest subject
     if pool is not None:
         bank = build_face_bank(pool, progress=progress)
-        strangers = [s for s in bank if min(np.linalg.norm(s.embedding - p.embedding) for p in people) >= SAME_PERSON]
+        for s in bank:
+            d = min(float(np.linalg.norm(s.embedding - p.embedding)) for p in people)
+            if d >= SAME_PERSON:
+                strangers.append(s)
+                away.append(d)
         if not strangers:
             raise InputError(f"{pool_name(pool)}: every pool person looks like one of the subjects; add other people")
         if per_clip > len(subjects) and len(strangers) < per_clip:  # a clip without the subjects: strangers only
             raise InputError(f"{pool_name(pool)}: {len(strangers)} pool people look unlike the subjects; "
                              f"clips of {per_clip} people need at least {per_clip}")
-    nearest = sorted(range(len(strangers)), key=lambda k: min(np.linalg.norm(strangers[k].embedding - p.embedding)
-                                                              for p in people))[:hard_strangers]
+    nearest = sorted(range(len(strangers)), key=away.__getitem__)[:hard_strangers]
     settings = {"subjects": [[name, str(analysis)] for name, analysis in subjects],
                 "pool": pool_label(pool) if pool is not None else None, "seed": seed, "num_frames": num_frames,
                 "width": width, "height": height, "fps": fps, "qa": qa}
